@@ -1,0 +1,1 @@
+"""Plumbing shared by every capability: database access, the backup store, errors. No Dagster here."""

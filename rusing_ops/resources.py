@@ -1,0 +1,148 @@
+"""Dagster resources: thin wrappers that build the library's clients from the configuration contract.
+
+Secrets (database password inside DATABASE_URL, Stripe keys, Slack token) are only ever passed as
+``dg.EnvVar``: Dagster then stores and shows the variable's name, never its value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Iterator, Optional
+
+import dagster as dg
+from pydantic import Field, PrivateAttr
+from sqlalchemy.engine import Connection, Engine
+
+from .core import database as dbmod
+from .core.app import AppControl
+from .core.dburl import DatabaseURL, parse_database_url
+from .core.store import BackupStore, open_store
+from .core.stripe_api import key_mode, make_stripe_client
+from .settings import PROJECT_ROOT, VARIABLES
+
+# Every job that writes to the application database carries this tag (queued, one at a time, by the
+# QueuedRunCoordinator's tag limit in dagster.yaml) and runs its writing op in this pool (a slot claimed at step
+# start, which also holds for CLI / in-process runs against the instance). The database lock below is the
+# last line: it also keeps out the app's own migrator and any process outside Dagster.
+DB_WRITE_TAG_KEY = "rusing/db-write"
+DB_WRITE_TAGS = {DB_WRITE_TAG_KEY: "app-db"}
+DB_WRITE_POOL = "app_db_write"
+DB_WRITE_LOCK = "rusing_ops.app_db_write"
+
+
+def from_env(name: str, *, secret: bool = False):
+    """``dg.EnvVar(name)`` when the variable is set, else the documented default (``None`` for secrets)."""
+    if os.environ.get(name, "").strip():
+        return dg.EnvVar(name)
+    return None if secret else VARIABLES[name][1]
+
+
+class DatabaseResource(dg.ConfigurableResource):
+    """The application database (MySQL protocol: TiDB Cloud, MySQL, MariaDB) reached through DATABASE_URL."""
+
+    url: str = Field(description="DATABASE_URL: mysql://user:password@host:port/db (set through an environment variable).")
+    lock_timeout_seconds: float = Field(default=10.0, description="How long to wait for the database write lock.")
+
+    _engine: Optional[Engine] = PrivateAttr(default=None)
+
+    @property
+    def parsed(self) -> DatabaseURL:
+        return parse_database_url(self.url)
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = dbmod.create_engine(self.parsed)
+        return self._engine
+
+    def teardown_after_execution(self, context) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+    def ping(self) -> dbmod.PingResult:
+        return dbmod.ping(self.engine, self.parsed)
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[Connection]:
+        with dbmod.connect(self.engine, self.parsed) as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def write_lock(self, timeout_s: float | None = None) -> Iterator[Connection]:
+        """Hold the database-wide write lock (``GET_LOCK``) shared by migrate, restore, rollback and recovery."""
+        with dbmod.named_lock(self.engine, self.parsed, DB_WRITE_LOCK,
+                              self.lock_timeout_seconds if timeout_s is None else timeout_s) as conn:
+            yield conn
+
+
+class BackupStoreResource(dg.ConfigurableResource):
+    """Where backups live: S3 (boto3 reads AWS_* itself, AWS_ENDPOINT_URL included) or a local directory."""
+
+    url: str = Field(default="./backups", description="RUSING_BACKUP_URL: s3://bucket/prefix, file:///dir or a path relative to the project.")
+
+    def get_store(self) -> BackupStore:
+        return open_store(self.url, base_dir=PROJECT_ROOT)
+
+
+class StripeResource(dg.ConfigurableResource):
+    """Stripe through the official SDK (StripeClient), network retries on; unset key = "not configured"."""
+
+    api_key: Optional[str] = Field(default=None, description="STRIPE_SECRET_KEY (environment variable only).")
+    webhook_secret: Optional[str] = Field(default=None, description="STRIPE_WEBHOOK_SECRET: the app endpoint's signing secret (environment variable only).")
+    api_base: Optional[str] = Field(default=None, description="STRIPE_API_BASE: override of https://api.stripe.com (local servers, tests).")
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.api_key)
+
+    @property
+    def mode(self) -> str:
+        return key_mode(self.api_key)
+
+    def get_client(self):
+        return make_stripe_client(self.api_key, self.api_base)
+
+
+class AppResource(dg.ConfigurableResource):
+    """The RusingAcademy app: health and webhook endpoints, and stop/start/restart commands (pm2, Railway, ...)."""
+
+    base_url: Optional[str] = Field(default=None, description="APP_BASE_URL, e.g. https://www.rusingacademy.ca; unset = app checks skipped.")
+    health_path: str = Field(default="/api/health", description="APP_HEALTH_PATH.")
+    webhook_path: str = Field(default="/api/stripe/webhook", description="APP_WEBHOOK_PATH.")
+    stop_command: Optional[str] = Field(default=None, description="RUSING_APP_STOP_COMMAND, e.g. `pm2 stop all`; unset = stopping does nothing and says so.")
+    start_command: Optional[str] = Field(default=None, description="RUSING_APP_START_COMMAND, e.g. `pm2 start all`.")
+    restart_command: Optional[str] = Field(default=None, description="RUSING_APP_RESTART_COMMAND, e.g. `pm2 restart all` or `railway redeploy -y`.")
+    timeout_seconds: float = Field(default=10.0, description="HTTP timeout for the app's endpoints.")
+
+    def get_control(self) -> AppControl:
+        return AppControl(self.base_url, health_path=self.health_path, webhook_path=self.webhook_path,
+                          stop_command=self.stop_command, start_command=self.start_command,
+                          restart_command=self.restart_command, timeout_s=self.timeout_seconds)
+
+
+class AlertResource(dg.ConfigurableResource):
+    """Where run-failure alerts go: Slack (token + channel), else a generic webhook URL, else the log only."""
+
+    slack_token: Optional[str] = Field(default=None, description="SLACK_BOT_TOKEN (environment variable only).")
+    slack_channel: Optional[str] = Field(default=None, description="RUSING_SLACK_CHANNEL, e.g. #ops-alerts.")
+    webhook_url: Optional[str] = Field(default=None, description="RUSING_ALERT_WEBHOOK_URL (environment variable only; may embed a token).")
+
+
+def default_resources() -> dict:
+    """Resources built from the environment as it is when the code location loads."""
+    return {
+        "database": DatabaseResource(url=from_env("DATABASE_URL")),
+        "backup_store": BackupStoreResource(url=from_env("RUSING_BACKUP_URL")),
+        "stripe": StripeResource(api_key=from_env("STRIPE_SECRET_KEY", secret=True),
+                                 webhook_secret=from_env("STRIPE_WEBHOOK_SECRET", secret=True),
+                                 api_base=from_env("STRIPE_API_BASE", secret=True)),
+        "app": AppResource(base_url=from_env("APP_BASE_URL", secret=True),
+                           health_path=from_env("APP_HEALTH_PATH"), webhook_path=from_env("APP_WEBHOOK_PATH"),
+                           stop_command=from_env("RUSING_APP_STOP_COMMAND", secret=True),
+                           start_command=from_env("RUSING_APP_START_COMMAND", secret=True),
+                           restart_command=from_env("RUSING_APP_RESTART_COMMAND", secret=True)),
+        "alerts": AlertResource(slack_token=from_env("SLACK_BOT_TOKEN", secret=True),
+                                slack_channel=from_env("RUSING_SLACK_CHANNEL", secret=True),
+                                webhook_url=from_env("RUSING_ALERT_WEBHOOK_URL", secret=True)),
+    }

@@ -1,0 +1,59 @@
+"""The configuration contract (DESIGN.md §5) in one place: every environment variable this tool reads."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .core.dburl import DEFAULT_DATABASE_URL
+from .core.store import DEFAULT_BACKUP_URL
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DRIZZLE_DIR = "examples/rusing-app/drizzle"
+DEFAULT_GENERATE_COMMAND = "pnpm drizzle-kit generate"
+DEFAULT_WEBHOOK_PATH = "/api/stripe/webhook"
+DEFAULT_HEALTH_PATH = "/api/health"
+
+# name -> (meaning, default); README's configuration table is generated from the same facts.
+VARIABLES: dict[str, tuple[str, str | None]] = {
+    "DATABASE_URL": ("application database, mysql://user:pass@host:port/db (also mysql+pymysql://)", DEFAULT_DATABASE_URL),
+    "RUSING_BACKUP_URL": ("where backups live: s3://bucket/prefix, file:///abs/dir or a relative dir", DEFAULT_BACKUP_URL),
+    "DRIZZLE_DIR": ("the app's Drizzle folder (meta/_journal.json inside)", DEFAULT_DRIZZLE_DIR),
+    "DRIZZLE_GENERATE_COMMAND": ("what `db generate` runs in the app repo", DEFAULT_GENERATE_COMMAND),
+    "STRIPE_SECRET_KEY": ("Stripe API key (secret)", None),
+    "STRIPE_WEBHOOK_SECRET": ("the app's webhook endpoint signing secret (secret)", None),
+    "STRIPE_API_BASE": ("Stripe API base URL (tests, local servers)", None),
+    "APP_BASE_URL": ("the app, for /api/health and the webhook endpoint", None),
+    "APP_WEBHOOK_PATH": ("the app's Stripe webhook path", DEFAULT_WEBHOOK_PATH),
+    "APP_HEALTH_PATH": ("the app's health path", DEFAULT_HEALTH_PATH),
+    "RUSING_APP_STOP_COMMAND": ("shell command that stops the app, e.g. `pm2 stop all`", None),
+    "RUSING_APP_START_COMMAND": ("shell command that starts the app, e.g. `pm2 start all`", None),
+    "RUSING_APP_RESTART_COMMAND": ("shell command that restarts the app, e.g. `pm2 restart all`", None),
+    "SLACK_BOT_TOKEN": ("Slack bot token for run-failure alerts (secret)", None),
+    "RUSING_SLACK_CHANNEL": ("Slack channel for alerts, e.g. #ops-alerts", None),
+    "RUSING_ALERT_WEBHOOK_URL": ("generic webhook URL for alerts when Slack is not configured", None),
+}
+
+
+def env(name: str) -> str | None:
+    """The variable's value, or its documented default; empty strings count as unset."""
+    value = os.environ.get(name, "").strip()
+    return value or VARIABLES[name][1]
+
+
+def resolve_path(path: str) -> Path:
+    """A relative path is taken from the project root (where README.md is), so the CLI works from any cwd."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else PROJECT_ROOT / p
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = field(default_factory=lambda: env("DATABASE_URL"))
+    backup_url: str = field(default_factory=lambda: env("RUSING_BACKUP_URL"))
+    drizzle_dir: str = field(default_factory=lambda: env("DRIZZLE_DIR"))
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        return cls()

