@@ -35,6 +35,7 @@ def _not_yet(name: str):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rusing-ops", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="show the Dagster run's log lines on the terminal")
     top = parser.add_subparsers(dest="command", metavar="COMMAND")
     top.required = True
     groups = {None: top}
@@ -61,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        from . import cli_support
+
+        cli_support.CONSOLE_LOG_LEVEL = "DEBUG"
     try:
         code = args.func(args)
     except KeyboardInterrupt:

@@ -45,16 +45,24 @@ def failure_message(result) -> str:
     return f"run {result.run_id} failed"
 
 
-def run_job(job_name: str, run_config: dict | None = None, *, tags: dict | None = None, instance=None):
-    """Run ``job_name`` from the code location in this process against the configured instance.
+# Dagster's console log level for CLI runs: the run's full log is in the UI; the terminal shows warnings and
+# the failure message of the command unless `rusing-ops -v` (or RUSING_OPS_LOG_LEVEL) asks for more.
+CONSOLE_LOG_LEVEL = os.environ.get("RUSING_OPS_LOG_LEVEL", "CRITICAL")
 
-    Raises :class:`CommandFailed` with the failing step's message when the run fails.
-    """
+
+def execute(job_name: str, run_config: dict | None = None, *, tags: dict | None = None, instance=None):
+    """Run ``job_name`` from the code location in this process against the configured instance; return the result."""
     from .definitions import defs
 
     job = defs.resolve_job_def(job_name)
-    instance = instance or dagster_instance()
-    result = job.execute_in_process(run_config=run_config or {}, instance=instance, tags=tags, raise_on_error=False)
+    config = {"loggers": {"console": {"config": {"log_level": CONSOLE_LOG_LEVEL}}}, **(run_config or {})}
+    return job.execute_in_process(run_config=config, instance=instance or dagster_instance(), tags=tags,
+                                  raise_on_error=False)
+
+
+def run_job(job_name: str, run_config: dict | None = None, *, tags: dict | None = None, instance=None):
+    """Like :func:`execute`, but raises :class:`CommandFailed` with the failing step's message when the run fails."""
+    result = execute(job_name, run_config, tags=tags, instance=instance)
     if not result.success:
         raise CommandFailed(failure_message(result))
     return result

@@ -1,5 +1,82 @@
-"""Dagster face of the health capability (placeholder until built)."""
+"""Dagster face of the health checks: three asset checks run by job `health_check` every 5 minutes."""
 
 import dagster as dg
 
-defs = dg.Definitions()
+from ..resources import AppResource, DatabaseResource, StripeResource
+from . import checks
+
+RUSING_APP = dg.AssetSpec("rusing_app", description="The live RusingAcademy application (APP_BASE_URL).", group_name="health", kinds={"nodejs"})
+APP_DATABASE = dg.AssetSpec("app_database", description="The application database server (DATABASE_URL).", group_name="health", kinds={"mysql"})
+STRIPE_ACCOUNT = dg.AssetSpec("stripe_account", description="The Stripe account the app takes payments with (STRIPE_SECRET_KEY).", group_name="health", kinds={"stripe"})
+
+CHECK_SPECS = [
+    dg.AssetCheckSpec("app_health_endpoint", asset=RUSING_APP.key,
+                      description="GET /api/health answers 200 with status=ok, db=connected, stripe=configured."),
+    dg.AssetCheckSpec("database_reachable", asset=APP_DATABASE.key,
+                      description="The database accepts a connection and answers SELECT VERSION(); latency over 500 ms warns."),
+    dg.AssetCheckSpec("stripe_reachable", asset=STRIPE_ACCOUNT.key,
+                      description="The Stripe key is accepted and the app's webhook endpoint is registered and enabled."),
+]
+
+
+def _result(group: checks.CheckGroup, spec: dg.AssetCheckSpec) -> dg.AssetCheckResult:
+    metadata = {
+        "summary": group.summary(),
+        "configured": group.configured,
+        "checks": dg.MetadataValue.md(_markdown(group.rows)),
+        **{k: dg.MetadataValue.float(v) for k, v in group.metrics.items()},
+    }
+    return dg.AssetCheckResult(asset_key=spec.asset_key, check_name=spec.name, passed=not group.failed,
+                               severity=dg.AssetCheckSeverity.ERROR, metadata=metadata,
+                               description=group.summary())
+
+
+def _markdown(rows: list[checks.CheckRow]) -> str:
+    lines = ["| check | status | detail |", "|---|---|---|"]
+    lines += [f"| {r.check} | {r.status} | {r.detail.replace('|', '/')} |" for r in rows]
+    return "\n".join(lines)
+
+
+@dg.multi_asset_check(specs=CHECK_SPECS, description="Runbook §5: app, database and Stripe health.")
+def health_checks(context: dg.AssetCheckExecutionContext, database: DatabaseResource, app: AppResource,
+                  stripe: StripeResource):
+    control = app.get_control()
+    groups = [
+        checks.check_app(control),
+        checks.check_database(database.ping),
+        checks.check_stripe(stripe.get_client if stripe.configured else None, stripe.mode, control.webhook_url, stripe.api_key),
+    ]
+    for group in groups:
+        for row in group.rows:
+            (context.log.error if row.failed else context.log.info)(f"{row.check}: {row.status} - {row.detail}")
+    for group, spec in zip(groups, CHECK_SPECS):
+        yield _result(group, spec)
+    failed = [g for g in groups if g.failed]
+    if failed:
+        # Fail the run too, so the run-failure alert fires (a failed check alone alerts nobody).
+        raise dg.Failure(description="Health check failed: " + " | ".join(f"{g.name}: {g.summary()}" for g in failed),
+                         metadata={"failed": ", ".join(g.name for g in failed)})
+
+
+health_check = dg.define_asset_job(
+    "health_check",
+    selection=dg.AssetSelection.checks(*[s.key for s in CHECK_SPECS]),
+    description="Runbook §5: checks the app's /api/health (each field), database connectivity and latency, and the "
+    "Stripe key and webhook endpoint. Runs every 5 minutes; a failure fails the run, which alerts.",
+)
+
+health_check_every_5_minutes = dg.ScheduleDefinition(
+    name="health_check_every_5_minutes",
+    job=health_check,
+    cron_schedule="*/5 * * * *",
+    execution_timezone="UTC",
+    description="Runs health_check every 5 minutes.",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+
+defs = dg.Definitions(
+    assets=[RUSING_APP, APP_DATABASE, STRIPE_ACCOUNT],
+    asset_checks=[health_checks],
+    jobs=[health_check],
+    schedules=[health_check_every_5_minutes],
+)
