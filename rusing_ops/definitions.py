@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from .alerting.defs import defs as alerting_defs
 from .backups.defs import defs as backups_defs
 from .health.defs import defs as health_defs
 from .migrations.defs import defs as migrations_defs
@@ -11,6 +12,7 @@ from .webhooks.defs import defs as webhooks_defs
 
 defs = dg.Definitions.merge(
     health_defs,
+    alerting_defs,
     backups_defs,
     migrations_defs,
     webhooks_defs,

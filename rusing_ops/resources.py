@@ -127,6 +127,7 @@ class AlertResource(dg.ConfigurableResource):
     slack_token: Optional[str] = Field(default=None, description="SLACK_BOT_TOKEN (environment variable only).")
     slack_channel: Optional[str] = Field(default=None, description="RUSING_SLACK_CHANNEL, e.g. #ops-alerts.")
     webhook_url: Optional[str] = Field(default=None, description="RUSING_ALERT_WEBHOOK_URL (environment variable only; may embed a token).")
+    slack_api_base: Optional[str] = Field(default=None, description="SLACK_API_BASE_URL: override of https://slack.com/api/ (tests, proxies).")
 
 
 def default_resources() -> dict:
@@ -144,5 +145,6 @@ def default_resources() -> dict:
                            restart_command=from_env("RUSING_APP_RESTART_COMMAND", secret=True)),
         "alerts": AlertResource(slack_token=from_env("SLACK_BOT_TOKEN", secret=True),
                                 slack_channel=from_env("RUSING_SLACK_CHANNEL", secret=True),
-                                webhook_url=from_env("RUSING_ALERT_WEBHOOK_URL", secret=True)),
+                                webhook_url=from_env("RUSING_ALERT_WEBHOOK_URL", secret=True),
+                                slack_api_base=from_env("SLACK_API_BASE_URL", secret=True)),
     }

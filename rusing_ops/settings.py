@@ -33,6 +33,7 @@ VARIABLES: dict[str, tuple[str, str | None]] = {
     "SLACK_BOT_TOKEN": ("Slack bot token for run-failure alerts (secret)", None),
     "RUSING_SLACK_CHANNEL": ("Slack channel for alerts, e.g. #ops-alerts", None),
     "RUSING_ALERT_WEBHOOK_URL": ("generic webhook URL for alerts when Slack is not configured", None),
+    "SLACK_API_BASE_URL": ("override of Slack's API base URL (tests, proxies)", None),
 }
 
 

@@ -283,8 +283,10 @@ def dagster_instance(tmp_path):
     """A real, persistent Dagster instance (SQLite under a temp DAGSTER_HOME) with this project's pools config."""
     import dagster as dg
 
+    home = tmp_path / "dagster_home"
+    home.mkdir()
     with dg.instance_for_test(
-        temp_dir=str(tmp_path / "dagster_home"),
+        temp_dir=str(home),
         overrides={"concurrency": {"pools": {"default_limit": 1}}, "telemetry": {"enabled": False}},
     ) as instance:
         yield instance

@@ -1,0 +1,1 @@
+"""Run-failure alerts: Slack, else a generic webhook, else the log."""

@@ -1,0 +1,125 @@
+"""Health job against real MariaDB, a local app stand-in and a local Stripe-compatible endpoint (real SDK, real HTTP)."""
+
+import http.server
+import json
+import threading
+
+import dagster as dg
+import pytest
+
+from rusing_ops.health.defs import defs as health_defs
+from rusing_ops.resources import AppResource, DatabaseResource, StripeResource
+
+GOOD_KEY = "sk_test_good_key_123456"
+
+
+class StripeStandIn:
+    """Answers GET /v1/balance and GET /v1/webhook_endpoints as Stripe does, checking the bearer key."""
+
+    def __init__(self, endpoints):
+        self.endpoints = endpoints
+        stand_in = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                if self.headers.get("Authorization") != f"Bearer {GOOD_KEY}":
+                    body, status = {"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}}, 401
+                elif self.path.startswith("/v1/balance"):
+                    body, status = {"object": "balance", "available": [], "pending": [], "livemode": False}, 200
+                elif self.path.startswith("/v1/webhook_endpoints"):
+                    body, status = {"object": "list", "url": "/v1/webhook_endpoints", "has_more": False,
+                                    "data": stand_in.endpoints}, 200
+                else:
+                    body, status = {"error": {"message": "no route"}}, 404
+                raw = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def stripe_stand_in():
+    server = StripeStandIn([])
+    yield server
+    server.server.shutdown()
+
+
+def run_health(instance, database_url, app_url=None, stripe_key=None, stripe_base=None):
+    resources = {
+        "database": DatabaseResource(url=database_url),
+        "app": AppResource(base_url=app_url),
+        "stripe": StripeResource(api_key=stripe_key, api_base=stripe_base),
+    }
+    job = dg.Definitions.merge(health_defs, dg.Definitions(resources=resources)).resolve_job_def("health_check")
+    result = job.execute_in_process(instance=instance, raise_on_error=False)
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    return result, checks
+
+
+def rows(evaluation):
+    return evaluation.metadata["checks"].value
+
+
+def test_all_healthy(dagster_instance, database_url_str, app_stand_in, stripe_stand_in):
+    stripe_stand_in.endpoints = [{"id": "we_1", "object": "webhook_endpoint", "status": "enabled",
+                                  "url": app_stand_in.base_url + "/api/stripe/webhook"}]
+    result, checks = run_health(dagster_instance, database_url_str, app_stand_in.base_url, GOOD_KEY, stripe_stand_in.url)
+    assert result.success
+    assert {n: c.passed for n, c in checks.items()} == {"app_health_endpoint": True, "database_reachable": True, "stripe_reachable": True}
+    assert "| app status | ok | status='ok' |" in rows(checks["app_health_endpoint"])
+    assert "| app db | ok | db='connected' |" in rows(checks["app_health_endpoint"])
+    assert "| stripe webhook endpoints | ok |" in rows(checks["stripe_reachable"])
+    assert checks["database_reachable"].metadata["db_latency_ms"].value >= 0
+    assert ("GET", "/api/health") in app_stand_in.requests
+
+
+def test_unconfigured_parts_are_reported_not_crashed(dagster_instance, database_url_str):
+    result, checks = run_health(dagster_instance, database_url_str)
+    assert result.success
+    assert checks["app_health_endpoint"].metadata["summary"].value == "not configured"
+    assert checks["stripe_reachable"].metadata["summary"].value == "not configured"
+    assert "not configured" in rows(checks["app_health_endpoint"])
+
+
+def test_app_reporting_db_disconnected_fails_naming_the_field(dagster_instance, database_url_str, app_stand_in):
+    app_stand_in.health_status = 503
+    app_stand_in.health_body = {"status": "degraded", "db": "disconnected", "stripe": "configured"}
+    result, checks = run_health(dagster_instance, database_url_str, app_stand_in.base_url)
+    assert not result.success
+    app = checks["app_health_endpoint"]
+    assert not app.passed and checks["database_reachable"].passed
+    table = rows(app)
+    assert "| app reachable | FAIL |" in table and "HTTP 503" in table
+    assert "| app db | FAIL | db='disconnected', expected 'connected' |" in table
+    assert "| app stripe | ok |" in table
+
+
+def test_app_down_and_database_down(dagster_instance, server_url):
+    result, checks = run_health(dagster_instance, "mysql://root:pw-not-shown@127.0.0.1:1/nothing", "http://127.0.0.1:1")
+    assert not result.success
+    assert "did not answer" in rows(checks["app_health_endpoint"])
+    db_summary = checks["database_reachable"].metadata["summary"].value
+    assert db_summary.startswith("database connection: Cannot connect to mysql://root:***@127.0.0.1:1/nothing")
+    assert "pw-not-shown" not in str(result.all_events)
+
+
+def test_bad_stripe_key_and_disabled_endpoint(dagster_instance, database_url_str, app_stand_in, stripe_stand_in):
+    result, checks = run_health(dagster_instance, database_url_str, None, "sk_test_wrong_key_999", stripe_stand_in.url)
+    assert not checks["stripe_reachable"].passed
+    assert "| stripe key | FAIL | Stripe rejected the test key (authentication error) |" in rows(checks["stripe_reachable"])
+    assert "sk_test_wrong_key_999" not in str(result.all_events)
+
+    stripe_stand_in.endpoints = [{"id": "we_1", "object": "webhook_endpoint", "status": "disabled",
+                                  "url": app_stand_in.base_url + "/api/stripe/webhook"}]
+    result, checks = run_health(dagster_instance, database_url_str, app_stand_in.base_url, GOOD_KEY, stripe_stand_in.url)
+    assert not result.success
+    assert "is registered but disabled" in rows(checks["stripe_reachable"])
