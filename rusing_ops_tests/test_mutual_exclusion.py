@@ -1,0 +1,116 @@
+"""Jobs that write the application database never overlap: the run queue's tag limit keeps a second writer
+QUEUED (runs launched like the UI does, dequeued by a real dagster-daemon), the pool blocks the step of an
+in-process run on the same instance, and GET_LOCK stops anything that bypasses Dagster."""
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import dagster as dg
+import pymysql
+import pytest
+
+from rusing_ops_tests.exclusive_location import defs as exclusive_defs
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def writes(db_conn):
+    with db_conn.cursor() as cur:
+        cur.execute("SELECT label, phase FROM writes ORDER BY id")
+        return [f"{l}:{p}" for l, p in cur.fetchall()]
+
+
+@pytest.fixture
+def writes_table(db_conn):
+    with db_conn.cursor() as cur:
+        cur.execute("CREATE TABLE writes (id INT AUTO_INCREMENT PRIMARY KEY, label VARCHAR(16), phase VARCHAR(8), "
+                    "at DATETIME(6) DEFAULT CURRENT_TIMESTAMP(6))")
+    return db_conn
+
+
+def wait_until(predicate, timeout=60, interval=0.2, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_pool_blocks_a_second_in_process_writer_on_the_same_instance(dagster_instance, writes_table, database_url_str,
+                                                                     tmp_path, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", database_url_str)
+    release_a = tmp_path / "release-a"
+    results = {}
+    exclusive_writer = exclusive_defs.resolve_job_def("exclusive_writer")
+
+    def run(label, release):
+        results[label] = exclusive_writer.execute_in_process(
+            instance=dagster_instance,
+            run_config={"ops": {"hold_write": {"config": {"label": label, "release_file": str(release)}}}})
+
+    a = threading.Thread(target=run, args=("a", release_a))
+    a.start()
+    wait_until(lambda: writes(writes_table) == ["a:start"] or not a.is_alive(), what="writer a to start")
+    assert a.is_alive(), results
+    b = threading.Thread(target=run, args=("b", ""))
+    b.start()
+    time.sleep(3)  # b's step is claimed against the pool and must wait; it writes nothing meanwhile
+    assert writes(writes_table) == ["a:start"]
+    release_a.touch()
+    a.join(60)
+    b.join(60)
+    assert results["a"].success and results["b"].success
+    assert writes(writes_table) == ["a:start", "a:end", "b:start", "b:end"]
+    blocked = [e for e in dagster_instance.all_logs(results["b"].run_id) if "blocked by limit for pool" in (e.message or "")]
+    assert blocked, "the second run's step should have logged that the app_db_write pool blocked it"
+
+
+@pytest.mark.slow
+def test_queue_keeps_a_second_writer_queued_until_the_first_ends(writes_table, database_url_str, tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")  # the project's own instance config
+    workspace = tmp_path / "workspace.yaml"
+    workspace.write_text("load_from:\n  - python_module:\n      module_name: rusing_ops_tests.exclusive_location\n"
+                         "      location_name: exclusive\n")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "DATABASE_URL": database_url_str, "PYTHONPATH": str(ROOT)}
+    daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(workspace)], env=env, cwd=tmp_path,
+                              stdout=open(tmp_path / "daemon.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        release = {label: tmp_path / f"release-{label}" for label in ("a", "b")}
+
+        def launch(label):
+            config = f'{{"ops": {{"hold_write": {{"config": {{"label": "{label}", "release_file": "{release[label]}"}}}}}}}}'
+            subprocess.run([str(BIN / "dagster"), "job", "launch", "-w", str(workspace), "-j", "exclusive_writer",
+                            "--config-json", config], env=env, cwd=tmp_path, check=True, capture_output=True)
+
+        launch("a")
+        launch("b")
+        instance = dg.DagsterInstance.from_config(str(home))
+        runs = instance.get_runs()
+        assert len(runs) == 2 and all(r.tags.get("rusing/db-write") == "app-db" for r in runs)
+        wait_until(lambda: writes(writes_table) == ["a:start"], timeout=90, what="run a to start writing")
+        time.sleep(6)  # three dequeue intervals: the daemon must leave b queued while a holds the tag
+        statuses = {r.run_config["ops"]["hold_write"]["config"]["label"]: instance.get_run_by_id(r.run_id).status
+                    for r in instance.get_runs()}
+        assert statuses["b"] == dg.DagsterRunStatus.QUEUED, statuses
+        assert writes(writes_table) == ["a:start"]
+        release["a"].touch()
+        release["b"].touch()
+        wait_until(lambda: all(instance.get_run_by_id(r.run_id).status == dg.DagsterRunStatus.SUCCESS
+                               for r in instance.get_runs()), timeout=90, what="both runs to succeed")
+        assert writes(writes_table) == ["a:start", "a:end", "b:start", "b:end"]
+    finally:
+        os.killpg(daemon.pid, 15)
+        try:
+            daemon.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, 9)
