@@ -1,0 +1,42 @@
+"""The code location loads and holds exactly the jobs, schedules, sensors and assets the runbook needs, each
+described for the operator reading the UI."""
+
+import dagster as dg
+
+from rusing_ops.definitions import defs
+
+EXPECTED_JOBS = {"health_check"}
+EXPECTED_SCHEDULES = {"health_check_every_5_minutes"}
+EXPECTED_SENSORS = {"alert_on_run_failure"}
+
+
+def test_definitions_load():
+    dg.Definitions.validate_loadable(defs)
+
+
+def test_expected_names_are_present():
+    repo = defs.get_repository_def()
+    jobs = {j.name for j in repo.get_all_jobs() if not j.name.startswith("__")}
+    assert EXPECTED_JOBS <= jobs
+    assert EXPECTED_SCHEDULES <= {s.name for s in repo.schedule_defs}
+    assert EXPECTED_SENSORS <= {s.name for s in repo.sensor_defs}
+
+
+def test_everything_has_a_description():
+    repo = defs.get_repository_def()
+    missing = [j.name for j in repo.get_all_jobs() if not j.name.startswith("__") and not j.description]
+    missing += [s.name for s in repo.schedule_defs if not s.description]
+    missing += [s.name for s in repo.sensor_defs if not s.description]
+    graph = repo.asset_graph
+    missing += [k.to_user_string() for k in graph.get_all_asset_keys() if not graph.get(k).description]
+    assert missing == []
+
+
+def test_db_writing_jobs_share_the_tag_and_pool():
+    from rusing_ops.resources import DB_WRITE_POOL, DB_WRITE_TAG_KEY
+
+    repo = defs.get_repository_def()
+    writers = [j for j in repo.get_all_jobs() if j.tags.get(DB_WRITE_TAG_KEY)]
+    for job in writers:
+        pools = {node.definition.pool for node in job.graph.nodes if getattr(node.definition, "pool", None)}
+        assert pools == {DB_WRITE_POOL}, job.name
