@@ -94,6 +94,15 @@ class MigrationFolder:
         """The snapshot drizzle-kit generate diffs against: the lexicographically last one (`utils.ts` L96-113)."""
         return max(self.snapshots, key=lambda s: s.path.name) if self.snapshots else None
 
+    def snapshot_of(self, migration: Migration) -> Snapshot | None:
+        return next((s for s in self.snapshots if f"meta/{s.path.name}" == migration.snapshot_name), None)
+
+    def tables_before(self, migration: Migration) -> dict:
+        """The snapshot tables as they were before ``migration`` ({} for the first or when unknown)."""
+        position = self.migrations.index(migration)
+        snap = self.snapshot_of(self.migrations[position - 1]) if position > 0 else None
+        return snap.tables if snap else {}
+
     def by_tag(self, tag: str) -> Migration | None:
         return next((m for m in self.migrations if m.tag == tag), None)
 

@@ -13,10 +13,9 @@ import re
 BREAKPOINT = "--> statement-breakpoint"
 BOM = b"\xef\xbb\xbf"
 
-_LINE_COMMENT = re.compile(r"(--[^\n]*|#[^\n]*)")
-_BLOCK_COMMENT = re.compile(r"/\*.*?\*/", re.S)
 _ROUTINE = re.compile(r"\s*CREATE\s+(?:DEFINER\s*=\s*\S+\s+)?(?:TRIGGER|PROCEDURE|FUNCTION|EVENT)\b", re.I)
-_QUOTED = re.compile(r"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.)*\"|`[^`]*`", re.S)
+# One pass so that quotes inside comments and comment markers inside strings are both taken as they are meant.
+_LEXEME = re.compile(r"""('(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.)*")|(`[^`]*`)|(/\*.*?\*/|(?:--|#)[^\n]*)""", re.S)
 
 
 def decode(raw: bytes) -> str:
@@ -35,10 +34,12 @@ def split_statements(text: str) -> list[str]:
 
 
 def strip_comments(statement: str) -> str:
-    """The statement with quoted strings blanked and comments removed (for structure checks, never for sending)."""
-    text = _QUOTED.sub("''", statement)
-    text = _BLOCK_COMMENT.sub(" ", text)
-    return _LINE_COMMENT.sub(" ", text)
+    """The statement with string literals blanked to '' and comments removed (for checks, never for sending)."""
+
+    def keep(m: re.Match) -> str:
+        return "''" if m.group(1) else m.group(2) if m.group(2) else " "
+
+    return _LEXEME.sub(keep, statement)
 
 
 def is_blank(statement: str) -> bool:

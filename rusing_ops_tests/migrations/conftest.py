@@ -25,8 +25,8 @@ def fixture_dir(name: str) -> Path:
     return path
 
 
-def copy_folder(src: Path, dest: Path, *, only: list[str] | None = None) -> Path:
-    """Copy a Drizzle folder; ``only`` keeps just those journal tags (and their files)."""
+def copy_folder(src: Path, dest: Path, *, only: list[str] | None = None, drop_snapshots: bool = False) -> Path:
+    """Copy a Drizzle folder; ``only`` keeps just those journal tags and SQL files (snapshots too unless dropped)."""
     shutil.copytree(src, dest)
     if only is not None:
         journal_path = dest / "meta" / "_journal.json"
@@ -35,7 +35,7 @@ def copy_folder(src: Path, dest: Path, *, only: list[str] | None = None) -> Path
             if entry["tag"] not in only:
                 (dest / f"{entry['tag']}.sql").unlink()
                 snap = dest / "meta" / f"{entry['tag'].split('_')[0]}_snapshot.json"
-                if snap.exists():
+                if drop_snapshots and snap.exists():
                     snap.unlink()
         journal["entries"] = [e for e in journal["entries"] if e["tag"] in only]
         journal_path.write_text(json.dumps(journal, indent=2))
@@ -96,3 +96,29 @@ def reference_show_create(path: Path) -> dict[str, str]:
         body = re.sub(r" AUTO_INCREMENT=\d+", "", body)
         out[name] = re.sub(r"DEFINER=`[^`]*`@`[^`]*`", "DEFINER=?", body)
     return out
+
+
+def replay_drizzle_log(url, log_path: Path, migrations: int) -> None:
+    """Send the queries drizzle-orm's migrator sent (its logged text and params) until ``migrations`` rows are in."""
+    conn = pymysql.connect(**url.pymysql_kwargs(), autocommit=True)
+    inserted = 0
+    try:
+        with conn.cursor() as cur:
+            for line in log_path.read_text().splitlines():
+                entry = json.loads(line)
+                if entry["params"]:
+                    cur.execute(entry["query"].replace("?", "%s"), entry["params"])
+                else:
+                    cur.execute(entry["query"])
+                if entry["query"].startswith("insert into"):
+                    inserted += 1
+                    if inserted == migrations:
+                        cur.execute("commit")
+                        return
+    finally:
+        conn.close()
+
+
+def use_general_ci(url) -> None:
+    """The fixture references were made in a database with the server default collation (utf8mb4_general_ci)."""
+    query(url, f"ALTER DATABASE `{url.database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")

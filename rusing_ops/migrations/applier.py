@@ -1,0 +1,284 @@
+"""`apply_migrations`: run the pending Drizzle migrations the way drizzle-orm does, with the safety it lacks.
+
+Same table DDL, same rows (`hash`, `created_at` = journal `when`), same pending rule (:mod:`.planner`), so the app's
+own `migrate()` and this tool can be mixed in either order. Added: folder validation before the database is touched,
+refusal of entries drizzle would skip forever and of edited applied files, destructive-change lint, the database
+write lock (`GET_LOCK`) around plan + apply, a pre-migration backup, a statement-by-statement audit, a failure report
+naming migration / statement / server error / what is already applied / the restore command, and resume on request.
+
+Each statement commits on its own (autocommit). drizzle-orm wraps the batch in BEGIN/COMMIT, but MySQL commits
+implicitly at every DDL, so only a batch without any DDL was ever rolled back (research/drizzle.md §1.8); here the
+audit's statement count is always exactly what is in the database, which is what makes resuming safe.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pymysql
+from pymysql.constants import ER
+from sqlalchemy.engine import Connection, Engine
+
+from ..core.database import connect, named_lock
+from ..core.dburl import DatabaseURL, scrub_secret
+from ..core.errors import ConfigError, OpsError
+from ..core.progress import Progress
+from . import audit
+from .folder import Migration, MigrationFolder, read_folder
+from .lint import Finding, lint_migrations
+from .planner import (CREATE_MIGRATIONS_TABLE, INSERT_MIGRATION_ROW, Plan, PlanRefused, check_plan, make_plan,
+                      read_applied)
+
+# Same name as rusing_ops.resources.DB_WRITE_LOCK (the library may not import the Dagster layer).
+DB_WRITE_LOCK = "rusing_ops.app_db_write"
+_ER_NAMES = {v: f"ER_{k}" for k, v in vars(ER).items() if isinstance(v, int) and k.isupper()}
+
+BackupFn = Callable[[str], Any]  # reason -> object with `.key` (or the key itself)
+RestoreFn = Callable[[str], Any]  # backup key -> anything; raises on failure
+
+
+def restore_command(key: str, database: str) -> str:
+    return f"rusing-ops db restore --file {key} --confirm {database}"
+
+
+@dataclass
+class ApplyResult:
+    """What a migrate run saw and did."""
+
+    database: str
+    run_id: str
+    dry_run: bool
+    plan: Plan
+    findings: list[Finding]
+    refusals: list[str] = field(default_factory=list)
+    applied: list[str] = field(default_factory=list)
+    resume_from: dict | None = None
+    backup_key: str | None = None
+    statements_run: int = 0
+
+    @property
+    def destructive(self) -> bool:
+        return bool(self.findings)
+
+    def plan_text(self, with_sql: bool = True) -> str:
+        """The plan as an operator reads it: pending migrations, every statement, lint findings, anomalies."""
+        p = self.plan
+        lines = [f"database {self.database}: {len(p.applied)} applied, {len(p.pending)} pending"
+                 + (f", head {p.folder.head.tag}" if p.folder.head else "")]
+        lines += [f"ANOMALY {a}" for a in p.anomalies()]
+        lines += [f"REFUSED {r}" for r in self.refusals]
+        for m in p.pending:
+            start = self.resume_from["statement"] if self.resume_from and self.resume_from["migration"] == m.tag else 1
+            lines.append(f"-- {m.tag} (when {m.when}, hash {m.hash}, {len(m.statements)} statements"
+                         + (f", resuming at statement {start}" if start > 1 else "") + ")")
+            for f in (f for f in self.findings if f.migration == m.tag):
+                lines.append(f"--   DESTRUCTIVE statement {f.statement}: {f.kind} {f.target} ({f.detail})")
+            if with_sql:
+                for number, statement in enumerate(m.statements, start=1):
+                    if number >= start:
+                        lines.append(f"-- [{m.tag} {number}/{len(m.statements)}]\n{statement.strip()}")
+        if not p.pending:
+            lines.append("nothing to apply: the database is up to date with the journal")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict:
+        return {"database": self.database, "run_id": self.run_id, "dry_run": self.dry_run,
+                "pending": [m.tag for m in self.plan.pending], "applied": self.applied,
+                "already_applied": [m.tag for m in self.plan.applied],
+                "anomalies": self.plan.anomalies(), "refusals": self.refusals,
+                "destructive": [f.as_dict() for f in self.findings], "backup_key": self.backup_key,
+                "resume_from": self.resume_from, "statements_run": self.statements_run}
+
+
+class MigrationFailed(OpsError):
+    """A statement failed; the data says where, with what error, and what is in the database."""
+
+
+class ResumeRequired(OpsError):
+    """An earlier run stopped inside a migration; continuing needs an explicit `--resume`."""
+
+
+def apply_migrations(engine: Engine, url: DatabaseURL, folder: MigrationFolder | Path | str, *, dry_run: bool = False,
+                     no_backup: bool = False, force: bool = False, resume: bool = False, accept_skipped: bool = False,
+                     backup: BackupFn | None = None, restore: RestoreFn | None = None, auto_rollback: bool = False,
+                     run_id: str | None = None, lock_timeout_s: float = 10.0,
+                     log: Callable[[str], None] | None = None) -> ApplyResult:
+    """Plan and apply the pending migrations of ``folder`` to ``url``'s database.
+
+    :param folder: the Drizzle folder (path or :class:`MigrationFolder`); validated before any connection is made.
+    :param dry_run: read only: no table, no lock, no backup; the result carries the plan and what would be refused.
+    :param no_backup: skip the pre-migration backup (refused for a destructive plan unless ``force``).
+    :param force: accept a destructive plan without backup and applied files edited since (hash drift).
+    :param resume: continue a migration an earlier run left half applied, at its failing statement.
+    :param accept_skipped: proceed although entries exist that drizzle-orm skips forever (they stay unapplied).
+    :param backup: ``backup(reason)`` makes the pre-migration backup and returns it (``.key``) or its key.
+    :param restore: ``restore(key)``; with ``auto_rollback`` it is called when a statement fails.
+    :param run_id: recorded in the audit table (the Dagster run id).
+    :param lock_timeout_s: how long to wait for the database write lock.
+    :param log: receives one line per step.
+    """
+    say = log or (lambda line: None)
+    run_id = run_id or uuid.uuid4().hex
+    if not isinstance(folder, MigrationFolder):
+        folder = read_folder(folder)
+    if dry_run:
+        with connect(engine, url) as conn:
+            return _dry_run(conn, folder, url, run_id, no_backup, force, resume, accept_skipped, say)
+    failure: MigrationFailed | None = None
+    with named_lock(engine, url, DB_WRITE_LOCK, lock_timeout_s):
+        with connect(engine, url) as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            result, errors = _prepare(conn, folder, url, run_id, no_backup, force, resume, accept_skipped, dry_run=False)
+            say(result.plan_text(with_sql=False))
+            if errors:
+                raise errors[0]
+            conn.exec_driver_sql(CREATE_MIGRATIONS_TABLE)
+            if not result.plan.pending:
+                return result
+            if not no_backup:
+                result.backup_key = _take_backup(backup, say)
+            audit.ensure_table(conn)
+            try:
+                _run(conn, result, say)
+            except MigrationFailed as exc:
+                failure = exc
+    if failure is not None:
+        # Outside the lock: the restore takes the same write lock itself.
+        _maybe_roll_back(failure, result, restore if auto_rollback else None, say)
+        raise failure
+    return result
+
+
+def _prepare(conn: Connection, folder: MigrationFolder, url: DatabaseURL, run_id: str, no_backup: bool, force: bool,
+             resume: bool, accept_skipped: bool, *, dry_run: bool) -> tuple[ApplyResult, list[OpsError]]:
+    exists, rows = read_applied(conn)
+    plan = make_plan(folder, rows, exists)
+    result = ApplyResult(database=url.database, run_id=run_id, dry_run=dry_run, plan=plan,
+                         findings=lint_migrations(folder, plan.pending))
+    errors: list[OpsError] = []
+    try:
+        check_plan(plan, accept_skipped=accept_skipped, accept_edited=force)
+    except PlanRefused as exc:
+        errors.append(exc)
+    if plan.pending:
+        try:
+            result.resume_from = _resume_point(conn, plan.pending[0], resume)
+        except ResumeRequired as exc:
+            errors.append(exc)
+    if result.findings and no_backup and not force and plan.pending:
+        listed = "; ".join(str(f) for f in result.findings)
+        errors.append(PlanRefused(
+            f"Refusing to run a destructive plan without a backup: {listed}.",
+            next_step="drop --no-backup (a pre-migration backup is then taken), or add --force to run it anyway.",
+            findings=[f.as_dict() for f in result.findings]))
+    result.refusals = [e.message for e in errors]
+    return result, errors
+
+
+def _dry_run(conn, folder, url, run_id, no_backup, force, resume, accept_skipped, say) -> ApplyResult:
+    result, _ = _prepare(conn, folder, url, run_id, no_backup, force, resume, accept_skipped, dry_run=True)
+    say(result.plan_text())
+    return result
+
+
+def _resume_point(conn: Connection, first: Migration, resume: bool) -> dict | None:
+    last = audit.latest(conn, first.tag, first.when)
+    if last is None or last.status == audit.APPLIED or last.statements_applied == 0:
+        return None
+    done = last.statements_applied
+    where = (f"Migration {first.tag} stopped at statement {done + 1} of {last.statements_total} in run {last.run_id} "
+             f"({last.status}{': ' + last.error if last.error else ''}); statements 1-{done} are in the database and "
+             "it is not recorded in __drizzle_migrations.")
+    if not resume:
+        raise ResumeRequired(
+            where,
+            next_step=f"fix the cause, then rerun with --resume to continue at statement {done + 1}"
+                      + (f", or restore the pre-migration backup: `{restore_command(last.backup_key, '<database>')}`"
+                         if last.backup_key else "") + ".",
+            migration=first.tag, statement=done + 1)
+    point = {"migration": first.tag, "statement": done + 1, "previous_run": last.run_id}
+    if last.hash != first.hash:
+        point["file_changed"] = f"{last.hash} -> {first.hash}"
+    return point
+
+
+def _take_backup(backup: BackupFn | None, say) -> str:
+    if backup is None:
+        raise ConfigError("No backup function is configured for the pre-migration backup.",
+                          next_step="configure the backup store (RUSING_BACKUP_URL) or rerun with --no-backup.")
+    say("taking the pre-migration backup")
+    ref = backup("pre-migration")
+    key = str(getattr(ref, "key", ref))
+    say(f"pre-migration backup: {key}")
+    return key
+
+
+def _run(conn: Connection, result: ApplyResult, say) -> None:
+    total = sum(len(m.statements) for m in result.plan.pending)
+    progress = Progress("migrate", unit="statements", total=total, log=say)
+    cursor = conn.connection.dbapi_connection.cursor()
+    for m in result.plan.pending:
+        start = result.resume_from["statement"] if result.resume_from and result.resume_from["migration"] == m.tag else 1
+        audit_id = audit.start(conn, run_id=result.run_id, migration=m.tag, hash=m.hash, created_at=m.when,
+                               total=len(m.statements), first_statement=start, already_applied=start - 1,
+                               backup_key=result.backup_key)
+        say(f"applying {m.tag}: statements {start}-{len(m.statements)}")
+        for number in range(start, len(m.statements) + 1):
+            statement = m.statements[number - 1]
+            try:
+                cursor.execute(statement)  # args=None: sent verbatim, no %-formatting, as drizzle sends it
+                while cursor.nextset():
+                    pass
+            except pymysql.MySQLError as exc:
+                errno = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+                message = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
+                error = f"{_ER_NAMES.get(errno, 'error')} ({errno}): {message}"
+                audit.finish(conn, audit_id, audit.FAILED, error=error, failed_statement=statement)
+                raise _failure(result, m, number, statement, errno, message) from None
+            audit.progress(conn, audit_id, number)
+            result.statements_run += 1
+            progress.advance(1, detail=m.tag)
+        cursor.execute(INSERT_MIGRATION_ROW, (m.hash, m.when))
+        audit.finish(conn, audit_id, audit.APPLIED)
+        result.applied.append(m.tag)
+        say(f"applied {m.tag} (recorded in __drizzle_migrations, created_at {m.when})")
+    progress.finish()
+
+
+def _failure(result: ApplyResult, m: Migration, number: int, statement: str, errno: int | None,
+             message: str) -> MigrationFailed:
+    start = result.resume_from["statement"] if result.resume_from and result.resume_from["migration"] == m.tag else 1
+    before = f"statements 1-{number - 1} of {m.tag} are applied" if number > 1 else f"no statement of {m.tag} is applied"
+    recorded = ", ".join(result.applied) if result.applied else "none"
+    restore = restore_command(result.backup_key, result.database) if result.backup_key else None
+    next_step = (f"restore the pre-migration backup with `{restore}`, or fix the database by hand and rerun "
+                 f"`rusing-ops db migrate --resume` to continue at statement {number}."
+                 if restore else f"fix the database by hand and rerun `rusing-ops db migrate --resume` to continue at "
+                                 f"statement {number} (no pre-migration backup was taken).")
+    return MigrationFailed(
+        f"Migration {m.tag} failed at statement {number} of {len(m.statements)}: {_ER_NAMES.get(errno, 'error')} "
+        f"({errno}) {scrub_secret(message)}\nStatement: {statement.strip()}\nAlready in the database: {before} "
+        f"(committed); migrations recorded by this run: {recorded}. {m.tag} is not recorded in __drizzle_migrations.",
+        changed=True, next_step=next_step,
+        migration=m.tag, statement_index=number, statement=statement, errno=errno, code=_ER_NAMES.get(errno),
+        server_message=message, statements_applied=number - 1, started_at_statement=start,
+        applied_migrations=list(result.applied), backup_key=result.backup_key, restore_command=restore,
+        rolled_back=False)
+
+
+def _maybe_roll_back(failure: MigrationFailed, result: ApplyResult, restore: RestoreFn | None, say) -> None:
+    if restore is None or not result.backup_key:
+        return
+    say(f"automatic rollback: restoring {result.backup_key}")
+    try:
+        restore(result.backup_key)
+    except Exception as exc:  # report both failures; the migration error stays the primary one
+        failure.data["rollback_error"] = scrub_secret(str(exc))
+        failure.message += f"\nAutomatic rollback FAILED: {scrub_secret(str(exc))}"
+    else:
+        failure.data["rolled_back"] = True
+        failure.message += f"\nAutomatic rollback: the pre-migration backup {result.backup_key} was restored."
+    failure.args = (failure.render(),)
