@@ -147,9 +147,9 @@ def _alter_action(table: str, action: exp.Expression, before: dict) -> list[tupl
 
 def narrowing(old: str, new: str) -> str | None:
     """Why changing a column from ``old`` to ``new`` can lose or reject data (None when it widens or keeps)."""
-    o, n = _type_parts(old), _type_parts(new)
-    if o == n:
+    if re.sub(r"\s+", "", old.lower()) == re.sub(r"\s+", "", new.lower()):
         return None
+    o, n = _type_parts(old), _type_parts(new)
     if o[0] in _INT_RANK and n[0] in _INT_RANK:
         if _INT_RANK[n[0]] < _INT_RANK[o[0]]:
             return "smaller integer type"
