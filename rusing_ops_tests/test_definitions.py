@@ -40,3 +40,16 @@ def test_db_writing_jobs_share_the_tag_and_pool():
     for job in writers:
         pools = {node.definition.pool for node in job.graph.nodes if getattr(node.definition, "pool", None)}
         assert pools == {DB_WRITE_POOL}, job.name
+
+
+def test_every_run_config_field_has_a_description():
+    repo = defs.get_repository_def()
+    missing = []
+    for job in repo.get_all_jobs():
+        for node in job.graph.iterate_op_defs():
+            schema = node.config_schema
+            config_type = schema.config_type if schema is not None else None
+            for name, field in (getattr(config_type, "fields", None) or {}).items():
+                if not field.description:
+                    missing.append(f"{job.name}.{node.name}.{name}")
+    assert sorted(set(missing)) == []
