@@ -1,0 +1,225 @@
+"""The backup engine: one consistent snapshot of the application database, streamed as plain SQL to the store.
+
+Flow (DESIGN.md §3): ``START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY`` -> schema (tables) -> rows in
+primary-key order as multi-row INSERTs of at most ``statement_bytes`` -> routines, views (dependency order),
+triggers -> zstd/gzip + sha256 on a worker thread -> ``store.open_write`` (never the whole dump in memory or on
+local disk) -> manifest, last. The server formats each row as SQL text (``QUOTE``/``HEX``/``CONCAT``), which
+research/bench.md §4 measured 5.6x faster than formatting values in Python.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import importlib.metadata
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pymysql
+import pymysql.converters
+import pymysql.cursors
+
+from ..core.database import explain_connection_error, quote_ident
+from ..core.dburl import DatabaseURL
+from ..core.errors import OpsError
+from ..core.progress import Progress
+from ..core.store import BackupStore
+from . import keys
+from .manifest import Manifest, TableEntry
+from .schema import Schema, Table, read_schema
+from .streams import CompressingWriter
+
+STATEMENT_BYTES = 1024 * 1024  # one INSERT stays far below TiDB's 6 MiB entry / 100 MiB transaction limits
+FETCH_ROWS = 2000
+HEADER = (
+    "SET NAMES utf8mb4;\n"
+    "SET TIME_ZONE='+00:00';\n"
+    "SET FOREIGN_KEY_CHECKS=0;\n"
+    "SET UNIQUE_CHECKS=0;\n"
+    "SET SQL_MODE='NO_AUTO_VALUE_ON_ZERO';\n"
+)
+FOOTER = "SET FOREIGN_KEY_CHECKS=1;\nSET UNIQUE_CHECKS=1;\n-- rusing_ops backup complete\n"
+
+
+class BackupFailed(OpsError):
+    """The dump stopped; no complete backup was written (the data object, if any, was discarded)."""
+
+
+@dataclass
+class BackupResult:
+    manifest: Manifest
+    uri: str
+
+
+def tool_version() -> str:
+    try:
+        return importlib.metadata.version("rusing_ops")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# Encoders only (keyed by Python type): parameters are still escaped, but every value comes back as raw bytes.
+RAW_CONVERSIONS = {k: v for k, v in pymysql.converters.conversions.items() if isinstance(k, type)}
+
+
+def open_connection(url: DatabaseURL, database: str | None = None, **kwargs):
+    """A PyMySQL connection returning raw bytes; login failures become :class:`DatabaseUnavailable` (masked)."""
+    try:
+        return pymysql.connect(**url.pymysql_kwargs(database), use_unicode=False, conv=RAW_CONVERSIONS,
+                               connect_timeout=10, autocommit=True, **kwargs)
+    except pymysql.err.MySQLError as exc:
+        raise explain_connection_error(exc, url.with_database(database or url.database)) from None
+
+
+def start_snapshot(conn) -> None:
+    with conn.cursor() as cur:
+        cur.execute("SET SESSION time_zone = '+00:00', SESSION net_write_timeout = 3600, "
+                    "SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO'")
+        cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+
+
+def migration_head(cur, database: str, drizzle_dir: str | Path | None = None) -> dict | None:
+    """The newest ``__drizzle_migrations`` row (hash, created_at) and, when the journal has it, its tag."""
+    cur.execute("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                "AND TABLE_NAME = '__drizzle_migrations'", (database,))
+    if not int(cur.fetchone()[0]):
+        return None
+    cur.execute("SELECT hash, created_at FROM `__drizzle_migrations` ORDER BY created_at DESC, id DESC LIMIT 1")
+    row = cur.fetchone()
+    if row is None:
+        return None
+    head = {"hash": row[0].decode(), "created_at": int(row[1]) if row[1] is not None else None, "tag": None}
+    journal = Path(drizzle_dir) / "meta" / "_journal.json" if drizzle_dir else None
+    if journal and journal.is_file():
+        try:
+            for entry in json.loads(journal.read_text()).get("entries", []):
+                if entry.get("when") == head["created_at"]:
+                    head["tag"] = entry.get("tag")
+        except (ValueError, AttributeError):
+            pass  # the tag is a convenience; an unreadable journal is the migrations capability's to report
+    return head
+
+
+def dump_rows(conn, table: Table, emit: Callable[[bytes], None], *, statement_bytes: int = STATEMENT_BYTES,
+              progress: Progress | None = None) -> TableEntry:
+    """Stream ``table``'s rows as INSERT statements through ``emit``; return the row count and content checksum.
+
+    The checksum is sha256 over every row's SQL tuple joined by ``,`` in key order: independent of statement
+    boundaries, so a verification can recompute it from a restored copy.
+    """
+    head = table.insert_head()
+    digest = hashlib.sha256()
+    rows = 0
+    first = True
+    cur = conn.cursor(pymysql.cursors.SSCursor)
+    try:
+        cur.execute(table.select_sql())
+        buf: list[bytes] = []
+        size = 0
+        while batch := cur.fetchmany(FETCH_ROWS):
+            for (text,) in batch:
+                if text is None:
+                    raise BackupFailed(
+                        f"A row of table {table.name!r} is larger than the server's max_allowed_packet as SQL text.",
+                        next_step="raise max_allowed_packet on the server (SET GLOBAL max_allowed_packet=1073741824).")
+                buf.append(text)
+                size += len(text) + 1
+                if size >= statement_bytes:
+                    body = b",".join(buf)
+                    digest.update(body if first else b"," + body)
+                    first = False
+                    emit(head + body + b";\n")
+                    rows += len(buf)
+                    if progress:
+                        progress.advance(len(buf), size)
+                    buf, size = [], 0
+        if buf:
+            body = b",".join(buf)
+            digest.update(body if first else b"," + body)
+            emit(head + body + b";\n")
+            rows += len(buf)
+            if progress:
+                progress.advance(len(buf), size)
+    finally:
+        cur.close()
+    return TableEntry(rows=rows, checksum=digest.hexdigest())
+
+
+def _schema_sql(schema: Schema) -> tuple[list[str], list[str]]:
+    """(before rows: tables; after rows: routines, views, triggers) as SQL text the ``mysql`` client accepts."""
+    before = [f"DROP TABLE IF EXISTS {quote_ident(t.name)};\n{t.create_sql};\n" for t in schema.tables]
+    after = []
+    for kind, name, sql in schema.routines:
+        after.append(f"DROP {kind} IF EXISTS {quote_ident(name)};\nDELIMITER ;;\n{sql};;\nDELIMITER ;\n")
+    for name, sql in schema.views:
+        after.append(f"DROP VIEW IF EXISTS {quote_ident(name)};\n{sql};\n")
+    for name, sql in schema.triggers:
+        after.append(f"DELIMITER ;;\n{sql};;\nDELIMITER ;\n")
+    return before, after
+
+
+def backup_database(url: DatabaseURL, store: BackupStore, *, reason: str = "", compression: str = "zstd",
+                    run_id: str | None = None, drizzle_dir: str | Path | None = None,
+                    log: Callable[[str], None] | None = None, statement_bytes: int = STATEMENT_BYTES,
+                    now: dt.datetime | None = None) -> BackupResult:
+    """Back up the database named in ``url`` to ``store``; return the manifest (written last) and the object URI.
+
+    :param reason: a short word recorded in the key and manifest (``nightly``, ``pre-migration``, ``manual``).
+    :param compression: ``zstd`` (default) or ``gzip``.
+    :param run_id: the Dagster run id, recorded in the manifest.
+    :param drizzle_dir: the app's Drizzle folder, to name the migration head's tag.
+    :param log: where progress lines go (``context.log.info`` in Dagster).
+    """
+    started = time.monotonic()
+    now = now or dt.datetime.now(dt.timezone.utc)
+    key = keys.make_key(now, reason, compression)
+    conn = open_connection(url)
+    try:
+        start_snapshot(conn)
+        with conn.cursor() as cur:
+            schema = read_schema(cur, url.database)
+            cur.execute("SELECT VERSION()")
+            server_version = cur.fetchone()[0].decode()
+            head = migration_head(cur, url.database, drizzle_dir)
+        progress = Progress(f"backup {url.database}", total=sum(t.estimated_rows for t in schema.tables) or None,
+                            log=log)
+        writer = store.open_write(key)
+        out = CompressingWriter(writer.write, compression)
+        try:
+            before, after = _schema_sql(schema)
+            out.write(f"-- rusing_ops {tool_version()} backup of `{url.database}` at {now.isoformat()} "
+                      f"(server {server_version})\n{HEADER}".encode())
+            out.write("".join(before).encode())
+            tables = {}
+            for table in schema.tables:
+                progress.advance(0, detail=table.name)
+                tables[table.name] = dump_rows(conn, table, out.write, statement_bytes=statement_bytes,
+                                               progress=progress)
+            out.write(("".join(after) + FOOTER).encode())
+            out.close()
+            writer.commit()
+        except BaseException:
+            out.abandon()
+            writer.abort()
+            raise
+        conn.rollback()
+    except pymysql.err.MySQLError as exc:
+        raise BackupFailed(f"Backup of {url.masked()} failed: {exc.args[-1] if exc.args else exc}.",
+                           next_step="fix the cause and run `rusing-ops db backup` again.") from None
+    finally:
+        conn.close()
+    progress.finish()
+    manifest = Manifest(
+        key=key, sha256=out.sha256, bytes=out.bytes, uncompressed_bytes=out.raw_bytes, compression=compression,
+        database=url.database, server_version=server_version, tables=tables,
+        views=[n for n, _ in schema.views], triggers=[n for n, _ in schema.triggers],
+        routines=[f"{k} {n}" for k, n, _ in schema.routines], migration_head=head, reason=keys.clean_reason(reason),
+        run_id=run_id, tool_version=tool_version(), started_at=now.isoformat(),
+        duration_s=round(time.monotonic() - started, 3),
+    )
+    store.put_bytes(keys.manifest_key(key), manifest.to_json())
+    return BackupResult(manifest, store.uri(key))

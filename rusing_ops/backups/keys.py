@@ -1,0 +1,70 @@
+"""Backup object names: ``backup-YYYY-MM-DDTHHMMSSZ[-<reason>].sql.zst`` and the manifest / verification beside it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+from ..core.errors import ConfigError
+
+EXTENSIONS = {"zstd": ".sql.zst", "gzip": ".sql.gz", "none": ".sql"}
+MANIFEST_SUFFIX = ".manifest.json"
+VERIFIED_SUFFIX = ".verified.json"
+_KEY = re.compile(r"(?:.*/)?backup-(?P<ts>\d{4}-\d{2}-\d{2}T\d{6}Z)(?:-(?P<reason>[a-z0-9-]+))?(?P<ext>\.sql(?:\.zst|\.gz)?)")
+
+
+@dataclass(frozen=True)
+class BackupName:
+    key: str
+    taken_at: dt.datetime
+    reason: str
+    compression: str
+
+    @property
+    def name(self) -> str:
+        """The partition key: the object name without directory or extension."""
+        base = self.key.rsplit("/", 1)[-1]
+        return base[: -len(EXTENSIONS[self.compression])]
+
+
+def clean_reason(reason: str | None) -> str:
+    """Lower-case letters, digits and dashes only, at most 40 characters (it becomes part of an object key)."""
+    text = re.sub(r"[^a-z0-9]+", "-", (reason or "").lower()).strip("-")
+    return text[:40].strip("-")
+
+
+def make_key(taken_at: dt.datetime, reason: str | None = None, compression: str = "zstd") -> str:
+    """The data object's key for a backup started at ``taken_at`` (converted to UTC)."""
+    if compression not in EXTENSIONS:
+        raise ConfigError(f"Compression {compression!r} is not supported; choose one of: zstd, gzip.")
+    stamp = taken_at.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
+    reason = clean_reason(reason)
+    return f"backup-{stamp}{'-' + reason if reason else ''}{EXTENSIONS[compression]}"
+
+
+def parse_key(key: str) -> BackupName | None:
+    """The parts of a data object's key, or None when ``key`` is not one (manifest, marker, foreign file)."""
+    m = _KEY.fullmatch(key)
+    if not m:
+        return None
+    taken = dt.datetime.strptime(m["ts"], "%Y-%m-%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)
+    compression = {v: k for k, v in EXTENSIONS.items()}[m["ext"]]
+    return BackupName(key, taken, m["reason"] or "", compression)
+
+
+def manifest_key(key: str) -> str:
+    return key + MANIFEST_SUFFIX
+
+
+def verified_key(key: str) -> str:
+    return key + VERIFIED_SUFFIX
+
+
+def compression_of(path_or_key: str) -> str:
+    """Compression inferred from a file name: ``.zst`` -> zstd, ``.gz`` -> gzip, anything else -> none."""
+    if path_or_key.endswith(".zst"):
+        return "zstd"
+    if path_or_key.endswith(".gz"):
+        return "gzip"
+    return "none"
