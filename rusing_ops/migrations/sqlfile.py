@@ -66,3 +66,20 @@ def first_invalid_utf8_offset(raw: bytes) -> int | None:
     except UnicodeDecodeError as exc:
         return exc.start
     return None
+
+
+def split_script(text: str) -> list[str]:
+    """Statements of a hand-written SQL script: drizzle's breakpoints when present, else `;` outside quotes/comments.
+
+    Comment-only and blank pieces are dropped (a reverse-SQL file is not a Drizzle migration).
+    """
+    if BREAKPOINT in text:
+        pieces = split_statements(text)
+    else:
+        pieces, start = [], 0
+        for m in re.finditer(r"""'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.)*"|`[^`]*`|/\*.*?\*/|(?:--|#)[^\n]*|;""", text, re.S):
+            if m.group(0) == ";":
+                pieces.append(text[start:m.end()])
+                start = m.end()
+        pieces.append(text[start:])
+    return [p.strip() for p in pieces if strip_comments(p).strip().rstrip(";").strip()]
