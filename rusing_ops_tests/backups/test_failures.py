@@ -1,0 +1,147 @@
+"""A restore refuses damaged or incomplete backups before touching any database; interrupted runs leave no trace
+that could be mistaken for a good backup, and never a half-restored target."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from rusing_ops.backups import catalog, keys
+from rusing_ops.backups.catalog import BackupEntry
+from rusing_ops.backups.dump import backup_database
+from rusing_ops.backups.manifest import ManifestError
+from rusing_ops.backups.restore import restore_backup
+from rusing_ops.backups.source import BackupCorrupt
+from rusing_ops.core.errors import NotFound
+
+from .conftest import databases_like, query, snapshot
+
+
+def _damage(store, key: str, how: str) -> None:
+    data = store.get_bytes(key)
+    if how == "corrupted":
+        middle = len(data) // 2
+        data = data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:]
+    else:
+        data = data[: len(data) * 2 // 3]
+    store.put_bytes(key, data)
+
+
+@pytest.mark.parametrize("how", ["corrupted", "truncated"])
+def test_damaged_backup_is_refused_before_touching_any_database(every_type_db, any_store, server_url, how):
+    backup = backup_database(every_type_db, any_store)
+    _damage(any_store, backup.manifest.key, how)
+    query(every_type_db, every_type_db.database, "DELETE FROM audit_no_pk")  # the live data moved on
+    before = snapshot(server_url, every_type_db.database)
+    with pytest.raises(BackupCorrupt) as err:
+        restore_backup(every_type_db, any_store, "latest")
+    assert str(err.value).startswith(f"Backup {backup.manifest.key!r} does not match its manifest: ")
+    assert "(truncated or altered). It was not restored. Nothing was changed." in str(err.value)
+    assert snapshot(server_url, every_type_db.database) == before
+    assert databases_like(server_url, every_type_db.database + "__") == []
+
+
+def test_manifestless_backup_is_refused_and_never_offered(every_type_db, any_store, server_url):
+    backup = backup_database(every_type_db, any_store)
+    any_store.delete(keys.manifest_key(backup.manifest.key))
+    with pytest.raises(ManifestError) as err:
+        restore_backup(every_type_db, any_store, backup.manifest.key)
+    assert str(err.value) == (
+        f"Backup {backup.manifest.key!r} has no manifest: it is incomplete (interrupted or still being written) "
+        "and is not restorable. Nothing was changed. Next: choose a complete backup (`rusing-ops db backups` lists "
+        "the backups).")
+    with pytest.raises(NotFound, match="There is no complete backup in "):
+        restore_backup(every_type_db, any_store, "latest")
+    assert databases_like(server_url, every_type_db.database + "__") == []
+
+
+def test_truncated_plain_file_is_refused_with_target_untouched(every_type_db, local_store, server_url, tmp_path):
+    dump = subprocess.run(["mysqldump", "-h", server_url.host, "-P", str(server_url.port), "-u", server_url.user,
+                           "--single-transaction", every_type_db.database], check=True, capture_output=True).stdout
+    cut = dump.index(b"INSERT INTO `payments`") + 200
+    path = tmp_path / "cut.sql"
+    path.write_bytes(dump[:cut])
+    before = snapshot(server_url, every_type_db.database)
+    with pytest.raises(Exception) as err:
+        restore_backup(every_type_db, local_store, str(path))
+    assert "was not touched" in str(err.value)
+    assert snapshot(server_url, every_type_db.database) == before
+    assert databases_like(server_url, every_type_db.database + "__") == []
+
+
+SCRIPT = textwrap.dedent("""
+    import sys
+    from rusing_ops.core.dburl import parse_database_url
+    from rusing_ops.core.store import open_store
+    from rusing_ops.backups.dump import backup_database
+    from rusing_ops.backups.restore import restore_backup
+    url = parse_database_url(sys.argv[2])
+    store = open_store(sys.argv[3])
+    if sys.argv[1] == "backup":
+        backup_database(url, store, statement_bytes=64 * 1024)
+    else:
+        restore_backup(url, store, "latest", pre_restore_backup=False, workers=1)
+""")
+
+
+def _bulk(url, rows: int) -> None:
+    """A table large enough that its load or upload takes a while (incompressible hex, so S3 gets parts)."""
+    query(url, url.database, "CREATE TABLE bulk (id INT PRIMARY KEY, a VARCHAR(200), b VARCHAR(200))")
+    query(url, url.database, f"INSERT INTO bulk SELECT seq, SHA2(seq, 512), SHA2(-seq, 512) FROM seq_1_to_{rows}")
+
+
+def _run_until(args: list[str], ready, timeout: float = 60) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, *args], env=os.environ.copy(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            if proc.poll() is not None:
+                raise AssertionError(f"the process finished before it could be killed: {proc.stderr.read()[-500:]!r}")
+            assert time.monotonic() < deadline, "never reached the point to kill at"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+
+
+def test_restore_killed_mid_load_leaves_target_untouched(every_type_db, local_store, server_url):
+    _bulk(every_type_db, 150_000)
+    backup_database(every_type_db, local_store)
+    query(every_type_db, every_type_db.database, "DELETE FROM bulk WHERE id > 100")
+    before = snapshot(server_url, every_type_db.database)
+
+    def staging_has_rows() -> bool:
+        staging = databases_like(server_url, every_type_db.database + "__restore_")
+        if not staging:
+            return False
+        got = query(server_url, "", "SELECT COALESCE(SUM(TABLE_ROWS), 0) FROM information_schema.TABLES "
+                                    "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = 'bulk'", (staging[0],))
+        return got[0][0] > 0
+
+    _run_until(["restore", f"mysql://{server_url.user}@{server_url.host}:{server_url.port}/{every_type_db.database}",
+                local_store.url], staging_has_rows)
+    assert snapshot(server_url, every_type_db.database) == before
+    assert databases_like(server_url, every_type_db.database + "__pre_restore") == []
+
+
+def test_backup_killed_mid_upload_leaves_no_complete_looking_backup(every_type_db, s3_store, s3_server, server_url):
+    _bulk(every_type_db, 120_000)
+    client = s3_server.client()
+
+    def upload_started() -> bool:
+        return bool(client.list_multipart_uploads(Bucket=s3_store.bucket).get("Uploads"))
+
+    url = f"mysql://{server_url.user}@{server_url.host}:{server_url.port}/{every_type_db.database}"
+    _run_until(["backup", url, s3_store.url], upload_started)
+    entries: list[BackupEntry] = catalog.list_backups(s3_store)
+    assert [e for e in entries if e.complete] == []
+    assert [o.key for o in s3_store.list() if o.key.endswith(keys.MANIFEST_SUFFIX)] == []
+    with pytest.raises(NotFound):
+        catalog.resolve(s3_store, "latest")
