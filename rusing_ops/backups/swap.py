@@ -83,6 +83,16 @@ def swap_in(url: DatabaseURL, staging: str, target: str, pre_db: str, deferred: 
     return SwapResult(pre_db if live else None, len(staged), recreated)
 
 
+def recreate_objects(url: DatabaseURL, database: str, deferred: list[str]) -> list[str]:
+    """Run the deferred view / routine / trigger statements in ``database`` (used by verification)."""
+    conn = open_connection(url, "")
+    try:
+        with conn.cursor() as cur:
+            return _recreate(cur, database, deferred)
+    finally:
+        conn.close()
+
+
 def _recreate(cur, target: str, deferred: list[str]) -> list[str]:
     """Drop the target's old views, then run the backup's view / routine / trigger statements in the target."""
     q = quote_ident

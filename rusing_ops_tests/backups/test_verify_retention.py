@@ -1,0 +1,88 @@
+"""Verification by restore into a scratch database, and the retention policy (never the newest verified)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from rusing_ops.backups import catalog, keys
+from rusing_ops.backups.catalog import BackupEntry
+from rusing_ops.backups.dump import backup_database
+from rusing_ops.backups.manifest import Manifest
+from rusing_ops.backups.retention import RetentionPolicy, plan_prune, prune_backups
+from rusing_ops.backups.verify import verify_backup
+
+from .conftest import databases_like
+
+UTC = dt.timezone.utc
+
+
+def test_verify_restores_into_scratch_and_matches_manifest(every_type_db, any_store, server_url):
+    backup = backup_database(every_type_db, any_store)
+    result = verify_backup(every_type_db, any_store, "latest")
+    assert result.ok, result.problems
+    assert result.key == backup.manifest.key
+    assert result.tables["payments"] == {"rows_expected": 3003, "rows_found": 3003, "checksum_ok": True}
+    assert result.scratch_db.startswith(every_type_db.database + "__verify_")
+    assert databases_like(server_url, every_type_db.database + "__") == []
+    entry = catalog.resolve(any_store, "latest")
+    assert entry.verified and entry.verification["tables"]["users"]["rows_found"] == 4
+
+
+def test_verify_reports_a_content_difference(every_type_db, local_store):
+    backup = backup_database(every_type_db, local_store)
+    manifest = backup.manifest
+    manifest.tables["users"].checksum = "0" * 64  # as if the file held other rows than the snapshot had
+    local_store.put_bytes(keys.manifest_key(manifest.key), manifest.to_json())
+    result = verify_backup(every_type_db, local_store, manifest.key)
+    assert not result.ok
+    assert result.problems == ["table users: 4 rows (expected 4), content checksum differs"]
+    assert not catalog.resolve(local_store, "latest").verified
+
+
+def test_verify_reports_a_corrupted_backup(every_type_db, local_store):
+    backup = backup_database(every_type_db, local_store)
+    data = local_store.get_bytes(backup.manifest.key)
+    local_store.put_bytes(backup.manifest.key, data[:-10])
+    result = verify_backup(every_type_db, local_store, "latest")
+    assert not result.ok and "does not match its manifest" in result.problems[0]
+
+
+def _entry(when: str, verified: bool = False, complete: bool = True) -> BackupEntry:
+    taken = dt.datetime.fromisoformat(when).replace(tzinfo=UTC)
+    key = keys.make_key(taken)
+    manifest = Manifest(key, "x", 1, 1, "zstd", "db", "v", {}) if complete else None
+    return BackupEntry(key, key[:-8], taken, "", "zstd", 100, manifest, {"ok": True} if verified else None)
+
+
+def test_retention_keeps_daily_weekly_monthly_and_newest_verified():
+    entries = [_entry(f"2026-{m:02d}-{d:02d}T03:00:00") for m in (1, 2, 3) for d in (1, 9, 17, 25)]
+    entries.append(_entry("2026-03-25T15:00:00"))  # second one that day: the later one counts for the day
+    entries[0] = _entry("2026-01-01T03:00:00", verified=True)  # the only verified backup, and the oldest
+    entries.append(_entry("2026-03-26T01:00:00", complete=False))  # still uploading
+    entries.append(_entry("2025-12-01T01:00:00", complete=False))  # abandoned long ago
+    plan = plan_prune(entries, RetentionPolicy(daily=2, weekly=3, monthly=2), now=dt.datetime(2026, 3, 26, 2, tzinfo=UTC))
+    kept = {k[7:24]: why for k, why in plan.keep.items()}
+    assert kept == {
+        "2026-03-25T150000": ["daily", "weekly", "monthly"],
+        "2026-03-17T030000": ["daily", "weekly"],
+        "2026-03-09T030000": ["weekly"],
+        "2026-02-25T030000": ["monthly"],
+        "2026-01-01T030000": ["newest verified"],
+        "2026-03-26T010000": ["incomplete, may still be uploading"],
+    }
+    assert len(plan.delete) == len(entries) - 6
+
+
+def test_prune_deletes_only_what_the_plan_says_and_dry_run_deletes_nothing(every_type_db, local_store):
+    times = [dt.datetime(2026, 1, d, 3, tzinfo=UTC) for d in (1, 2, 3, 4)]
+    made = [backup_database(every_type_db, local_store, now=t).manifest.key for t in times]
+    catalog.record_verification(local_store, made[0], {"ok": True})
+    policy = RetentionPolicy(daily=1, weekly=0, monthly=0)
+    plan = prune_backups(local_store, policy, dry_run=True)
+    assert sorted(e.key for e in plan.delete) == sorted(made[1:3]) and plan.deleted == []
+    assert len(catalog.list_backups(local_store)) == 4
+    plan = prune_backups(local_store, policy, dry_run=False)
+    assert sorted(plan.deleted) == sorted(made[1:3])
+    assert [e.key for e in catalog.list_backups(local_store)] == [made[3], made[0]]
+    assert sorted(o.key for o in local_store.list()) == sorted(
+        [made[0], keys.manifest_key(made[0]), keys.verified_key(made[0]), made[3], keys.manifest_key(made[3])])
