@@ -1,0 +1,137 @@
+"""The Dagster face: jobs run in process on a real instance with real resources (MariaDB, local backup store)."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from rusing_ops.core.store import LocalStore
+from rusing_ops.migrations.defs import (app_database_schema, app_database_schema_checks, migrate_database,
+                                        migrate_database_on_new_journal_entries, validate_schema_job)
+from rusing_ops.resources import DB_WRITE_TAGS, AppResource, BackupStoreResource, DatabaseResource
+from rusing_ops.runbooks.rollback_defs import rollback_migration_job
+
+from .conftest import FAILING_RENAME, migration_rows, query, schema_dump
+from .test_rollback import LAST, REVERSE_0004
+
+
+@pytest.fixture
+def resources(database_url_str, tmp_path):
+    return {"database": DatabaseResource(url=database_url_str),
+            "backup_store": BackupStoreResource(url=str(tmp_path / "backups"))}
+
+
+def _run(job, resources, instance, config: dict, op: str = "apply_migrations"):
+    return job.execute_in_process(run_config={"ops": {op: {"config": config}}}, resources=resources, instance=instance,
+                                  raise_on_error=False)
+
+
+def _failure(result) -> dg.Failure:
+    event = next(e for e in result.all_events if e.is_step_failure)
+    return event.step_failure_data
+
+
+def test_migrate_job_takes_a_real_pre_migration_backup_and_applies(resources, dagster_instance, fresh_db, rusing_folder,
+                                                                  tmp_path):
+    result = _run(migrate_database, resources, dagster_instance, {"drizzle_dir": str(rusing_folder)})
+    assert result.success
+    assert migrate_database.tags == DB_WRITE_TAGS
+    out = result.output_for_node("apply_migrations")
+    assert len(out["applied"]) == 5 and out["backup_key"].endswith("-pre-migration.sql.zst")
+    assert LocalStore(tmp_path / "backups").exists(out["backup_key"])
+    assert query(fresh_db, "SELECT run_id FROM rusing_ops_migration_audit LIMIT 1") == [(result.run_id,)]
+
+
+def test_migrate_job_failure_names_statement_and_restore_command(resources, dagster_instance, fresh_db):
+    result = _run(migrate_database, resources, dagster_instance, {"drizzle_dir": str(FAILING_RENAME / "drizzle")})
+    assert not result.success
+    failure = _failure(result)
+    text = failure.user_failure_data.description
+    assert text.startswith("Migration 0004_drop_hourly_rate_rename_certificates failed at statement 6 of 11: "
+                           "ER_WRONG_AUTO_KEY (1075)")
+    meta = failure.user_failure_data.metadata
+    assert meta["statement_index"].value == 6
+    assert meta["restore_command"].value == (f"rusing-ops db restore --file {meta['backup_key'].value} "
+                                             f"--confirm {fresh_db.database}")
+    assert f"`{meta['restore_command'].value}`" in text
+    assert len(migration_rows(fresh_db)) == 4
+
+
+def test_migrate_dry_run_and_validate_job(resources, dagster_instance, fresh_db, rusing_folder):
+    result = _run(migrate_database, resources, dagster_instance, {"drizzle_dir": str(rusing_folder), "dry_run": True})
+    assert result.success and query(fresh_db, "SHOW TABLES") == []
+    invalid = _run(validate_schema_job, resources, dagster_instance, {"drizzle_dir": str(rusing_folder)},
+                   op="validate_schema_op")
+    assert not invalid.success
+    assert "PENDING 0000_initial_schema" in _failure(invalid).user_failure_data.description
+    assert _run(migrate_database, resources, dagster_instance, {"drizzle_dir": str(rusing_folder)}).success
+    ok = _run(validate_schema_job, resources, dagster_instance, {"drizzle_dir": str(rusing_folder)},
+              op="validate_schema_op")
+    assert ok.success and ok.output_for_node("validate_schema_op")["ok"] is True
+    query(fresh_db, "ALTER TABLE `users` ADD `nickname` varchar(40)")
+    drifted = _run(validate_schema_job, resources, dagster_instance, {"drizzle_dir": str(rusing_folder)},
+                   op="validate_schema_op")
+    assert ("DRIFT table `users` column `nickname`: in the database but not in the snapshot (varchar(40))"
+            in _failure(drifted).user_failure_data.description)
+
+
+def test_schema_asset_and_its_checks(resources, dagster_instance, fresh_db, rusing_folder, monkeypatch):
+    monkeypatch.setenv("DRIZZLE_DIR", str(rusing_folder))
+    _run(migrate_database, resources, dagster_instance, {"drizzle_dir": str(rusing_folder)})
+    query(fresh_db, "ALTER TABLE `users` ADD `nickname` varchar(40)")
+    result = dg.materialize([app_database_schema, app_database_schema_checks], resources=resources,
+                            instance=dagster_instance)
+    assert result.success
+    mat = result.asset_materializations_for_node("app_database_schema")[0]
+    assert mat.metadata["tables"].value == 15 and mat.metadata["migrations_recorded"].value == 5
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks["drizzle_folder_valid"].passed and checks["all_migrations_applied"].passed
+    assert not checks["no_schema_drift"].passed
+    assert checks["no_schema_drift"].description == (
+        "table `users` column `nickname`: in the database but not in the snapshot (varchar(40))")
+
+
+def test_sensor_reports_once_per_new_head_and_only_asks_for_a_dry_run(resources, dagster_instance, fresh_db,
+                                                                       rusing_folder, monkeypatch):
+    monkeypatch.setenv("DRIZZLE_DIR", str(rusing_folder))
+
+    def tick(cursor=None):
+        with dg.build_sensor_context(instance=dagster_instance, resources={"database": resources["database"]},
+                                     cursor=cursor) as context:
+            return migrate_database_on_new_journal_entries(context), context.cursor
+
+    first, cursor = tick()
+    assert isinstance(first, dg.RunRequest)
+    assert first.run_config == {"ops": {"apply_migrations": {"config": {"dry_run": True}}}}
+    assert first.run_key == f"dry-run:{LAST}@1795713194707"
+    assert cursor == f"{LAST}@1795713194707"
+    again, _ = tick(cursor)
+    assert isinstance(again, dg.SkipReason) and "already reported for head" in again.skip_message
+    assert query(fresh_db, "SHOW TABLES") == []
+    _run(migrate_database, resources, dagster_instance, {"drizzle_dir": str(rusing_folder)})
+    done, _ = tick(cursor)
+    assert done.skip_message == f"No new journal entries: 5 applied, head {LAST}."
+
+
+def test_rollback_job_dry_run_then_real(resources, dagster_instance, fresh_db, rusing_folder, tmp_path):
+    _run(migrate_database, resources, dagster_instance, {"drizzle_dir": str(rusing_folder)})
+    sql_file = tmp_path / "undo.sql"
+    sql_file.write_text(REVERSE_0004)
+    base = {"migration": LAST, "reverse_sql_file": str(sql_file), "drizzle_dir": str(rusing_folder)}
+    resources = {**resources, "app": AppResource()}
+    refused = _run(rollback_migration_job, resources, dagster_instance, {**base, "confirm": "production"},
+                   op="rollback_migration_op")
+    assert not refused.success
+    assert _failure(refused).user_failure_data.description.startswith(
+        f"confirm is 'production' but the target database is '{fresh_db.database}'. Nothing was changed.")
+    before = schema_dump(fresh_db)
+    dry = _run(rollback_migration_job, resources, dagster_instance, {**base, "dry_run": True}, op="rollback_migration_op")
+    assert dry.success and schema_dump(fresh_db) == before
+    assert [s["status"] for s in dry.output_for_node("rollback_migration_op")["steps"]] == ["planned"] * 7
+    real = _run(rollback_migration_job, resources, dagster_instance, {**base, "confirm": fresh_db.database},
+                op="rollback_migration_op")
+    assert real.success
+    steps = real.output_for_node("rollback_migration_op")["steps"]
+    assert [s["status"] for s in steps] == ["skipped", "done", "done", "done", "done", "skipped", "skipped"]
+    assert steps[1]["detail"].endswith("-pre-rollback.sql.zst")
+    assert len(migration_rows(fresh_db)) == 4
