@@ -1,5 +1,7 @@
-"""Dagster face of the runbooks capability (placeholder until built)."""
+"""Dagster face of the composed procedures (runbook §2 rollback, §6 recovery and payouts), merged explicitly."""
 
 import dagster as dg
 
-defs = dg.Definitions()
+from .rollback_defs import defs as rollback_defs
+
+defs = dg.Definitions.merge(rollback_defs)
