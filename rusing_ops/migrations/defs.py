@@ -91,7 +91,7 @@ def apply_migrations_op(context: dg.OpExecutionContext, config: MigrateDatabaseC
         raise failure(exc) from exc
     summary = result.as_dict()
     context.add_output_metadata({**metadata_of(summary), "plan": dg.MetadataValue.md(f"```sql\n{result.plan_text()}\n```")})
-    return summary
+    return {**summary, "plan": result.plan_text(with_sql=config.dry_run)}
 
 
 @dg.job(tags=DB_WRITE_TAGS, executor_def=dg.in_process_executor,
