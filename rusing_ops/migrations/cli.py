@@ -16,6 +16,18 @@ def _fail(result, as_json: bool = False) -> int:
     return 1
 
 
+def _run(job: str, op: str, config: dict, as_json: bool) -> tuple[int, dict | None]:
+    """Run ``job``; on success return the op's output (already printed when ``as_json``), else the exit code."""
+    with TerminalProgress():
+        result = execute(job, {"ops": {op: {"config": config}}})
+    if not result.success:
+        return _fail(result, as_json), None
+    out = result.output_for_node(op)
+    if as_json:
+        print_json({"ok": True, "run_id": result.run_id, **out})
+    return 0, {**out, "run_id": result.run_id}
+
+
 def migrate(args) -> int:
     if args.generate_only and (args.no_backup or args.force or args.resume or args.dry_run or args.accept_skipped):
         print("error: --generate-only only generates files; it takes none of --dry-run, --no-backup, --force, "
@@ -23,21 +35,17 @@ def migrate(args) -> int:
         return 2
     config = {k: True for k in ("dry_run", "generate_only", "no_backup", "force", "resume", "accept_skipped",
                                 "auto_rollback") if getattr(args, k)}
-    with TerminalProgress():
-        result = execute("migrate_database", {"ops": {"apply_migrations": {"config": config}}})
-    if not result.success:
-        return _fail(result, args.json)
-    out = result.output_for_node("apply_migrations")
-    if args.json:
-        print_json({"ok": True, "run_id": result.run_id, **out})
-    elif args.generate_only:
+    code, out = _run("migrate_database", "apply_migrations", config, args.json)
+    if out is None or args.json:
+        return code
+    if args.generate_only:
         _print_generated(out)
     else:
         print(out["plan"])
         if not args.dry_run:
             print(f"applied {len(out['applied'])} migration(s): {', '.join(out['applied']) or 'none'}"
                   + (f"; pre-migration backup {out['backup_key']}" if out.get("backup_key") else "")
-                  + f" (run {result.run_id})")
+                  + f" (run {out['run_id']})")
     return 0
 
 
@@ -55,15 +63,10 @@ def _print_generated(out: dict) -> None:
 
 
 def generate(args) -> int:
-    result = execute("migrate_database", {"ops": {"apply_migrations": {"config": {"generate_only": True}}}})
-    if not result.success:
-        return _fail(result, args.json)
-    out = result.output_for_node("apply_migrations")
-    if args.json:
-        print_json({"ok": True, "run_id": result.run_id, **out})
-    else:
+    code, out = _run("migrate_database", "apply_migrations", {"generate_only": True}, args.json)
+    if out is not None and not args.json:
         _print_generated(out)
-    return 0
+    return code
 
 
 def validate(args) -> int:
@@ -104,17 +107,12 @@ def _print_report(r: dict) -> None:
 def rollback(args) -> int:
     config = {"migration": args.migration, "reverse_sql_file": args.sql, "confirm": args.confirm or "",
               "dry_run": args.dry_run, "no_backup": args.no_backup}
-    result = execute("rollback_migration", {"ops": {"rollback_migration_op": {"config": config}}})
-    if not result.success:
-        return _fail(result, args.json)
-    out = result.output_for_node("rollback_migration_op")
-    if args.json:
-        print_json({"ok": True, "run_id": result.run_id, **out})
-    else:
+    code, out = _run("rollback_migration", "rollback_migration_op", config, args.json)
+    if out is not None and not args.json:
         print(("DRY RUN: " if out["dry_run"] else "") + f"rollback of {out['migration']} on {out['database']}")
         for s in out["steps"]:
             print(f"{s['number']}. {s['name']}: {s['status']}" + (f" - {s['detail']}" if s["detail"] else ""))
-    return 0
+    return code
 
 
 def register(subparsers) -> None:
