@@ -43,6 +43,16 @@ def make_key(taken_at: dt.datetime, reason: str | None = None, compression: str 
     return f"backup-{stamp}{'-' + reason if reason else ''}{EXTENSIONS[compression]}"
 
 
+def partition_name(taken_at: dt.datetime, reason: str | None = None) -> str:
+    """The backup's name (and ``database_backup`` partition key): its key without extension."""
+    return make_key(taken_at, reason, "none")[: -len(EXTENSIONS["none"])]
+
+
+def parse_name(name: str) -> BackupName | None:
+    """The parts of a backup name (partition key), e.g. ``backup-2026-11-26T080000Z-nightly``."""
+    return parse_key(name + EXTENSIONS["none"])
+
+
 def parse_key(key: str) -> BackupName | None:
     """The parts of a data object's key, or None when ``key`` is not one (manifest, marker, foreign file)."""
     m = _KEY.fullmatch(key)
