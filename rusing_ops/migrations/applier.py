@@ -165,7 +165,7 @@ def _prepare(conn: Connection, folder: MigrationFolder, url: DatabaseURL, run_id
         errors.append(exc)
     if plan.pending:
         try:
-            result.resume_from = _resume_point(conn, plan.pending[0], resume)
+            result.resume_from = _resume_point(conn, plan.pending[0], resume, url.database)
         except ResumeRequired as exc:
             errors.append(exc)
     if result.findings and no_backup and not force and plan.pending:
@@ -184,7 +184,7 @@ def _dry_run(conn, folder, url, run_id, no_backup, force, resume, accept_skipped
     return result
 
 
-def _resume_point(conn: Connection, first: Migration, resume: bool) -> dict | None:
+def _resume_point(conn: Connection, first: Migration, resume: bool, database: str) -> dict | None:
     last = audit.latest(conn, first.tag, first.when)
     if last is None or last.status == audit.APPLIED or last.statements_applied == 0:
         return None
@@ -196,8 +196,10 @@ def _resume_point(conn: Connection, first: Migration, resume: bool) -> dict | No
         raise ResumeRequired(
             where,
             next_step=f"fix the cause, then rerun with --resume to continue at statement {done + 1}"
-                      + (f", or restore the pre-migration backup: `{restore_command(last.backup_key, '<database>')}`"
-                         if last.backup_key else "") + ".",
+                      + (f", or restore the pre-migration backup: `{restore_command(last.backup_key, database)}`"
+                         if last.backup_key else "")
+                      + f" (if you undid statements 1-{done} by hand instead, retire that attempt with "
+                        f"`DELETE FROM {audit.AUDIT_TABLE} WHERE id = {last.id}`).",
             migration=first.tag, statement=done + 1)
     point = {"migration": first.tag, "statement": done + 1, "previous_run": last.run_id}
     if last.hash != first.hash:
@@ -236,8 +238,12 @@ def _run(conn: Connection, result: ApplyResult, say) -> None:
                 errno = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
                 message = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
                 error = f"{_ER_NAMES.get(errno, 'error')} ({errno}): {message}"
-                audit.finish(conn, audit_id, audit.FAILED, error=error, failed_statement=statement)
-                raise _failure(result, m, number, statement, errno, message) from None
+                failed = _failure(result, m, number, statement, errno, message)
+                try:
+                    audit.finish(conn, audit_id, audit.FAILED, error=error, failed_statement=statement)
+                except Exception as audit_exc:  # e.g. the connection died with the statement; report the statement
+                    failed.data["audit_error"] = scrub_secret(str(audit_exc))
+                raise failed from None
             audit.progress(conn, audit_id, number)
             result.statements_run += 1
             progress.advance(1, detail=m.tag)
