@@ -9,12 +9,17 @@ import re
 from dataclasses import dataclass, field
 
 from ..core.database import quote_ident
+from ..core.errors import OpsError
 
 NUMERIC = {"tinyint", "smallint", "mediumint", "int", "integer", "bigint", "decimal", "numeric", "float", "double",
            "real", "year"}
 BINARY = {"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob", "geometry", "point", "linestring",
           "polygon", "multipoint", "multilinestring", "multipolygon", "geometrycollection"}
 _DEFINER = re.compile(r"\s*DEFINER\s*=\s*(?:`(?:[^`]|``)*`|'[^']*'|\S+?)@(?:`(?:[^`]|``)*`|'[^']*'|[^\s*]+)", re.I)
+
+
+class SchemaUnreadable(OpsError):
+    """The server hid an object's definition from the backup user."""
 
 
 @dataclass
@@ -75,6 +80,18 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, (bytes, bytearray)) else str(value)
 
 
+def _definition(cur, what: str, column: int) -> str:
+    """``SHOW CREATE <what>``'s DDL; the server returns NULL when the user may not read it (not its definer)."""
+    cur.execute(f"SHOW CREATE {what}")
+    value = cur.fetchone()[column]
+    if value is None:
+        raise SchemaUnreadable(
+            f"The backup user may not read the definition of {what} (SHOW CREATE returned NULL).",
+            next_step="back up as the objects' definer, or grant the backup user SELECT on mysql.proc "
+                      "(routines) / TRIGGER and SHOW VIEW on the database.")
+    return strip_definer(_text(value))
+
+
 def _rows(cur, sql: str, args=()) -> list[tuple]:
     cur.execute(sql, args)
     return [tuple(_text(v) if v is not None else None for v in row) for row in cur.fetchall()]
@@ -110,20 +127,17 @@ def read_schema(cur, database: str) -> Schema:
     views = []
     for (name,) in _rows(cur, "SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = %s "
                               "ORDER BY TABLE_NAME", (database,)):
-        cur.execute(f"SHOW CREATE VIEW {quote_ident(name)}")
-        views.append((name, strip_definer(_text(cur.fetchone()[1]))))
+        views.append((name, _definition(cur, f"VIEW {quote_ident(name)}", 1)))
 
     triggers = []
     for (name,) in _rows(cur, "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s "
                               "ORDER BY EVENT_OBJECT_TABLE, ACTION_ORDER", (database,)):
-        cur.execute(f"SHOW CREATE TRIGGER {quote_ident(name)}")
-        triggers.append((name, strip_definer(_text(cur.fetchone()[2]))))
+        triggers.append((name, _definition(cur, f"TRIGGER {quote_ident(name)}", 2)))
 
     routines = []
     for kind, name in _rows(cur, "SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES "
                                  "WHERE ROUTINE_SCHEMA = %s ORDER BY ROUTINE_TYPE, ROUTINE_NAME", (database,)):
-        cur.execute(f"SHOW CREATE {kind} {quote_ident(name)}")
-        routines.append((kind, name, strip_definer(_text(cur.fetchone()[2]))))
+        routines.append((kind, name, _definition(cur, f"{kind} {quote_ident(name)}", 2)))
     return Schema(tables, order_views(views), triggers, routines)
 
 

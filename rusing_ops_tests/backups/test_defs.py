@@ -120,6 +120,7 @@ def password_user(every_type_db, server_url):
         cur.execute(f"CREATE USER '{user}'@'%%' IDENTIFIED BY %s", (password,))
         cur.execute(f"GRANT ALL PRIVILEGES ON `{every_type_db.database}`.* TO '{user}'@'%'")
         cur.execute(f"GRANT ALL PRIVILEGES ON `{every_type_db.database}\\_\\_%`.* TO '{user}'@'%'")
+        cur.execute(f"GRANT SELECT ON mysql.proc TO '{user}'@'%'")  # to read routines another user defined
     yield user, password
     with conn.cursor() as cur:
         cur.execute(f"DROP USER IF EXISTS '{user}'@'%'")
