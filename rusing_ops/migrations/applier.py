@@ -27,7 +27,7 @@ from ..core.dburl import DatabaseURL, scrub_secret
 from ..core.errors import ConfigError, OpsError
 from ..core.progress import Progress
 from . import audit
-from .folder import Migration, MigrationFolder, read_folder
+from .folder import WHEN_ORDER, Migration, MigrationFolder, read_folder
 from .lint import Finding, lint_migrations
 from .planner import (CREATE_MIGRATIONS_TABLE, INSERT_MIGRATION_ROW, Plan, PlanRefused, check_plan, make_plan,
                       read_applied)
@@ -123,7 +123,7 @@ def apply_migrations(engine: Engine, url: DatabaseURL, folder: MigrationFolder |
     say = log or (lambda line: None)
     run_id = run_id or uuid.uuid4().hex
     if not isinstance(folder, MigrationFolder):
-        folder = read_folder(folder)
+        folder = read_folder(folder, accept=frozenset({WHEN_ORDER}) if accept_skipped else frozenset())
     if dry_run:
         with connect(engine, url) as conn:
             return _dry_run(conn, folder, url, run_id, no_backup, force, resume, accept_skipped, say)
@@ -239,6 +239,7 @@ def _run(conn: Connection, result: ApplyResult, say) -> None:
                 message = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
                 error = f"{_ER_NAMES.get(errno, 'error')} ({errno}): {message}"
                 failed = _failure(result, m, number, statement, errno, message)
+                failed.data["sql_state"] = _sql_state(cursor)
                 try:
                     audit.finish(conn, audit_id, audit.FAILED, error=error, failed_statement=statement)
                 except Exception as audit_exc:  # e.g. the connection died with the statement; report the statement
@@ -252,6 +253,17 @@ def _run(conn: Connection, result: ApplyResult, say) -> None:
         result.applied.append(m.tag)
         say(f"applied {m.tag} (recorded in __drizzle_migrations, created_at {m.when})")
     progress.finish()
+
+
+def _sql_state(cursor) -> str | None:
+    """The failed statement's SQLSTATE (PyMySQL drops it from the exception), read before anything else runs."""
+    try:
+        cursor.execute("GET DIAGNOSTICS CONDITION 1 @rusing_ops_sqlstate = RETURNED_SQLSTATE")
+        cursor.execute("SELECT @rusing_ops_sqlstate")
+        row = cursor.fetchone()
+        return row[0] if row else None
+    except pymysql.MySQLError:
+        return None  # a server without GET DIAGNOSTICS outside stored programs, or a dead connection
 
 
 def _failure(result: ApplyResult, m: Migration, number: int, statement: str, errno: int | None,

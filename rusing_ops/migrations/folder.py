@@ -14,6 +14,7 @@ from ..core.errors import OpsError
 from . import sqlfile
 
 JOURNAL = "meta/_journal.json"
+WHEN_ORDER = "when-order"
 FIRST_PREV_ID = "00000000-0000-0000-0000-000000000000"
 
 
@@ -65,6 +66,7 @@ class Problem:
     file: str
     message: str
     blocking: bool = True
+    code: str = ""  # set on problems a flag may accept (WHEN_ORDER: --accept-skipped)
 
     def __str__(self) -> str:
         return f"{self.file}: {self.message}"
@@ -126,15 +128,18 @@ def load_folder(path: Path | str) -> MigrationFolder:
     return folder
 
 
-def read_folder(path: Path | str) -> MigrationFolder:
-    """:func:`load_folder`, raising :class:`FolderInvalid` listing every blocking problem."""
+def read_folder(path: Path | str, *, accept: frozenset[str] = frozenset()) -> MigrationFolder:
+    """:func:`load_folder`, raising :class:`FolderInvalid` listing every blocking problem.
+
+    :param accept: problem codes to let through (``{WHEN_ORDER}`` when skipped entries are accepted).
+    """
     folder = load_folder(path)
-    raise_if_invalid(folder)
+    raise_if_invalid(folder, accept=accept)
     return folder
 
 
-def raise_if_invalid(folder: MigrationFolder) -> None:
-    errors = folder.errors
+def raise_if_invalid(folder: MigrationFolder, *, accept: frozenset[str] = frozenset()) -> None:
+    errors = [p for p in folder.errors if p.code not in accept]
     if errors:
         lines = "\n".join(f"  - {p}" for p in errors)
         raise FolderInvalid(
@@ -203,7 +208,7 @@ def _read_entries(folder: MigrationFolder, entries: list) -> None:
         if not bad and previous is not None and when <= previous[1]:
             folder.problems.append(Problem(
                 JOURNAL, f"`when` does not increase: entry {tag!r} has {when}, not after {previous[0]!r} ({previous[1]}); "
-                         "drizzle-orm would skip it on any database already past the earlier entry"))
+                         "drizzle-orm would skip it on any database already past the earlier entry", code=WHEN_ORDER))
         if not bad:
             previous = (tag, when)
         sql_path = folder.path / f"{tag}.sql"

@@ -88,21 +88,25 @@ def make_plan(folder: MigrationFolder, rows: list[AppliedRow], table_exists: boo
     # `order by created_at desc limit 1` puts NULL last, and drizzle compares Number(null) = 0.
     last = max(non_null) if non_null else (0 if rows else None)
     plan = Plan(folder=folder, rows=rows, table_exists=table_exists, last_created_at=last)
-    by_when: dict[int, AppliedRow] = {}
+    by_when: dict[int, list[AppliedRow]] = {}
     for row in rows:
         if row.created_at is not None:
-            by_when.setdefault(row.created_at, row)
+            by_when.setdefault(row.created_at, []).append(row)
     whens = {m.when for m in folder.migrations}
     for m in folder.migrations:
-        row = by_when.get(m.when)
         if last is None or last < m.when:
             plan.pending.append(m)
-        elif row is not None:
-            plan.applied.append(m)
-            if row.hash != m.hash:
-                plan.edited.append((m, row))
-        else:
+            continue
+        # one row per entry, the same-hash row first: two entries sharing a `when` cannot both claim one row
+        candidates = sorted(by_when.get(m.when, []), key=lambda r: r.hash != m.hash)
+        if not candidates:
             plan.skipped.append(m)
+            continue
+        row = candidates[0]
+        by_when[m.when].remove(row)
+        plan.applied.append(m)
+        if row.hash != m.hash:
+            plan.edited.append((m, row))
     plan.unknown_rows = [r for r in rows if r.created_at is None or r.created_at not in whens]
     return plan
 

@@ -67,8 +67,8 @@ def test_failing_rename_stops_where_drizzle_stopped_and_says_so(fresh_db, engine
     e = err.value
     assert (e.data["migration"], e.data["statement_index"], e.data["statements_applied"]) == (
         "0004_drop_hourly_rate_rename_certificates", 6, 5)
-    assert (e.data["code"], e.data["errno"], e.data["server_message"], e.data["statement"]) == (
-        expected["code"], expected["errno"], expected["sqlMessage"], expected["sql"])
+    assert (e.data["code"], e.data["errno"], e.data["sql_state"], e.data["server_message"], e.data["statement"]) == (
+        expected["code"], expected["errno"], expected["sqlState"], expected["sqlMessage"], expected["sql"])
     assert e.data["applied_migrations"] == ["0000_initial_schema", "0001_add_availability_certificates",
                                             "0002_add_timezone_primary_coach", "0003_backfill_timezone_and_primary_coach"]
     assert e.data["restore_command"] == f"rusing-ops db restore --file {key} --confirm {fresh_db.database}"
@@ -222,3 +222,61 @@ def test_automatic_rollback_calls_restore_after_releasing_the_lock(fresh_db, eng
                          restore=restore, auto_rollback=True)
     assert restored == ["b/pre.sql.zst"] and err.value.data["rolled_back"] is True
     assert "Automatic rollback: the pre-migration backup b/pre.sql.zst was restored." in str(err.value)
+
+
+def test_out_of_order_and_edited_refused_then_accepted_like_drizzle(fresh_db, engine):
+    case = EDGE / "out-of-order-and-edited"
+    reference = json.loads((case / "reference" / "result.json").read_text())
+    apply_migrations(engine, fresh_db, RUSING / "drizzle", no_backup=True, force=True)
+    assert migration_rows(fresh_db) == reference["phase1"]["rows_after"]
+    with pytest.raises(FolderInvalid) as err:
+        apply_migrations(engine, fresh_db, case / "drizzle", no_backup=True)
+    assert "`when` does not increase: entry '0005_older_than_last'" in str(err.value)
+    with pytest.raises(PlanRefused) as err:
+        apply_migrations(engine, fresh_db, case / "drizzle", no_backup=True, accept_skipped=True)
+    assert "0002_add_timezone_primary_coach.sql: edited after it was applied" in str(err.value)
+    result = apply_migrations(engine, fresh_db, case / "drizzle", no_backup=True, accept_skipped=True, force=True)
+    assert [m.tag for m in result.plan.skipped] == ["0005_older_than_last", "0006_equal_to_last"]
+    assert result.applied == ["0007_newer_than_last"]
+    assert migration_rows(fresh_db) == reference["rows_after"]
+
+
+@pytest.mark.parametrize("case, failing", [("ddl-then-failure", ("0001_fails_midway", 2)),
+                                           ("dml-then-failure", ("0001_dml_then_fail", 2))])
+def test_failures_leave_what_drizzle_left(case, failing, fresh_db, engine):
+    reference = json.loads((EDGE / case / "reference" / "result.json").read_text())
+    with pytest.raises(MigrationFailed) as err:
+        apply_migrations(engine, fresh_db, EDGE / case / "drizzle", no_backup=True)
+    assert (err.value.data["migration"], err.value.data["statement_index"]) == failing
+    assert (err.value.data["errno"], err.value.data["statement"]) == (reference["apply"]["error"]["errno"],
+                                                                      reference["apply"]["error"]["sql"])
+    assert migration_rows(fresh_db) == reference["rows_after"]
+    tables = sorted(t for (t,) in query(fresh_db, "SHOW TABLES") if t != OURS)
+    assert tables == sorted(reference["tables_after"])
+    if "t0_rows_after" in reference:
+        assert [str(v) for (v,) in query(fresh_db, "SELECT * FROM t0")] == reference["t0_rows_after"]
+
+
+def test_dml_only_batch_is_committed_statement_by_statement_and_reported(fresh_db, engine):
+    # drizzle-orm rolls this batch back (no DDL in it); here every statement commits and the report says so.
+    case = EDGE / "dml-only-batch-failure"
+    apply_migrations(engine, fresh_db, case / "drizzle-phase1", no_backup=True)
+    with pytest.raises(MigrationFailed) as err:
+        apply_migrations(engine, fresh_db, case / "drizzle", no_backup=True)
+    assert err.value.data["applied_migrations"] == ["0001_insert_one"]
+    assert "statements 1-1 of 0002_insert_two_then_fail are applied (committed)" in str(err.value)
+    assert [v for (v,) in query(fresh_db, "SELECT * FROM t0 ORDER BY 1")] == [1, 2]
+    assert len(migration_rows(fresh_db)) == 2
+
+
+def test_comment_only_custom_migration_is_applied_as_drizzle_did(fresh_db, engine):
+    case = EDGE / "custom-unedited-comment-only"
+    apply_migrations(engine, fresh_db, case / "drizzle", no_backup=True)
+    assert migration_rows(fresh_db) == json.loads((case / "reference" / "result.json").read_text())["rows_after"]
+
+
+@pytest.mark.parametrize("case", ["trailing-breakpoint", "utf8-bom", "no-breakpoints-genuine", "hash-bytes"])
+def test_folders_drizzle_fails_on_midway_are_refused_up_front(case, fresh_db, engine):
+    with pytest.raises(FolderInvalid):
+        apply_migrations(engine, fresh_db, EDGE / case / "drizzle", no_backup=True, force=True)
+    assert query(fresh_db, "SHOW TABLES") == []
