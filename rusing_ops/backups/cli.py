@@ -1,0 +1,89 @@
+"""`rusing-ops db backup | backups | restore`: runbook §3's commands. `backup` and `restore` run the same Dagster jobs
+as the UI (backup_database, restore_database) in process, with a progress bar; `backups` reads the store."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+
+from ..cli_support import TerminalProgress, dagster_instance, print_json, print_table, run_job
+from ..core.errors import OpsError
+from ..core.store import open_store
+from ..settings import PROJECT_ROOT, env
+from . import catalog, keys
+
+
+def backup(args) -> int:
+    name = keys.partition_name(dt.datetime.now(dt.timezone.utc), args.reason)
+    instance = dagster_instance()
+    instance.add_dynamic_partitions("database_backup", [name])
+    with TerminalProgress():
+        result = run_job("backup_database", {"ops": {"database_backup": {"config": {
+            "reason": args.reason, "compression": args.compression}}}},
+            tags={"dagster/partition": name}, instance=instance)
+    [mat] = result.asset_materializations_for_node("database_backup")
+    md = {k: v.value for k, v in mat.metadata.items()}
+    print(f"backup {md['key']}: {md['rows']:,} rows, {md['bytes'] / 1e6:,.1f} MB ({md['compressed_ratio']}x), "
+          f"sha256 {md['sha256'][:16]}..., {md['duration_s']:.1f}s, migration head {md['migration_head']}")
+    print(f"stored at {md['uri']} (run {result.run_id})")
+    return 0
+
+
+def backups(args) -> int:
+    try:
+        entries = catalog.list_backups(open_store(env("RUSING_BACKUP_URL"), base_dir=PROJECT_ROOT))
+    except OpsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    rows = [e.summary() for e in entries]
+    if args.json:
+        print_json(rows)
+        return 0
+    print_table([{"name": r["name"], "taken_at": r["taken_at"][:19].replace("T", " ") + "Z", "reason": r["reason"],
+                  "MB": f"{r['bytes'] / 1e6:,.1f}", "rows": f"{r['rows']:,}" if r["complete"] else "-",
+                  "complete": "yes" if r["complete"] else "NO (no manifest)",
+                  "verified": "yes" if r["verified"] else "no"} for r in rows])
+    return 0
+
+
+def restore(args) -> int:
+    ref = args.file
+    if ref != "latest" and Path(ref).expanduser().is_file():
+        ref = str(Path(ref).expanduser().resolve())
+    config = {"backup": ref, "confirm": args.confirm, "pre_restore_backup": not args.no_pre_restore_backup}
+    if args.database:
+        config["database"] = args.database
+    with TerminalProgress():
+        result = run_job("restore_database", {"ops": {"restore_database_op": {"config": config}}})
+    out = result.output_for_node("restore_database_op")
+    print(f"restored {out['source']} into `{out['target']}`: {out['rows']:,} rows in {len(out['tables'])} tables, "
+          f"{out['duration_s']:.1f}s" + (" (sha256 and manifest verified)" if out["verified_against_manifest"] else ""))
+    if out["pre_restore_backup"]:
+        print(f"pre-restore backup: {out['pre_restore_backup']}")
+    if out["pre_restore_db"]:
+        print(f"replaced tables kept in `{out['pre_restore_db']}` (DROP DATABASE it once the restore is confirmed good)")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("backup", help="back up the database to the backup store (job backup_database)",
+                              description="Take a consistent backup of DATABASE_URL's database into RUSING_BACKUP_URL.")
+    p.add_argument("--reason", default="manual", help="word recorded in the backup's name and manifest (default manual)")
+    p.add_argument("--compression", choices=["zstd", "gzip"], default="zstd", help="default zstd")
+    p.set_defaults(func=backup)
+
+    p = subparsers.add_parser("backups", help="list backups, newest first, with size, rows and verification",
+                              description="List the backups in RUSING_BACKUP_URL, newest first.")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=backups)
+
+    p = subparsers.add_parser("restore", help="restore a backup through a staging database (job restore_database)",
+                              description="Verify a backup, load it into a staging database, check row counts, back up "
+                              "the live database, then swap atomically. The replaced tables are kept.")
+    p.add_argument("--file", default="latest", metavar="KEY|PATH",
+                   help="backup name/key from `db backups`, or a local .sql/.sql.gz/.sql.zst file (default: latest)")
+    p.add_argument("--database", help="restore into this database instead of DATABASE_URL's")
+    p.add_argument("--confirm", required=True, metavar="NAME", help="the target database's name, to confirm")
+    p.add_argument("--no-pre-restore-backup", action="store_true", help="skip backing up the live database first")
+    p.set_defaults(func=restore)

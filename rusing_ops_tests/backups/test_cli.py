@@ -1,0 +1,64 @@
+"""`rusing-ops db backup | backups | restore` as an operator runs them: a real process, instance, database, store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import query, snapshot
+
+
+@pytest.fixture
+def cli(every_type_db, database_url_str, tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {**os.environ, "DATABASE_URL": database_url_str, "RUSING_BACKUP_URL": str(tmp_path / "backups"),
+           "DAGSTER_HOME": str(home)}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "rusing_ops.cli", "db", *args], env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    return run
+
+
+def test_backup_list_restore(cli, every_type_db, tmp_path):
+    before = snapshot(every_type_db, every_type_db.database)
+    made = cli("backup", "--reason", "before deploy")
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.startswith("backup backup-") and "-before-deploy.sql.zst: 3,015 rows" in made.stdout
+    listed = json.loads(cli("backups", "--json").stdout)
+    assert [(b["reason"], b["rows"], b["complete"], b["verified"]) for b in listed] == [
+        ("before-deploy", 3015, True, False)]
+    table = cli("backups").stdout.splitlines()
+    assert table[0].split() == ["NAME", "TAKEN_AT", "REASON", "MB", "ROWS", "COMPLETE", "VERIFIED"]
+    assert listed[0]["name"] in table[1] and "3,015" in table[1]
+
+    query(every_type_db, every_type_db.database, "DELETE FROM enrollments")
+    refused = cli("restore", "--confirm", "prod")
+    assert refused.returncode == 1
+    assert f"confirm 'prod' does not match the target database '{every_type_db.database}'" in refused.stderr
+    assert "Nothing was changed." in refused.stderr
+    done = cli("restore", "--confirm", every_type_db.database)
+    assert done.returncode == 0, done.stderr
+    assert f"restored {listed[0]['key']} into `{every_type_db.database}`: 3,015 rows in 6 tables" in done.stdout
+    assert "(sha256 and manifest verified)" in done.stdout and "pre-restore backup: backup-" in done.stdout
+    assert snapshot(every_type_db, every_type_db.database) == before
+
+
+def test_restore_plain_file_into_another_database(cli, every_type_db, server_url, tmp_path):
+    dump = subprocess.run(["mysqldump", "-h", server_url.host, "-P", str(server_url.port), "-u", server_url.user,
+                           "--single-transaction", "--routines", "--triggers", every_type_db.database],
+                          check=True, capture_output=True).stdout
+    path = tmp_path / "backup-2026-02-15T120000.sql"
+    path.write_bytes(dump)
+    target = every_type_db.database + "__drill"
+    done = cli("restore", "--file", str(path), "--database", target, "--confirm", target)
+    assert done.returncode == 0, done.stderr
+    assert snapshot(server_url, target) == snapshot(server_url, every_type_db.database)
+    assert "pre-restore backup" not in done.stdout  # a new database holds nothing to back up
