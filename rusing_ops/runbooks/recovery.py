@@ -1,0 +1,107 @@
+"""Runbook §6 "Data Loss Recovery": stop the app -> back up what is left -> restore -> validate -> start the app.
+
+Every step is logged as it happens and listed in the result. When the restore or the validation fails, the app
+is left stopped (starting it on the wrong data would make things worse) and the error says how to start it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..backups.dump import backup_database, open_connection
+from ..backups.restore import RestoreResult, restore_backup, table_counts
+from ..core.app import AppControl
+from ..core.dburl import DatabaseURL
+from ..core.errors import ConfigError, OpsError
+from ..core.store import BackupStore
+
+
+class RecoveryFailed(OpsError):
+    """A recovery step failed; the message says which, what state the data and the app are in, and what next."""
+
+
+@dataclass
+class RecoveryResult:
+    target: str
+    steps: list[tuple[str, str]] = field(default_factory=list)  # (step, what happened)
+    pre_restore_backup: str | None = None
+    restore: RestoreResult | None = None
+
+    def lines(self) -> list[str]:
+        return [f"{i}. {step}: {what}" for i, (step, what) in enumerate(self.steps, 1)]
+
+
+def recover_from_data_loss(url: DatabaseURL, store: BackupStore, app: AppControl, *, confirm: str,
+                           backup: str = "latest", database: str | None = None, pre_restore_backup: bool = True,
+                           lock: Callable | None = None, run_id: str | None = None,
+                           log: Callable[[str], None] = lambda _line: None) -> RecoveryResult:
+    """Run the data-loss recovery procedure against ``database`` (default: the one in ``url``).
+
+    :param confirm: must equal the target database name, else nothing happens.
+    :param backup: ``latest``, a backup name/key, or a local SQL file.
+    :param lock: context-manager factory held around the swap (the database write lock).
+    """
+    target = database or url.database
+    if confirm != target:
+        raise ConfigError(f"confirm {confirm!r} does not match the target database {target!r}; the app was not "
+                          "stopped and nothing was restored.", next_step=f"set confirm to {target!r}.")
+    result = RecoveryResult(target)
+
+    def step(name: str, what: str) -> None:
+        result.steps.append((name, what))
+        log(f"step {len(result.steps)} {name}: {what}")
+
+    start_hint = "start it with RUSING_APP_START_COMMAND" + (f" (`{app.commands['start']}`)" if app.commands.get("start") else "")
+
+    stopped = app.run("stop")
+    step("stop app", stopped.describe())
+    if not stopped.ok:
+        raise RecoveryFailed(f"Stopping the app failed ({stopped.describe()}); nothing was restored.",
+                             next_step="stop the app by hand (pm2 stop all / Railway pause), then run the recovery again.")
+    try:
+        target_url = url.with_database(target)
+        if pre_restore_backup and table_counts_or_none(target_url):
+            made = backup_database(target_url, store, reason="pre-restore", run_id=run_id, log=log)
+            result.pre_restore_backup = made.manifest.key
+            step("back up what is left", f"{made.manifest.key} ({made.manifest.total_rows:,} rows)")
+        else:
+            step("back up what is left", "skipped" + ("" if pre_restore_backup else " (pre_restore_backup is off)"))
+        restored = restore_backup(url, store, backup, database=database, pre_restore_backup=False, lock=lock,
+                                  run_id=run_id, log=log)
+        result.restore = restored
+        step("restore", f"{restored.source} -> `{target}`, {sum(restored.tables.values()):,} rows; replaced tables "
+                        f"in `{restored.pre_restore_db or '(none)'}`")
+        live = table_counts_or_none(target_url) or {}
+        if live != restored.tables:
+            diff = {t: (live.get(t), restored.tables.get(t)) for t in sorted(set(live) | set(restored.tables))
+                    if live.get(t) != restored.tables.get(t)}
+            raise RecoveryFailed(f"Validation failed: (live, restored) rows differ for {diff}.", changed=True)
+        step("validate row counts", f"{len(live)} tables match the backup")
+    except OpsError as exc:
+        step("stopped", "the app is left stopped")
+        raise RecoveryFailed(f"Recovery of `{target}` failed: {exc.message} The app is left stopped.",
+                             changed=exc.changed, next_step=(exc.next_step or "fix the cause") + f"; then {start_hint}.")
+    started = app.run("start")
+    step("start app", started.describe())
+    if not started.ok:
+        raise RecoveryFailed(f"The data was restored, but starting the app failed ({started.describe()}).",
+                             changed=True, next_step=start_hint + ", and check `rusing-ops health`.")
+    if app.configured:
+        health = app.health()
+        healthy = health.status_code == 200 and not health.error
+        step("check health", f"{health.url} answered {health.status_code or health.error} in {health.latency_ms} ms")
+        if not healthy:
+            raise RecoveryFailed(f"The data was restored and the app started, but {health.url} is not healthy "
+                                 f"({health.status_code or health.error}).", changed=True,
+                                 next_step="check the app's logs (railway logs --latest).")
+    return result
+
+
+def table_counts_or_none(url: DatabaseURL) -> dict[str, int] | None:
+    """Row counts of every table of ``url.database`` (None when the database does not exist or is empty)."""
+    conn = open_connection(url, "")
+    try:
+        return table_counts(conn, url.database) or None
+    finally:
+        conn.close()
