@@ -135,11 +135,11 @@ def apply_migrations(engine: Engine, url: DatabaseURL, folder: MigrationFolder |
             say(result.plan_text(with_sql=False))
             if errors:
                 raise errors[0]
-            conn.exec_driver_sql(CREATE_MIGRATIONS_TABLE)
+            if result.plan.pending and not no_backup:
+                result.backup_key = _take_backup(backup, say)
+            conn.exec_driver_sql(CREATE_MIGRATIONS_TABLE)  # as drizzle-orm does on every run
             if not result.plan.pending:
                 return result
-            if not no_backup:
-                result.backup_key = _take_backup(backup, say)
             audit.ensure_table(conn)
             try:
                 _run(conn, result, say)
@@ -212,7 +212,13 @@ def _take_backup(backup: BackupFn | None, say) -> str:
         raise ConfigError("No backup function is configured for the pre-migration backup.",
                           next_step="configure the backup store (RUSING_BACKUP_URL) or rerun with --no-backup.")
     say("taking the pre-migration backup")
-    ref = backup("pre-migration")
+    try:
+        ref = backup("pre-migration")
+    except Exception as exc:  # the store or the dump failed: stop before anything is applied
+        text = exc.message if isinstance(exc, OpsError) else f"{type(exc).__name__}: {exc}"
+        raise OpsError(f"The pre-migration backup failed, so no migration was applied: {scrub_secret(text).rstrip('.')}.",
+                       next_step="fix the backup store (RUSING_BACKUP_URL) and rerun, or rerun with --no-backup "
+                                 "deliberately.") from exc
     key = str(getattr(ref, "key", ref))
     say(f"pre-migration backup: {key}")
     return key

@@ -280,3 +280,15 @@ def test_folders_drizzle_fails_on_midway_are_refused_up_front(case, fresh_db, en
     with pytest.raises(FolderInvalid):
         apply_migrations(engine, fresh_db, EDGE / case / "drizzle", no_backup=True, force=True)
     assert query(fresh_db, "SHOW TABLES") == []
+
+
+def test_failed_backup_stops_before_anything_is_applied(fresh_db, engine):
+    def broken(reason):
+        raise OSError("No space left on device")
+
+    with pytest.raises(Exception) as err:
+        apply_migrations(engine, fresh_db, fixture_dir("drizzle-rusing/drizzle"), backup=broken)
+    assert str(err.value) == ("The pre-migration backup failed, so no migration was applied: OSError: No space left on "
+                              "device. Nothing was changed. Next: fix the backup store (RUSING_BACKUP_URL) and rerun, "
+                              "or rerun with --no-backup deliberately.")
+    assert query(fresh_db, "SHOW TABLES") == []
