@@ -199,7 +199,10 @@ def _run(result: RollbackResult, engine, url, m, folder, app, backup, no_backup,
         removed = [p for p in (m.path, folder / m.snapshot_name) if p.exists()]
         for p in removed:
             p.unlink()
-        done(steps[4], "done", "journal entry removed; deleted " + ", ".join(p.name for p in removed))
+        after = load_folder(folder)
+        check = (f"{len(after.migrations)} journal entries = {len(list(folder.glob('*.sql')))} SQL files"
+                 if not after.errors else "folder NOT valid: " + "; ".join(str(p) for p in after.errors))
+        done(steps[4], "done", "journal entry removed; deleted " + ", ".join(p.name for p in removed) + f"; {check}")
     else:
         done(steps[4], "skipped", f"the folder is read only; make this edit in the app repository:\n{result.journal_edit}")
     restarted = app.run("restart") if app else None

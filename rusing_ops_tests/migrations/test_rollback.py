@@ -49,6 +49,7 @@ def test_rollback_of_the_last_migration_restores_schema_rows_and_folder(fresh_db
                                 confirm=fresh_db.database, app=app,
                                 backup=lambda reason: backups.append(reason) or "b/pre-rollback.sql.zst")
     assert [s.status for s in result.steps] == ["done"] * 7
+    assert result.steps[4].detail.endswith("; 4 journal entries = 4 SQL files")
     assert backups == ["pre-rollback"] and log.read_text() == "stop\nrestart\n"
     assert ("GET", "/api/health") in app_stand_in.requests
     ours, previous = schema_dump(fresh_db), schema_dump(migrated)
