@@ -20,9 +20,9 @@ def cli(database_url_str, rusing_folder, tmp_path):
     (tmp_path / "dagster_home").mkdir()
     (tmp_path / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
 
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "rusing_ops.cli", "db", *args], env=env, capture_output=True,
-                              text=True, timeout=300)
+    def run(*args: str, **extra_env: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "rusing_ops.cli", "db", *args], env={**env, **extra_env},
+                              capture_output=True, text=True, timeout=300)
 
     return run
 
@@ -74,3 +74,10 @@ def test_rollback_command(cli, fresh_db, rusing_folder, tmp_path):
     real = cli("rollback", "--migration", LAST, "--sql", str(sql), "--confirm", fresh_db.database)
     assert real.returncode == 0, real.stderr
     assert len(migration_rows(fresh_db)) == 4 and not (rusing_folder / f"{LAST}.sql").exists()
+
+
+def test_generate_without_the_tool_is_refused_cleanly(cli, rusing_folder):
+    out = cli("generate", DRIZZLE_GENERATE_COMMAND="pnpm-not-here drizzle-kit generate")
+    assert out.returncode == 1
+    assert ("`pnpm-not-here` is not installed or not on PATH, so `pnpm-not-here drizzle-kit generate` cannot run in "
+            f"{rusing_folder.parent}. Nothing was changed.") in out.stderr
