@@ -20,6 +20,7 @@ from .audit import AUDIT_TABLE
 from .planner import MIGRATIONS_TABLE
 
 IGNORED_TABLES = {MIGRATIONS_TABLE, AUDIT_TABLE}
+OWN_PREFIX = "rusing_ops_"  # this tool's own bookkeeping tables (migration audit, webhook audit, ...)
 _INT_TYPES = ("tinyint", "smallint", "mediumint", "int", "bigint")
 _NOW = {"now()", "current_timestamp", "current_timestamp()", "localtimestamp", "localtimestamp()", "localtime()"}
 
@@ -118,11 +119,11 @@ def _columns(conn: Connection, table: str) -> dict[str, dict]:
 
 
 def live_schema(conn: Connection) -> dict:
-    """The live database in the snapshot's terms: ``{"tables": {...}, "views": [...]}``, ignoring this tool's tables."""
+    """The live database in the snapshot's terms: ``{"tables": {...}, "views": {name: [columns]}}``, ignoring this tool's tables."""
     insp = sa.inspect(conn)
     tables = {}
     for name in insp.get_table_names():
-        if name in IGNORED_TABLES:
+        if name in IGNORED_TABLES or name.startswith(OWN_PREFIX):
             continue
         tables[name] = {
             "columns": _columns(conn, name),
@@ -136,7 +137,8 @@ def live_schema(conn: Connection) -> dict:
                             for f in insp.get_foreign_keys(name)},
             "checks": {c["name"]: canonical_check(c["sqltext"]) for c in insp.get_check_constraints(name)},
         }
-    return {"tables": tables, "views": sorted(insp.get_view_names())}
+    views = {v: sorted(c["name"] for c in insp.get_columns(v)) for v in insp.get_view_names()}
+    return {"tables": tables, "views": views}
 
 
 def _action(value) -> str:
@@ -155,9 +157,17 @@ def compare(snapshot: dict, live: dict) -> list[DriftFinding]:
             out.append(DriftFinding("table", table, None, None, f"{len(have[table]['columns'])} columns"))
         else:
             out += _compare_table(table, want[table], have[table])
-    want_views, have_views = set(snapshot.get("views") or {}), set(live["views"])
-    out += [DriftFinding("view", v, None, "view", None) for v in sorted(want_views - have_views)]
-    out += [DriftFinding("view", v, None, None, "view") for v in sorted(have_views - want_views)]
+    want_views, have_views = snapshot.get("views") or {}, live["views"]
+    for view in sorted(set(want_views) | set(have_views)):
+        if view not in have_views:
+            out.append(DriftFinding("view", view, None, "view", None))
+        elif view not in want_views:
+            out.append(DriftFinding("view", view, None, None, "view"))
+        else:
+            columns = sorted((want_views[view].get("columns") or {}))
+            if columns and columns != have_views[view]:
+                out.append(DriftFinding("view", view, None, f"columns {_show(columns)}",
+                                        f"columns {_show(have_views[view])}"))
     return out
 
 

@@ -87,3 +87,20 @@ def test_default_spellings(snapshot, live):
 def test_check_spelling():
     assert canonical_check("`enrollments`.`progressPercent` >= 0 AND `enrollments`.`progressPercent` <= 100") == \
         canonical_check("`progressPercent` >= 0 and `progressPercent` <= 100")
+
+
+def test_views_by_columns_and_own_tables_ignored(migrated, engine):
+    import json
+
+    from rusing_ops.migrations.drift import compare, live_schema
+
+    snapshot = json.loads((fixture_dir("drizzle-rusing/drizzle") / "meta" / "0004_snapshot.json").read_text())
+    snapshot["views"] = {"paid_purchases": {"name": "paid_purchases", "columns": {"id": {}, "userId": {}},
+                                            "definition": "select `id`, `userId` from `purchases`"}}
+    query(migrated, "CREATE TABLE `rusing_ops_webhook_audit` (`id` int)")
+    query(migrated, "CREATE VIEW `paid_purchases` AS SELECT `id`, `userId` FROM `purchases`")
+    with engine.connect() as conn:
+        assert compare(snapshot, live_schema(conn)) == []
+        query(migrated, "CREATE OR REPLACE VIEW `paid_purchases` AS SELECT `id` FROM `purchases`")
+        assert [str(d) for d in compare(snapshot, live_schema(conn))] == [
+            "view `paid_purchases`: snapshot says columns (id, userId), database has columns (id)"]
