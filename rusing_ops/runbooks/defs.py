@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from .recovery_defs import defs as recovery_defs
 from .rollback_defs import defs as rollback_defs
 
-defs = dg.Definitions.merge(rollback_defs)
+defs = dg.Definitions.merge(rollback_defs, recovery_defs)
