@@ -181,7 +181,6 @@ def _read_entries(folder: MigrationFolder, entries: list) -> None:
     seen_tag: set[str] = set()
     previous: tuple[str, int] | None = None
     for position, entry in enumerate(entries):
-        where = f"{JOURNAL} entry #{position}"
         if not isinstance(entry, dict):
             folder.problems.append(Problem(JOURNAL, f"entry #{position} is not an object"))
             continue
