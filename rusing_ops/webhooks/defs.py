@@ -1,5 +1,228 @@
-"""Dagster face of the webhooks capability (placeholder until built)."""
+"""Dagster face of webhook reconciliation (runbook §4): sensor, jobs, daily sweep, stats asset and its checks.
+
+Thin: read Config, build a Redriver from the resources, call the library, turn the report into metadata or a
+dg.Failure. These jobs change `webhook_events_log` rows only (through the app, plus the guarded manual-retry
+reset), never schema beyond creating what is missing, so they carry no DB_WRITE_TAGS; re-drives run in the
+`stripe_webhooks` pool so runs queue instead of hammering the app and Stripe together.
+"""
+
+
+from typing import Literal, Optional
 
 import dagster as dg
+from pydantic import Field
 
-defs = dg.Definitions()
+from ..core.errors import OpsError
+from ..resources import AppResource, DatabaseResource, StripeResource
+from . import events_log, reconcile as rec, stats as stats_mod, sweep as sweep_mod, watch
+from .redeliver import Redriver
+
+POOL = "stripe_webhooks"
+STUCK_AFTER_MINUTES = 15
+
+
+class RedriveConfig(dg.Config):
+    mode: Literal["redeliver", "stripe_retry"] = Field(
+        default="redeliver", description="redeliver: fetch the event from Stripe and POST it to the app with a fresh "
+        "Stripe-Signature; stripe_retry: ask Stripe to retry it (POST /v1/events/{id}/retry) to webhook_endpoint.")
+    webhook_endpoint: Optional[str] = Field(default=None, description="The app's endpoint id in Stripe (we_...), for stripe_retry.")
+    stuck_after_minutes: int = Field(default=STUCK_AFTER_MINUTES, description="A row in `processing` this long is stuck.")
+    dry_run: bool = Field(default=False, description="Fetch from Stripe and report what would be re-driven; deliver nothing.")
+
+
+class ReconcileEventsConfig(RedriveConfig):
+    event_ids: list[str] = Field(default_factory=list, description="Stripe event ids (evt_...) to re-drive.")
+    all_failed: bool = Field(default=False, description="Also select every failed row (not dead-lettered) in webhook_events_log.")
+    include_stuck: bool = Field(default=True, description="With all_failed, also rows stuck in processing.")
+    max_events: int = Field(default=500, description="At most this many events per run.")
+    concurrency: int = Field(default=4, description="Deliveries in flight at once.")
+    rate_per_second: float = Field(default=10.0, description="At most this many deliveries started per second.")
+
+
+class RetryEventConfig(RedriveConfig):
+    event_id: str = Field(description="The Stripe event id (evt_...) to retry, as in the runbook's Manual Retry.")
+
+
+class SweepEventsConfig(RedriveConfig):
+    days: int = Field(default=7, description="List handled events with delivery_success=false created in the last N days (<= 30).")
+    hours: int = Field(default=26, description="Also list every handled event of the last N hours.")
+    max_events: int = Field(default=500, description="Re-drive at most this many missing events per run.")
+    concurrency: int = Field(default=4, description="Deliveries in flight at once.")
+    rate_per_second: float = Field(default=10.0, description="At most this many deliveries started per second.")
+
+
+def _redriver(context, config: RedriveConfig, database: DatabaseResource, stripe: StripeResource,
+              app: AppResource) -> Redriver:
+    try:
+        return Redriver(database.engine, database.parsed, stripe.get_client() if stripe.configured else None,
+                        app.get_control().webhook_url, stripe.webhook_secret, api_key=stripe.api_key,
+                        actor=f"dagster:{context.job_name}"[:64], run_id=context.run_id, mode=config.mode,
+                        webhook_endpoint=config.webhook_endpoint, stuck_after_s=config.stuck_after_minutes * 60)
+    except OpsError as exc:
+        raise dg.Failure(description=str(exc), metadata={"database": database.parsed.masked()}) from exc
+
+
+def _fail_on(report, what: str, next_step: str, metadata: dict):
+    problems = report.problems
+    if problems:
+        ids = " ".join(o.event_id for o in problems[:20])
+        raise dg.Failure(
+            description=f"{what}: {len(problems)} event(s) did not end processed ({report.summary()}). Events: {ids}. "
+                        f"Next: {next_step}", metadata=metadata)
+
+
+@dg.op(pool=POOL, description="Re-drive the selected webhook events into the app and read back each outcome.")
+def reconcile_events(context: dg.OpExecutionContext, config: ReconcileEventsConfig, database: DatabaseResource,
+                     stripe: StripeResource, app: AppResource) -> dict:
+    redriver = _redriver(context, config, database, stripe, app)
+    try:
+        report = rec.reconcile(redriver, event_ids=config.event_ids, all_failed=config.all_failed,
+                               include_stuck=config.include_stuck, dry_run=config.dry_run, max_events=config.max_events,
+                               concurrency=config.concurrency, rate_per_s=config.rate_per_second, log_fn=context.log.info)
+    except OpsError as exc:
+        raise dg.Failure(description=str(exc), metadata={"database": database.parsed.masked()}) from exc
+    metadata = {"selected": len(report.selected), "outcomes": dg.MetadataValue.json(report.counts),
+                "events": dg.MetadataValue.md(report.markdown()), "dry_run": report.dry_run,
+                "database": database.parsed.masked()}
+    context.add_output_metadata(metadata)
+    context.log.info(report.summary())
+    if not config.dry_run:
+        _fail_on(report, "reconcile", "look at the table; for dead-lettered events `rusing-ops webhooks retry evt_...` "
+                 "once the app's error is fixed; for needs_object_repair re-sync the object from the Stripe API", metadata)
+    return {"summary": report.summary(), "outcomes": [o.as_dict() for o in report.outcomes]}
+
+
+@dg.op(pool=POOL, description="The runbook's manual retry: validate the evt_ id, reset attempts (never a processed row), re-drive, report.")
+def retry_event(context: dg.OpExecutionContext, config: RetryEventConfig, database: DatabaseResource,
+                stripe: StripeResource, app: AppResource) -> dict:
+    try:
+        events_log.validate_event_id(config.event_id)
+    except OpsError as exc:
+        raise dg.Failure(description=str(exc)) from exc
+    redriver = _redriver(context, config, database, stripe, app)
+    try:
+        outcome = rec.retry_event(redriver, config.event_id, dry_run=config.dry_run)
+    except OpsError as exc:
+        raise dg.Failure(description=str(exc), metadata={"event_id": config.event_id}) from exc
+    metadata = {"event_id": config.event_id, "outcome": outcome.outcome, "attempts": outcome.attempts or 0,
+                "http_status": outcome.http_status or 0, "actions": "; ".join(outcome.actions) or "none",
+                "error": outcome.error or ""}
+    context.add_output_metadata(metadata)
+    if not outcome.ok:
+        raise dg.Failure(description=f"retry of {config.event_id} ended {outcome.outcome}: {outcome.error}. Next: fix the "
+                         "cause shown, then run `rusing-ops webhooks retry " + config.event_id + "` again.", metadata=metadata)
+    context.log.info(f"{config.event_id}: {outcome.outcome}")
+    return outcome.as_dict()
+
+
+@dg.op(pool=POOL, description="List Stripe's undelivered and recent handled events, diff with webhook_events_log, re-drive what it lacks.")
+def sweep_events(context: dg.OpExecutionContext, config: SweepEventsConfig, database: DatabaseResource,
+                 stripe: StripeResource, app: AppResource) -> dict:
+    if not 1 <= config.days <= 30:
+        raise dg.Failure(description=f"days={config.days}: Stripe lists events of the last 30 days only; use 1-30.")
+    redriver = _redriver(context, config, database, stripe, app)
+    try:
+        report = sweep_mod.sweep(redriver, days=config.days, hours=config.hours, dry_run=config.dry_run,
+                                 max_events=config.max_events, concurrency=config.concurrency,
+                                 rate_per_s=config.rate_per_second, log_fn=context.log.info)
+    except OpsError as exc:
+        raise dg.Failure(description=str(exc), metadata={"database": database.parsed.masked()}) from exc
+    metadata = {"undelivered_listed": report.undelivered, "recent_listed": report.recent,
+                "in_log": dg.MetadataValue.json(report.in_log), "missing": len(report.missing),
+                "events": dg.MetadataValue.md(report.markdown()), "dry_run": report.dry_run}
+    context.add_output_metadata(metadata)
+    context.log.info(report.summary())
+    if not config.dry_run:
+        _fail_on(report, "sweep", "see the table; `rusing-ops webhooks retry evt_...` per event", metadata)
+    return {"summary": report.summary(), "missing": report.missing}
+
+
+@dg.job(description="Re-drive webhook events (named ids, or all failed/stuck rows) into the app: fetch each from Stripe, "
+        "deliver signed, read the log row back. Triggered by the failed_webhook_events sensor, `rusing-ops webhooks "
+        "reconcile`, or the UI; the daily stripe_event_sweep catches events the log never saw.",
+        executor_def=dg.in_process_executor)
+def reconcile_webhook_events():
+    reconcile_events()
+
+
+@dg.job(description="Runbook manual retry of one event (evt_...): reset attempts as the runbook's SQL does (guarded), "
+        "re-drive, report processed / failed again / not claimed. Run by `rusing-ops webhooks retry evt_...`.",
+        executor_def=dg.in_process_executor)
+def retry_webhook_event():
+    retry_event()
+
+
+@dg.job(description="Daily Stripe-side sweep: handled events Stripe says were not delivered (last N days) and all handled "
+        "events of the last N hours, diffed against webhook_events_log; missing ones are re-driven. Scheduled by "
+        "stripe_event_sweep.", executor_def=dg.in_process_executor)
+def sweep_stripe_events():
+    sweep_events()
+
+
+stripe_event_sweep = dg.ScheduleDefinition(
+    name="stripe_event_sweep", job=sweep_stripe_events, cron_schedule="30 4 * * *", execution_timezone="UTC",
+    description="Daily at 04:30 UTC: find handled Stripe events the app never logged (delivery_success=false over 7 days, "
+                "everything of the last 26 hours) and re-drive them.")
+
+
+@dg.sensor(job=reconcile_webhook_events, minimum_interval_seconds=60,
+           description="Watches webhook_events_log for rows that turned failed or stuck in processing since its cursor "
+                       "(keyset on status, updatedAt, id) and requests reconcile_webhook_events per batch of 50.")
+def failed_webhook_events(context: dg.SensorEvaluationContext, database: DatabaseResource):
+    plan = watch.plan_tick(database.engine, database.parsed, context.cursor, stuck_after_s=STUCK_AFTER_MINUTES * 60)
+    for row in plan.dead_lettered:
+        context.log.warning(f"{row.stripe_event_id} ({row.event_type}) is dead-lettered after {row.attempts} attempts: "
+                            f"run `rusing-ops webhooks retry {row.stripe_event_id}` once the cause is fixed")
+    if not plan.batches:
+        context.update_cursor(plan.cursor.encode())
+        return dg.SkipReason(plan.skip_reason(watch.Cursor.decode(context.cursor)))
+    requests = [dg.RunRequest(run_key=plan.run_key(batch), tags={"rusing/webhook-events": str(len(batch))},
+                              run_config={"ops": {"reconcile_events": {"config": {
+                                  "event_ids": [r.stripe_event_id for r in batch]}}}})
+                for batch in plan.batches]
+    return dg.SensorResult(run_requests=requests, cursor=plan.cursor.encode())
+
+
+@dg.asset(description="Webhook processing statistics (runbook's Admin Stability view): totals by status and type, failed, "
+          "dead-lettered and stuck counts, oldest unprocessed age, recent failures.")
+def webhook_processing_stats(context: dg.AssetExecutionContext, database: DatabaseResource) -> dg.MaterializeResult:
+    events_log.ensure(database.engine, database.parsed)
+    with database.connect() as conn:
+        s = stats_mod.collect(conn, stuck_after_s=STUCK_AFTER_MINUTES * 60)
+    return dg.MaterializeResult(metadata={
+        "total": s.total, "failed": s.failed, "dead_lettered": s.dead_lettered, "stuck": s.stuck,
+        "oldest_unprocessed_age_s": s.oldest_unprocessed_age_s if s.oldest_unprocessed_age_s is not None else 0,
+        "by_status": dg.MetadataValue.json(s.by_status), "by_type": dg.MetadataValue.md(s.types_markdown()),
+        "recent_failures": dg.MetadataValue.md(s.failures_markdown()), "stats": dg.MetadataValue.json(s.as_dict())})
+
+
+@dg.asset_check(asset=webhook_processing_stats, description="No event has failed 3 times (dead-lettered).")
+def no_dead_lettered_events(database: DatabaseResource) -> dg.AssetCheckResult:
+    with database.connect() as conn:
+        rows = events_log.list_dead_lettered(conn, limit=20)
+        count = events_log.count_status(conn, stuck_after_s=STUCK_AFTER_MINUTES * 60)["dead_lettered"]
+    return dg.AssetCheckResult(
+        passed=count == 0, severity=dg.AssetCheckSeverity.ERROR,
+        description=None if not count else f"{count} dead-lettered event(s); fix the cause, then `rusing-ops webhooks retry evt_...`",
+        metadata={"dead_lettered": count, "events": ", ".join(r.stripe_event_id for r in rows) or "none"})
+
+
+@dg.asset_check(asset=webhook_processing_stats, description=f"No event stuck in processing for more than {STUCK_AFTER_MINUTES} minutes.")
+def no_stuck_events(database: DatabaseResource) -> dg.AssetCheckResult:
+    with database.connect() as conn:
+        stuck = events_log.list_stuck(conn, stuck_after_s=STUCK_AFTER_MINUTES * 60, limit=20)
+        count = events_log.count_status(conn, stuck_after_s=STUCK_AFTER_MINUTES * 60)["stuck"]
+    return dg.AssetCheckResult(
+        passed=count == 0, severity=dg.AssetCheckSeverity.ERROR,
+        description=None if not count else f"{count} event(s) stuck in processing; `rusing-ops webhooks reconcile` releases and re-drives them",
+        metadata={"stuck": count, "events": ", ".join(r.stripe_event_id for r in stuck) or "none"})
+
+
+report_webhook_processing_stats = dg.define_asset_job(
+    "report_webhook_processing_stats", selection=dg.AssetSelection.assets(webhook_processing_stats),
+    description="Materialize webhook_processing_stats and run its checks (dead-lettered, stuck). Run by `rusing-ops webhooks status`.")
+
+defs = dg.Definitions(
+    jobs=[reconcile_webhook_events, retry_webhook_event, sweep_stripe_events, report_webhook_processing_stats],
+    schedules=[stripe_event_sweep], sensors=[failed_webhook_events], assets=[webhook_processing_stats],
+    asset_checks=[no_dead_lettered_events, no_stuck_events])

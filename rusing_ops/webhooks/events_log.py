@@ -213,6 +213,13 @@ def list_failed(conn: Connection, *, limit: int, include_dead: bool = False) -> 
     return rows
 
 
+def list_dead_lettered(conn: Connection, *, limit: int) -> list[LogRow]:
+    """Failed rows with ``attempts >= 3``: the app will not claim them again until a manual retry resets them."""
+    rows = conn.execute(sa.text(f"SELECT {_COLUMNS} FROM {TABLE} WHERE status = 'failed' AND attempts >= :maxa "
+                                "ORDER BY updatedAt DESC, id DESC LIMIT :lim"), {"maxa": MAX_ATTEMPTS, "lim": limit})
+    return [_row(r) for r in rows]
+
+
 def list_stuck(conn: Connection, *, stuck_after_s: int, limit: int) -> list[LogRow]:
     """Rows `processing` for longer than ``stuck_after_s``."""
     return read_after(conn, "processing", Position(), limit=limit, older_than_s=stuck_after_s)

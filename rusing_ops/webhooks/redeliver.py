@@ -127,7 +127,8 @@ class Redriver:
                 return Outcome(event_id, "already_processed", before.event_type, before.attempts)
             result = self._fetch(conn, event_id, before)
             if isinstance(result, Outcome):
-                self._audit(conn, "fetch", result.outcome, event_id, result.error)
+                if not dry_run:
+                    self._audit(conn, "fetch", result.outcome, event_id, result.error)
                 return result
             event = result
             out = Outcome(event_id, "would_redrive", event.type, before.attempts if before else None)

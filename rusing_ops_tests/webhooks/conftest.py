@@ -27,10 +27,18 @@ API_KEY = "sk_test_" + secrets.token_hex(12)
 WEBHOOK_SECRET = "whsec_" + secrets.token_hex(16)
 
 
+def _die_with_parent() -> None:
+    import ctypes
+    import signal
+
+    ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: no orphan servers if pytest is killed
+
+
 def _spawn(args: list[str], env: dict | None = None, log_name: str = "server") -> tuple[subprocess.Popen, int]:
     log = open(Path(tempfile.gettempdir()) / f"rusing-wh-{log_name}-{os.getpid()}.log", "wb")
     proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=log, cwd=ROOT,
-                            env={**os.environ, **(env or {})}, start_new_session=True)
+                            env={**os.environ, **(env or {})}, start_new_session=True,
+                            preexec_fn=_die_with_parent)
     port = int(proc.stdout.readline().decode().strip())
     wait_for_port(port, 30, proc)
     return proc, port

@@ -1,0 +1,101 @@
+"""Reconcile: pick the events to re-drive (named ids, or every failed / stuck row), re-drive them with bounded
+concurrency, and report per event. The runbook's manual retry is :func:`retry_event`."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..core.database import connect
+from ..core.errors import ConfigError, NotFound
+from . import events_log as log
+from .redeliver import Outcome, Redriver, redrive_many
+
+
+@dataclass
+class ReconcileReport:
+    selected: list[str]
+    outcomes: list[Outcome] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(o.outcome for o in self.outcomes))
+
+    @property
+    def problems(self) -> list[Outcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def markdown(self, limit: int = 100) -> str:
+        return outcomes_markdown(self.outcomes, limit)
+
+    def summary(self) -> str:
+        if not self.selected:
+            return "nothing to reconcile: no failed or stuck events selected"
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items()))
+        return f"{len(self.selected)} event(s){' (dry run)' if self.dry_run else ''}: {counts}"
+
+
+def outcomes_markdown(outcomes: list[Outcome], limit: int = 100) -> str:
+    lines = ["| event | type | outcome | attempts | HTTP | error |", "|---|---|---|---|---|---|"]
+    for o in outcomes[:limit]:
+        error = (o.error or "").replace("|", "\\|").replace("\n", " ")[:200]
+        lines.append(f"| {o.event_id} | {o.event_type or ''} | {o.outcome} | {'' if o.attempts is None else o.attempts} "
+                     f"| {o.http_status or ''} | {error} |")
+    if len(outcomes) > limit:
+        lines.append(f"| ... {len(outcomes) - limit} more | | | | | |")
+    return "\n".join(lines)
+
+
+def prepare(redriver: Redriver, *, dry_run: bool) -> list[str]:
+    """Make sure the tables exist (a dry run only checks); returns what was created."""
+    if not dry_run:
+        return log.ensure(redriver.engine, redriver.url)
+    with connect(redriver.engine, redriver.url) as conn:
+        if not log.table_exists(conn, log.TABLE):
+            raise NotFound(f"{redriver.url.masked()} has no {log.TABLE} table yet (the app creates it on its first webhook).")
+    return []
+
+
+def select_events(redriver: Redriver, *, event_ids: list[str], all_failed: bool, include_stuck: bool,
+                  max_events: int) -> list[str]:
+    """The ids to re-drive: ``event_ids`` (validated, in order) plus, with ``all_failed``, every failed row that is
+    not dead-lettered and (``include_stuck``) every row stuck in processing, oldest change first."""
+    ids = [log.validate_event_id(e) for e in event_ids]
+    if not ids and not all_failed:
+        raise ConfigError("name event ids or set all_failed: nothing was selected.",
+                          next_step="rusing-ops webhooks reconcile (all failed) or rusing-ops webhooks retry evt_...")
+    if all_failed:
+        with connect(redriver.engine, redriver.url) as conn:
+            rows = log.list_failed(conn, limit=max_events)
+            if include_stuck:
+                rows += log.list_stuck(conn, stuck_after_s=redriver.stuck_after_s, limit=max_events)
+        ids += [r.stripe_event_id for r in rows]
+    return list(dict.fromkeys(ids))[:max_events]
+
+
+def reconcile(redriver: Redriver, *, event_ids: list[str] = (), all_failed: bool = False, include_stuck: bool = True,
+              dry_run: bool = False, max_events: int = 500, concurrency: int = 4, rate_per_s: float = 10.0,
+              log_fn: Callable[[str], None] | None = None) -> ReconcileReport:
+    """Re-drive the selected events; see :func:`select_events`. ``dry_run`` fetches from Stripe but delivers nothing."""
+    ids = [log.validate_event_id(e) for e in event_ids]
+    prepare(redriver, dry_run=dry_run)
+    selected = select_events(redriver, event_ids=ids, all_failed=all_failed, include_stuck=include_stuck,
+                             max_events=max_events)
+    report = ReconcileReport(selected, dry_run=dry_run)
+    if selected:
+        report.outcomes = redrive_many(redriver, selected, dry_run=dry_run, concurrency=concurrency,
+                                       rate_per_s=rate_per_s, log_fn=log_fn)
+    return report
+
+
+def retry_event(redriver: Redriver, event_id: str, *, dry_run: bool = False) -> Outcome:
+    """Runbook §4 "Manual Retry": reset attempts (guarded: never a processed row), then re-drive and read back."""
+    log.validate_event_id(event_id)
+    prepare(redriver, dry_run=dry_run)
+    return redriver.redrive(event_id, reset=True, dry_run=dry_run)

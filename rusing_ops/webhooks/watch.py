@@ -1,0 +1,94 @@
+"""What the `failed_webhook_events` sensor sees on a tick: rows that turned `failed` or got stuck in `processing`
+since its cursor, read by keyset on (status, updatedAt, id) so a quiet tick reads no row at any table size."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from ..core.database import connect
+from ..core.dburl import DatabaseURL
+from . import events_log as log
+
+
+@dataclass(frozen=True)
+class Cursor:
+    failed: log.Position = log.Position()
+    stuck: log.Position = log.Position()
+
+    def encode(self) -> str:
+        return json.dumps({"failed": self.failed.encode(), "stuck": self.stuck.encode()})
+
+    @classmethod
+    def decode(cls, text: str | None) -> "Cursor":
+        if not text:
+            return cls()
+        data = json.loads(text)
+        return cls(log.Position.decode(data.get("failed")), log.Position.decode(data.get("stuck")))
+
+
+@dataclass
+class TickPlan:
+    batches: list[list[log.LogRow]]
+    cursor: Cursor
+    dead_lettered: list[log.LogRow] = field(default_factory=list)  # newly seen, not re-driven automatically
+    counts: dict[str, int] | None = None
+
+    @staticmethod
+    def run_key(batch: list[log.LogRow]) -> str:
+        """Same rows in the same state -> same key, so Dagster never requests that batch twice."""
+        digest = hashlib.sha1(",".join(f"{r.id}@{r.updated_ts}" for r in batch).encode()).hexdigest()[:20]
+        return f"failed_webhook_events:{digest}"
+
+    def skip_reason(self, previous: Cursor) -> str:
+        since = _when(previous.failed.ts)
+        counts = self.counts or {}
+        text = (f"No new failed or stuck rows in webhook_events_log since {since} "
+                f"(now: {counts.get('failed', '?')} failed, {counts.get('dead_lettered', '?')} dead-lettered, "
+                f"{counts.get('stuck', '?')} stuck)")
+        if self.dead_lettered:
+            text += (f"; newly dead-lettered, needing `rusing-ops webhooks retry`: "
+                     + ", ".join(r.stripe_event_id for r in self.dead_lettered[:10]))
+        return text + "."
+
+
+def _when(ts: int) -> str:
+    return "the beginning" if not ts else datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def plan_tick(engine: Engine, url: DatabaseURL, cursor_text: str | None, *, max_rows: int = 200, batch_size: int = 50,
+              stuck_after_s: int = 900, settle_s: int = 2) -> TickPlan:
+    """Read at most ``max_rows`` new failed and stuck rows after the cursor and cut them into batches.
+
+    Dead-lettered rows advance the cursor but are not batched (the app would refuse them: a person decides).
+    The counts for the skip message are read only when there is nothing to do.
+    """
+    cursor = Cursor.decode(cursor_text)
+    try:
+        return _plan(engine, url, cursor, max_rows, batch_size, stuck_after_s, settle_s)
+    except sa.exc.DBAPIError as exc:
+        code = getattr(exc.orig, "args", [None])[0]
+        if code not in (1146, 1176):  # no such table / no such index: create them as the app would, then once more
+            raise
+    log.ensure(engine, url)
+    return _plan(engine, url, cursor, max_rows, batch_size, stuck_after_s, settle_s)
+
+
+def _plan(engine, url, cursor: Cursor, max_rows, batch_size, stuck_after_s, settle_s) -> TickPlan:
+    with connect(engine, url) as conn:
+        failed = log.read_after(conn, "failed", cursor.failed, limit=max_rows, settle_s=settle_s)
+        stuck = log.read_after(conn, "processing", cursor.stuck, limit=max(0, max_rows - len(failed)),
+                               older_than_s=stuck_after_s) if len(failed) < max_rows else []
+        new = Cursor(log.Position(failed[-1].updated_ts, failed[-1].id) if failed else cursor.failed,
+                     log.Position(stuck[-1].updated_ts, stuck[-1].id) if stuck else cursor.stuck)
+        todo = [r for r in failed if not r.dead_lettered] + stuck
+        plan = TickPlan([todo[i:i + batch_size] for i in range(0, len(todo), batch_size)], new,
+                        [r for r in failed if r.dead_lettered])
+        if not todo:
+            plan.counts = log.count_status(conn, stuck_after_s=stuck_after_s)
+    return plan
