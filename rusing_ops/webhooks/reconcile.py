@@ -13,11 +13,10 @@ from . import events_log as log
 from .redeliver import Outcome, Redriver, redrive_many
 
 
-@dataclass
-class ReconcileReport:
-    selected: list[str]
-    outcomes: list[Outcome] = field(default_factory=list)
-    dry_run: bool = False
+class OutcomesMixin:
+    """Shared by the reports that hold ``outcomes``: counts, problems (outcomes not ok), markdown table."""
+
+    outcomes: list[Outcome]
 
     @property
     def counts(self) -> dict[str, int]:
@@ -33,6 +32,13 @@ class ReconcileReport:
 
     def markdown(self, limit: int = 100) -> str:
         return outcomes_markdown(self.outcomes, limit)
+
+
+@dataclass
+class ReconcileReport(OutcomesMixin):
+    selected: list[str]
+    outcomes: list[Outcome] = field(default_factory=list)
+    dry_run: bool = False
 
     def summary(self) -> str:
         if not self.selected:

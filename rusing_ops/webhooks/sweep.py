@@ -15,13 +15,13 @@ from typing import Callable
 
 from ..core.database import connect
 from . import events_log as log
-from .reconcile import outcomes_markdown, prepare
+from .reconcile import OutcomesMixin, prepare
 from .redeliver import Outcome, Redriver, redrive_many
 from .stripe_events import HANDLED_TYPES, list_events
 
 
 @dataclass
-class SweepReport:
+class SweepReport(OutcomesMixin):
     undelivered: int
     recent: int
     in_log: dict[str, int]
@@ -29,22 +29,10 @@ class SweepReport:
     outcomes: list[Outcome] = field(default_factory=list)
     dry_run: bool = False
 
-    @property
-    def problems(self) -> list[Outcome]:
-        return [o for o in self.outcomes if not o.ok]
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
     def summary(self) -> str:
-        done = Counter(o.outcome for o in self.outcomes)
         return (f"Stripe listed {self.undelivered} undelivered and {self.recent} recent handled event(s); in the log: "
                 f"{dict(self.in_log) or 'none'}; missing from the log: {len(self.missing)}"
-                + (f"; re-drive: {dict(done)}" if self.outcomes else ""))
-
-    def markdown(self) -> str:
-        return outcomes_markdown(self.outcomes)
+                + (f"; re-drive: {self.counts}" if self.outcomes else ""))
 
 
 def sweep(redriver: Redriver, *, days: int = 7, hours: int = 26, dry_run: bool = False, max_events: int = 500,
