@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import queue
+import threading
 import importlib.metadata
 import json
 import time
@@ -20,7 +22,6 @@ from typing import Callable
 
 import pymysql
 import pymysql.converters
-import pymysql.cursors
 
 from ..core.database import explain_connection_error, quote_ident
 from ..core.dburl import DatabaseURL
@@ -29,11 +30,14 @@ from ..core.progress import Progress
 from ..core.store import BackupStore
 from . import keys
 from .manifest import Manifest, TableEntry
+from .rawrows import text_rows
 from .schema import Schema, Table, read_schema
+from .snapshot import open_snapshots
+from .sqlsplit import FRAME
 from .streams import CompressingWriter
 
+WORKERS = 2  # connections dumping tables in parallel (one shared snapshot, see snapshot.py)
 STATEMENT_BYTES = 1024 * 1024  # one INSERT stays far below TiDB's 6 MiB entry / 100 MiB transaction limits
-FETCH_ROWS = 2000
 HEADER = (
     "SET NAMES utf8mb4;\n"
     "SET TIME_ZONE='+00:00';\n"
@@ -74,14 +78,6 @@ def open_connection(url: DatabaseURL, database: str | None = None, **kwargs):
         raise explain_connection_error(exc, url.with_database(database or url.database)) from None
 
 
-def start_snapshot(conn) -> None:
-    with conn.cursor() as cur:
-        cur.execute("SET SESSION time_zone = '+00:00', SESSION net_write_timeout = 3600, "
-                    "SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO'")
-        cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-
-
 def migration_head(cur, database: str, drizzle_dir: str | Path | None = None) -> dict | None:
     """The newest ``__drizzle_migrations`` row (hash, created_at) and, when the journal has it, its tag."""
     cur.execute("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
@@ -104,8 +100,15 @@ def migration_head(cur, database: str, drizzle_dir: str | Path | None = None) ->
     return head
 
 
+def _framed(head: bytes, body: bytes) -> bytes:
+    """One INSERT, announced by its length (``-- @<n>``) so a restore can take it whole without parsing it."""
+    if b"\r" in body:  # only inside quoted strings; the mysql client would drop a raw CR before a line break
+        body = body.replace(b"\r", b"\\r")
+    return b"%s%d\n%s%s;\n" % (FRAME, len(head) + len(body) + 2, head, body)
+
+
 def dump_rows(conn, table: Table, emit: Callable[[bytes], None], *, statement_bytes: int = STATEMENT_BYTES,
-              progress: Progress | None = None) -> TableEntry:
+              advance: Callable[[int, int], None] | None = None) -> TableEntry:
     """Stream ``table``'s rows as INSERT statements through ``emit``; return the row count and content checksum.
 
     The checksum is sha256 over every row's SQL tuple joined by ``,`` in key order: independent of statement
@@ -115,38 +118,86 @@ def dump_rows(conn, table: Table, emit: Callable[[bytes], None], *, statement_by
     digest = hashlib.sha256()
     rows = 0
     first = True
-    cur = conn.cursor(pymysql.cursors.SSCursor)
-    try:
-        cur.execute(table.select_sql())
-        buf: list[bytes] = []
-        size = 0
-        while batch := cur.fetchmany(FETCH_ROWS):
-            for (text,) in batch:
-                if text is None:
-                    raise BackupFailed(
-                        f"A row of table {table.name!r} is larger than the server's max_allowed_packet as SQL text.",
-                        next_step="raise max_allowed_packet on the server (SET GLOBAL max_allowed_packet=1073741824).")
-                buf.append(text)
-                size += len(text) + 1
-                if size >= statement_bytes:
-                    body = b",".join(buf)
-                    digest.update(body if first else b"," + body)
-                    first = False
-                    emit(head + body + b";\n")
-                    rows += len(buf)
-                    if progress:
-                        progress.advance(len(buf), size)
-                    buf, size = [], 0
-        if buf:
-            body = b",".join(buf)
-            digest.update(body if first else b"," + body)
-            emit(head + body + b";\n")
-            rows += len(buf)
-            if progress:
-                progress.advance(len(buf), size)
-    finally:
-        cur.close()
+    buf: list[bytes] = []
+    size = 0
+    for batch in text_rows(conn, table.select_sql()):
+        for text in batch:
+            if text is None:
+                raise BackupFailed(
+                    f"A row of table {table.name!r} is larger than the server's max_allowed_packet as SQL text.",
+                    next_step="raise max_allowed_packet on the server (SET GLOBAL max_allowed_packet=1073741824).")
+            buf.append(text)
+            size += len(text) + 1
+            if size >= statement_bytes:
+                body = b",".join(buf)
+                digest.update(body if first else b"," + body)
+                first = False
+                emit(_framed(head, body))
+                rows += len(buf)
+                if advance:
+                    advance(len(buf), size)
+                buf, size = [], 0
+    if buf:
+        body = b",".join(buf)
+        digest.update(body if first else b"," + body)
+        emit(_framed(head, body))
+        rows += len(buf)
+        if advance:
+            advance(len(buf), size)
     return TableEntry(rows=rows, checksum=digest.hexdigest())
+
+
+class _Stopped(Exception):
+    """Another worker failed: stop this table early."""
+
+
+def dump_tables(conns: list, tables: list[Table], emit: Callable[[bytes], None], *,
+                statement_bytes: int = STATEMENT_BYTES, progress: Progress | None = None) -> dict[str, TableEntry]:
+    """Dump ``tables``, largest first, on as many threads as ``conns`` (all in one snapshot); entries by name.
+
+    Whole statements from different tables interleave in the output, which is still valid SQL: every CREATE TABLE
+    comes first and foreign-key checks are off.
+    """
+    work: queue.Queue = queue.Queue()
+    for table in sorted(tables, key=lambda t: -t.estimated_rows):
+        work.put(table)
+    results: dict[str, TableEntry] = {}
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def locked_emit(data: bytes) -> None:
+        with lock:
+            if errors:
+                raise _Stopped()
+            emit(data)
+
+    def advance(n: int, nbytes: int) -> None:
+        if progress:
+            with lock:
+                progress.advance(n, nbytes)
+
+    def worker(conn) -> None:
+        while not errors:
+            try:
+                table = work.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                results[table.name] = dump_rows(conn, table, locked_emit, statement_bytes=statement_bytes,
+                                                advance=advance)
+            except BaseException as exc:  # handed to the calling thread
+                errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(c,), name="backup-dump", daemon=True) for c in conns[1:]]
+    for t in threads:
+        t.start()
+    worker(conns[0])
+    for t in threads:
+        t.join()
+    real = [e for e in errors if not isinstance(e, _Stopped)]
+    if real or errors:
+        raise (real or errors)[0]
+    return {t.name: results[t.name] for t in tables}
 
 
 def _schema_sql(schema: Schema) -> tuple[list[str], list[str]]:
@@ -165,7 +216,7 @@ def _schema_sql(schema: Schema) -> tuple[list[str], list[str]]:
 def backup_database(url: DatabaseURL, store: BackupStore, *, reason: str = "", compression: str = "zstd",
                     run_id: str | None = None, drizzle_dir: str | Path | None = None,
                     log: Callable[[str], None] | None = None, statement_bytes: int = STATEMENT_BYTES,
-                    now: dt.datetime | None = None) -> BackupResult:
+                    now: dt.datetime | None = None, workers: int = WORKERS) -> BackupResult:
     """Back up the database named in ``url`` to ``store``; return the manifest (written last) and the object URI.
 
     :param reason: a short word recorded in the key and manifest (``nightly``, ``pre-migration``, ``manual``).
@@ -173,13 +224,14 @@ def backup_database(url: DatabaseURL, store: BackupStore, *, reason: str = "", c
     :param run_id: the Dagster run id, recorded in the manifest.
     :param drizzle_dir: the app's Drizzle folder, to name the migration head's tag.
     :param log: where progress lines go (``context.log.info`` in Dagster).
+    :param workers: connections dumping tables in parallel inside one snapshot (1 = no write lock at all).
     """
     started = time.monotonic()
     now = now or dt.datetime.now(dt.timezone.utc)
     key = keys.make_key(now, reason, compression)
-    conn = open_connection(url)
+    conns = open_snapshots(url, workers, open_connection, log or (lambda _line: None))
+    conn = conns[0]
     try:
-        start_snapshot(conn)
         with conn.cursor() as cur:
             schema = read_schema(cur, url.database)
             cur.execute("SELECT VERSION()")
@@ -194,11 +246,7 @@ def backup_database(url: DatabaseURL, store: BackupStore, *, reason: str = "", c
             out.write(f"-- rusing_ops {tool_version()} backup of `{url.database}` at {now.isoformat()} "
                       f"(server {server_version})\n{HEADER}".encode())
             out.write("".join(before).encode())
-            tables = {}
-            for table in schema.tables:
-                progress.advance(0, detail=table.name)
-                tables[table.name] = dump_rows(conn, table, out.write, statement_bytes=statement_bytes,
-                                               progress=progress)
+            tables = dump_tables(conns, schema.tables, out.write, statement_bytes=statement_bytes, progress=progress)
             out.write(("".join(after) + FOOTER).encode())
             out.close()
             writer.commit()
@@ -206,12 +254,12 @@ def backup_database(url: DatabaseURL, store: BackupStore, *, reason: str = "", c
             out.abandon()
             writer.abort()
             raise
-        conn.rollback()
     except pymysql.err.MySQLError as exc:
         raise BackupFailed(f"Backup of {url.masked()} failed: {exc.args[-1] if exc.args else exc}.",
                            next_step="fix the cause and run `rusing-ops db backup` again.") from None
     finally:
-        conn.close()
+        for c in conns:
+            c.close()
     progress.finish()
     manifest = Manifest(
         key=key, sha256=out.sha256, bytes=out.bytes, uncompressed_bytes=out.raw_bytes, compression=compression,

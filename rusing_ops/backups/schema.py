@@ -39,8 +39,7 @@ class Column:
             return f"IFNULL(CONCAT('X''',HEX({q}),''''),'NULL')"
         if self.charset and self.charset not in ("utf8mb4", "utf8mb3", "utf8", "ascii", "binary"):
             q = f"CONVERT({q} USING utf8mb4)"
-        # Line breaks escaped as \n / \r (as mysqldump does): every INSERT is then exactly one line of the file.
-        return rf"REPLACE(REPLACE(QUOTE({q}),CHAR(10 USING utf8mb4),'\\n'),CHAR(13 USING utf8mb4),'\\r')"
+        return f"QUOTE({q})"
 
 
 @dataclass

@@ -16,7 +16,8 @@ from ..core.errors import OpsError
 from ..core.store import BackupStore
 from . import catalog
 from .manifest import ManifestError
-from .dump import dump_rows, open_connection, start_snapshot
+from .dump import dump_rows, open_connection
+from .snapshot import start_snapshot
 from .restore import derived_name, drop_database, stage, stamp
 from .schema import read_schema
 from .source import store_source

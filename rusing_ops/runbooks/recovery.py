@@ -11,6 +11,7 @@ from typing import Callable
 
 from ..backups.dump import backup_database, open_connection
 from ..backups.restore import RestoreResult, restore_backup, table_counts
+from ..backups.source import resolve_source
 from ..core.app import AppControl
 from ..core.dburl import DatabaseURL
 from ..core.errors import ConfigError, OpsError
@@ -60,6 +61,8 @@ def recover_from_data_loss(url: DatabaseURL, store: BackupStore, app: AppControl
         raise RecoveryFailed(f"Stopping the app failed ({stopped.describe()}); nothing was restored.",
                              next_step="stop the app by hand (pm2 stop all / Railway pause), then run the recovery again.")
     try:
+        source = resolve_source(store, backup)  # before the backup below, which would otherwise become "latest"
+        step("choose backup", source.label)
         target_url = url.with_database(target)
         if pre_restore_backup and table_counts_or_none(target_url):
             made = backup_database(target_url, store, reason="pre-restore", run_id=run_id, log=log)
@@ -67,7 +70,7 @@ def recover_from_data_loss(url: DatabaseURL, store: BackupStore, app: AppControl
             step("back up what is left", f"{made.manifest.key} ({made.manifest.total_rows:,} rows)")
         else:
             step("back up what is left", "skipped" + ("" if pre_restore_backup else " (pre_restore_backup is off)"))
-        restored = restore_backup(url, store, backup, database=database, pre_restore_backup=False, lock=lock,
+        restored = restore_backup(url, store, source.label, database=database, pre_restore_backup=False, lock=lock,
                                   run_id=run_id, log=log)
         result.restore = restored
         step("restore", f"{restored.source} -> `{target}`, {sum(restored.tables.values()):,} rows; replaced tables "
