@@ -28,7 +28,7 @@ from .settings import PROJECT_ROOT, VARIABLES
 DB_WRITE_TAG_KEY = "rusing/db-write"
 DB_WRITE_TAGS = {DB_WRITE_TAG_KEY: "app-db"}
 DB_WRITE_POOL = "app_db_write"
-DB_WRITE_LOCK = "rusing_ops.app_db_write"
+DB_WRITE_LOCK = dbmod.DB_WRITE_LOCK
 
 
 def from_env(name: str, *, secret: bool = False):

@@ -14,6 +14,9 @@ from sqlalchemy.engine import Connection, Engine
 from .dburl import DatabaseURL, parse_database_url, scrub_secret
 from .errors import ConfigError, DatabaseUnavailable, LockBusy
 
+# The GET_LOCK every writer of the application database holds (migrate, restore swap, rollback, recovery).
+DB_WRITE_LOCK = "rusing_ops.app_db_write"
+
 _IDENT = re.compile(r"[A-Za-z0-9_$]{1,64}")
 
 # Server error codes that mean "check your settings", with the advice to give.

@@ -22,7 +22,7 @@ import pymysql
 from pymysql.constants import ER
 from sqlalchemy.engine import Connection, Engine
 
-from ..core.database import connect, named_lock
+from ..core.database import DB_WRITE_LOCK, connect, named_lock
 from ..core.dburl import DatabaseURL, scrub_secret
 from ..core.errors import ConfigError, OpsError
 from ..core.progress import Progress
@@ -32,8 +32,6 @@ from .lint import Finding, lint_migrations
 from .planner import (CREATE_MIGRATIONS_TABLE, INSERT_MIGRATION_ROW, Plan, PlanRefused, check_plan, make_plan,
                       read_applied)
 
-# Same name as rusing_ops.resources.DB_WRITE_LOCK (the library may not import the Dagster layer).
-DB_WRITE_LOCK = "rusing_ops.app_db_write"
 _ER_NAMES = {v: f"ER_{k}" for k, v in vars(ER).items() if isinstance(v, int) and k.isupper()}
 
 BackupFn = Callable[[str], Any]  # reason -> object with `.key` (or the key itself)

@@ -23,7 +23,8 @@ from ..core.app import AppControl
 from ..core.database import connect, named_lock
 from ..core.dburl import DatabaseURL, scrub_secret
 from ..core.errors import ConfigError, NotFound, OpsError
-from ..migrations.applier import DB_WRITE_LOCK, restore_command
+from ..core.database import DB_WRITE_LOCK
+from ..migrations.applier import restore_command
 from ..migrations.folder import JOURNAL, Migration, load_folder
 from ..migrations.planner import MIGRATIONS_TABLE, AppliedRow, read_applied
 from ..migrations.sqlfile import split_script
