@@ -14,7 +14,7 @@ from typing import Callable
 
 from ..core.database import quote_ident
 from ..core.dburl import DatabaseURL
-from ..core.errors import OpsError
+from ..core.errors import LockBusy, OpsError
 from ..core.progress import Progress
 from ..core.store import BackupStore
 from .dump import backup_database, open_connection
@@ -124,7 +124,7 @@ def restore_backup(url: DatabaseURL, store: BackupStore, ref: str | None = "late
 
     :param database: restore into this database instead of the one in ``url`` (created if missing).
     :param pre_restore_backup: back up the live target first (reason ``pre-restore``) when it holds tables.
-    :param lock: a context-manager factory held around the swap (the DB_WRITE_LOCK ``GET_LOCK``).
+    :param lock: a context-manager factory held around the swap; default: the DB_WRITE_LOCK ``GET_LOCK``.
     """
     started = time.monotonic()
     target = database or url.database
@@ -150,7 +150,13 @@ def restore_backup(url: DatabaseURL, store: BackupStore, ref: str | None = "late
     except BaseException:
         drop_database(url, staging)
         raise
-    swap = swap_in(url, staging, target, derived_name(target, "pre_restore", ts), staged.deferred, lock=lock, log=log)
+    try:
+        swap = swap_in(url, staging, target, derived_name(target, "pre_restore", ts), staged.deferred, lock=lock,
+                       log=log)
+    except LockBusy as exc:
+        drop_database(url, staging)
+        raise RestoreRefused(f"{exc.message} The target database `{target}` was not touched; the staged copy was "
+                             "dropped.", next_step=exc.next_step, changed=False) from None
     return RestoreResult(source.label, target, swap.pre_restore_db, pre_key, staged.tables,
                          source.manifest is not None, round(time.monotonic() - started, 3),
                          swap.tables, swap.recreated)

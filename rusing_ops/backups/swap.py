@@ -13,7 +13,7 @@ from typing import Callable
 
 import pymysql
 
-from ..core.database import quote_ident
+from ..core.database import DB_WRITE_LOCK, create_engine, named_lock, quote_ident
 from ..core.dburl import DatabaseURL
 from ..core.errors import OpsError
 from .dump import open_connection
@@ -31,6 +31,17 @@ class SwapResult:
     recreated: list[str] = field(default_factory=list)
 
 
+@contextlib.contextmanager
+def write_lock(url: DatabaseURL, timeout_s: float = 10.0):
+    """The database write lock (``GET_LOCK``) shared with migrate, rollback and the app's own migrator."""
+    engine = create_engine(url, pool_size=1)
+    try:
+        with named_lock(engine, url, DB_WRITE_LOCK, timeout_s):
+            yield
+    finally:
+        engine.dispose()
+
+
 def _names(cur, sql: str, *args) -> list[str]:
     cur.execute(sql, args)
     return [r[0].decode() for r in cur.fetchall()]
@@ -40,12 +51,12 @@ def swap_in(url: DatabaseURL, staging: str, target: str, pre_db: str, deferred: 
             lock: Callable | None = None, log: Callable[[str], None] = lambda _l: None) -> SwapResult:
     """Swap the tables of ``staging`` into ``target``; ``deferred`` (views, routines, triggers) run afterwards.
 
-    :param lock: context-manager factory held around the swap (the database write lock), or None.
+    :param lock: context-manager factory held around the swap; default :func:`write_lock` on ``url``'s server.
     """
     q = quote_ident
     conn = open_connection(url, "")
     try:
-        with (lock() if lock else contextlib.nullcontext()), conn.cursor() as cur:
+        with (lock() if lock else write_lock(url)), conn.cursor() as cur:
             cur.execute(f"CREATE DATABASE IF NOT EXISTS {q(target)} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
             staged = _names(cur, "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
                                  "AND TABLE_TYPE = 'BASE TABLE'", staging)

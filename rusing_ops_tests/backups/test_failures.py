@@ -184,3 +184,24 @@ def test_parallel_dump_sees_one_snapshot_while_the_app_writes(fresh_db, local_st
     assert manifest.tables["t_a"].rows == manifest.tables["t_b"].rows > 40000
     assert not any("dumping on one connection" in line for line in logs)
     assert written[0] >= manifest.tables["t_a"].rows - 40000  # rows the app committed before the snapshot
+
+
+def test_restore_waits_for_the_write_lock_and_gives_up_untouched(every_type_db, local_store, server_url):
+    from rusing_ops.backups.restore import RestoreRefused
+    from rusing_ops.core.database import DB_WRITE_LOCK, create_engine, named_lock
+
+    backup_database(every_type_db, local_store)
+    query(every_type_db, every_type_db.database, "DELETE FROM audit_no_pk")
+    before = snapshot(server_url, every_type_db.database)
+    engine = create_engine(every_type_db)
+    try:
+        with named_lock(engine, every_type_db, DB_WRITE_LOCK, 1):  # e.g. a migration in progress
+            with pytest.raises(RestoreRefused) as err:
+                restore_backup(every_type_db, local_store, "latest", pre_restore_backup=False,
+                               lock=lambda: named_lock(engine, every_type_db, DB_WRITE_LOCK, 0.2))
+    finally:
+        engine.dispose()
+    assert f"Database lock '{DB_WRITE_LOCK}'" in str(err.value) and "is held by connection" in str(err.value)
+    assert "The target database" in str(err.value) and "the staged copy was dropped" in str(err.value)
+    assert snapshot(server_url, every_type_db.database) == before
+    assert databases_like(server_url, every_type_db.database + "__") == []
