@@ -171,8 +171,9 @@ stripe_event_sweep = dg.ScheduleDefinition(
 def failed_webhook_events(context: dg.SensorEvaluationContext, database: DatabaseResource):
     plan = watch.plan_tick(database.engine, database.parsed, context.cursor, stuck_after_s=STUCK_AFTER_MINUTES * 60)
     for row in plan.dead_lettered:
-        context.log.warning(f"{row.stripe_event_id} ({row.event_type}) is dead-lettered after {row.attempts} attempts: "
-                            f"run `rusing-ops webhooks retry {row.stripe_event_id}` once the cause is fixed")
+        context.log.warning(f"{row.stripe_event_id} ({row.event_type}) is dead-lettered after {row.attempts} attempts "
+                            f"(its run will fail and alert): `rusing-ops webhooks retry {row.stripe_event_id}` once "
+                            "the cause is fixed")
     if not plan.batches:
         context.update_cursor(plan.cursor.encode())
         return dg.SkipReason(plan.skip_reason(watch.Cursor.decode(context.cursor)))

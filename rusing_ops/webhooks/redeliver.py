@@ -125,6 +125,11 @@ class Redriver:
             before = log.get_row(conn, event_id)
             if before is not None and before.status == "processed":
                 return Outcome(event_id, "already_processed", before.event_type, before.attempts)
+            if before is not None and before.dead_lettered and not reset:
+                return Outcome(event_id, "dead_lettered", before.event_type, before.attempts,
+                               error=f"failed {before.attempts} times, the app will not claim it again: fix the cause "
+                                     f"({(before.last_error or 'no error recorded')[:200]}), then run "
+                                     f"`rusing-ops webhooks retry {event_id}`")
             result = self._fetch(conn, event_id, before)
             if isinstance(result, Outcome):
                 if not dry_run:

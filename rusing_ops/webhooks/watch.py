@@ -36,7 +36,7 @@ class Cursor:
 class TickPlan:
     batches: list[list[log.LogRow]]
     cursor: Cursor
-    dead_lettered: list[log.LogRow] = field(default_factory=list)  # newly seen, not re-driven automatically
+    dead_lettered: list[log.LogRow] = field(default_factory=list)  # newly seen: their run fails, which alerts
     counts: dict[str, int] | None = None
 
     @staticmethod
@@ -48,13 +48,9 @@ class TickPlan:
     def skip_reason(self, previous: Cursor) -> str:
         since = _when(previous.failed.ts)
         counts = self.counts or {}
-        text = (f"No new failed or stuck rows in webhook_events_log since {since} "
+        return (f"No new failed or stuck rows in webhook_events_log since {since} "
                 f"(now: {counts.get('failed', '?')} failed, {counts.get('dead_lettered', '?')} dead-lettered, "
-                f"{counts.get('stuck', '?')} stuck)")
-        if self.dead_lettered:
-            text += (f"; newly dead-lettered, needing `rusing-ops webhooks retry`: "
-                     + ", ".join(r.stripe_event_id for r in self.dead_lettered[:10]))
-        return text + "."
+                f"{counts.get('stuck', '?')} stuck).")
 
 
 def _when(ts: int) -> str:
@@ -65,8 +61,9 @@ def plan_tick(engine: Engine, url: DatabaseURL, cursor_text: str | None, *, max_
               stuck_after_s: int = 900, settle_s: int = 2) -> TickPlan:
     """Read at most ``max_rows`` new failed and stuck rows after the cursor and cut them into batches.
 
-    Dead-lettered rows advance the cursor but are not batched (the app would refuse them: a person decides).
-    The counts for the skip message are read only when there is nothing to do.
+    Newly dead-lettered rows are batched too: their re-drive stops at "dead_lettered" without delivering (the app
+    would refuse them; a person decides), so the run fails and the run-failure alert fires. The counts for the
+    skip message are read only when there is nothing to do.
     """
     cursor = Cursor.decode(cursor_text)
     try:
@@ -86,7 +83,7 @@ def _plan(engine, url, cursor: Cursor, max_rows, batch_size, stuck_after_s, sett
                                older_than_s=stuck_after_s) if len(failed) < max_rows else []
         new = Cursor(log.Position(failed[-1].updated_ts, failed[-1].id) if failed else cursor.failed,
                      log.Position(stuck[-1].updated_ts, stuck[-1].id) if stuck else cursor.stuck)
-        todo = [r for r in failed if not r.dead_lettered] + stuck
+        todo = failed + stuck
         plan = TickPlan([todo[i:i + batch_size] for i in range(0, len(todo), batch_size)], new,
                         [r for r in failed if r.dead_lettered])
         if not todo:

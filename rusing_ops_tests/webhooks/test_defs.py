@@ -54,7 +54,7 @@ def test_sensor_requests_one_run_per_batch_then_skips(resources, engine, db_conn
     insert_row(db_conn, "evt_sok", status="processed", ago_s=80)
     result = tick(resources, dagster_instance)
     assert [r.run_config["ops"]["reconcile_events"]["config"]["event_ids"] for r in result.run_requests] == \
-        [["evt_s1", "evt_s2"]]
+        [["evt_s1", "evt_s2", "evt_sdead"]]
     key = result.run_requests[0].run_key
     assert key.startswith("failed_webhook_events:")
     cursor = result.cursor
@@ -130,6 +130,13 @@ def test_dead_lettered_fails_the_check_and_manual_retry_brings_it_back(resources
         assert not result.success
     assert "1 event(s) did not end processed (1 event(s): 1 dead_lettered). Events: evt_x1." in failure_text(result)
     assert app_endpoint.row("evt_x1")["attempts"] == 3
+    with db_conn.cursor() as cur:  # let the row settle (the sensor leaves the current seconds for the next tick)
+        cur.execute("UPDATE webhook_events_log SET updatedAt = NOW() - INTERVAL 10 SECOND")
+    request = tick(resources, dagster_instance).run_requests[0]
+    sensor_run = wh.reconcile_webhook_events.execute_in_process(run_config=request.run_config, resources=resources,
+                                                                instance=dagster_instance, raise_on_error=False)
+    assert "1 dead_lettered). Events: evt_x1." in failure_text(sensor_run)  # a failed run: alert_on_run_failure fires
+    assert len(app_endpoint.seen()) == 3  # nothing delivered for a dead-lettered row
     stats = dg.materialize([wh.webhook_processing_stats, wh.no_dead_lettered_events, wh.no_stuck_events],
                            resources=resources, instance=dagster_instance, raise_on_error=False)
     checks = {e.check_name: e for e in stats.get_asset_check_evaluations()}

@@ -49,8 +49,9 @@ def test_three_failures_dead_letter_and_manual_retry_brings_it_back(redriver, st
     stripe_server.add_events(make_event("evt_dl1", "invoice.payment_failed"))
     app_endpoint.fail("evt_dl1", times=-1)
     outcomes = [redriver.redrive("evt_dl1").outcome for _ in range(4)]
-    assert outcomes == ["failed", "failed", "dead_lettered", "not_claimed"]
+    assert outcomes == ["failed", "failed", "dead_lettered", "dead_lettered"]
     assert app_endpoint.row("evt_dl1")["attempts"] == 3
+    assert len(app_endpoint.seen()) == 3  # the 4th stopped before delivering: the app would not claim it
     app_endpoint.configure(fail={})
     back = redriver.redrive("evt_dl1", reset=True)
     assert (back.outcome, back.attempts) == ("processed", 1)
