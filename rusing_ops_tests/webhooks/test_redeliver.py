@@ -175,3 +175,17 @@ def test_localstripe_event_delivered_by_localstripe_then_redriven(localstripe_se
     out = Redriver(engine, fresh_db, client, app_endpoint.webhook_url, WEBHOOK_SECRET).redrive(event_id)
     assert (out.outcome, out.attempts) == ("processed", 2)
     assert app_endpoint.effects(event_id) == 1
+
+
+def test_stuck_row_is_released_then_processed(redriver, stripe_server, app_endpoint, db_conn):
+    stripe_server.add_events(make_event("evt_stuck1", "customer.subscription.deleted"))
+    insert_row(db_conn, "evt_stuck1", status="processing", attempts=1, ago_s=3600, error=None)
+    insert_row(db_conn, "evt_busy1", status="processing", attempts=1, ago_s=5, error=None)
+    from rusing_ops.webhooks.reconcile import reconcile
+
+    report = reconcile(redriver, all_failed=True)
+    assert report.selected == ["evt_stuck1"]
+    out = report.outcomes[0]
+    assert (out.outcome, out.attempts) == ("processed", 2)
+    assert out.actions[0].startswith("released stuck row (processing 36")
+    assert app_endpoint.row("evt_busy1")["status"] == "processing"  # in flight, not touched
