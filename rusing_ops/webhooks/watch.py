@@ -49,8 +49,8 @@ class TickPlan:
         since = _when(previous.failed.ts)
         counts = self.counts or {}
         return (f"No new failed or stuck rows in webhook_events_log since {since} "
-                f"(now: {counts.get('failed', '?')} failed, {counts.get('dead_lettered', '?')} dead-lettered, "
-                f"{counts.get('stuck', '?')} stuck).")
+                f"(the log now holds {counts.get('failed', '?')} failed rows, dead-lettered ones included, and "
+                f"{counts.get('stuck', '?')} stuck; see webhook_processing_stats).")
 
 
 def _when(ts: int) -> str:
@@ -87,5 +87,5 @@ def _plan(engine, url, cursor: Cursor, max_rows, batch_size, stuck_after_s, sett
         plan = TickPlan([todo[i:i + batch_size] for i in range(0, len(todo), batch_size)], new,
                         [r for r in failed if r.dead_lettered])
         if not todo:
-            plan.counts = log.count_status(conn, stuck_after_s=stuck_after_s)
+            plan.counts = log.count_indexed(conn, stuck_after_s=stuck_after_s)
     return plan
