@@ -25,6 +25,7 @@ from rusing_ops.webhooks.events_log import APP_TABLE_DDL, MAX_ATTEMPTS
 CONFIG = {"db": None, "secret": None, "fail": {}, "delay_s": 0.0}
 LOCK = threading.Lock()
 SEEN: list[dict] = []
+ENSURED: set[str] = set()
 
 EFFECTS_DDL = ("CREATE TABLE IF NOT EXISTS app_effects (id int AUTO_INCREMENT PRIMARY KEY, "
                "stripeEventId varchar(255) NOT NULL, eventType varchar(128) NOT NULL)")
@@ -57,8 +58,10 @@ def process(raw: bytes, signature: str | None) -> tuple[int, dict]:
     conn = pymysql.connect(**CONFIG["db"], autocommit=True)
     try:
         with conn.cursor() as cur:
-            cur.execute(APP_TABLE_DDL)
-            cur.execute(EFFECTS_DDL)
+            if CONFIG["db"]["database"] not in ENSURED:  # ensureWebhookEventsTable(): once, on first use
+                cur.execute(APP_TABLE_DDL)
+                cur.execute(EFFECTS_DDL)
+                ENSURED.add(CONFIG["db"]["database"])
             outcome = claim(cur, event)
             with LOCK:
                 SEEN.append({"event": event["id"], "claim": outcome})
@@ -84,6 +87,7 @@ def process(raw: bytes, signature: str | None) -> tuple[int, dict]:
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    wbufsize = -1  # headers and body leave in one write: no Nagle / delayed-ACK 40 ms stall on keep-alive
 
     def log_message(self, *args):
         pass

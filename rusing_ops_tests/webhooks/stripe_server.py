@@ -203,6 +203,7 @@ def control(method: str, path: str, body: dict) -> tuple[int, dict]:
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    wbufsize = -1  # headers and body leave in one write: no Nagle / delayed-ACK 40 ms stall on keep-alive
 
     def log_message(self, *args):
         pass
