@@ -1,34 +1,37 @@
 """The backup engine: one consistent snapshot of the application database, streamed as plain SQL to the store.
 
-Flow (DESIGN.md §3): ``START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY`` -> schema (tables) -> rows in
-primary-key order as multi-row INSERTs of at most ``statement_bytes`` -> routines, views (dependency order),
-triggers -> zstd/gzip + sha256 on a worker thread -> ``store.open_write`` (never the whole dump in memory or on
-local disk) -> manifest, last. The server formats each row as SQL text (``QUOTE``/``HEX``/``CONCAT``), which
-research/bench.md §4 measured 5.6x faster than formatting values in Python.
+Flow (DESIGN.md §3): ``START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY`` on ``workers`` connections that
+share one snapshot (snapshot.py) -> schema (tables) -> rows in primary-key order as multi-row INSERTs of at most
+``statement_bytes``, tables in parallel -> routines, views (dependency order), triggers -> zstd/gzip + sha256 on a
+worker thread -> ``store.open_write`` (never the whole dump in memory or on local disk) -> manifest, last.
+
+Speed: the server formats each row as one SQL tuple (``QUOTE``/``HEX``/``CONCAT``; research/bench.md §4 measured
+5.6x faster than formatting in Python), rows are read from the protocol packets directly (rawrows.py), and each
+INSERT is announced by its length so a restore takes it without parsing it (sqlsplit.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import queue
-import threading
 import importlib.metadata
 import json
+import queue
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import pymysql
-import pymysql.converters
 
-from ..core.database import explain_connection_error, quote_ident
+from ..core.database import quote_ident
 from ..core.dburl import DatabaseURL
 from ..core.errors import OpsError
 from ..core.progress import Progress
 from ..core.store import BackupStore
 from . import keys
+from .connection import open_connection
 from .manifest import Manifest, TableEntry
 from .rawrows import text_rows
 from .schema import Schema, Table, read_schema
@@ -63,19 +66,6 @@ def tool_version() -> str:
         return importlib.metadata.version("rusing_ops")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
-
-
-# Encoders only (keyed by Python type): parameters are still escaped, but every value comes back as raw bytes.
-RAW_CONVERSIONS = {k: v for k, v in pymysql.converters.conversions.items() if isinstance(k, type)}
-
-
-def open_connection(url: DatabaseURL, database: str | None = None, **kwargs):
-    """A PyMySQL connection returning raw bytes; login failures become :class:`DatabaseUnavailable` (masked)."""
-    try:
-        return pymysql.connect(**url.pymysql_kwargs(database), use_unicode=False, conv=RAW_CONVERSIONS,
-                               connect_timeout=10, autocommit=True, **kwargs)
-    except pymysql.err.MySQLError as exc:
-        raise explain_connection_error(exc, url.with_database(database or url.database)) from None
 
 
 def migration_head(cur, database: str, drizzle_dir: str | Path | None = None) -> dict | None:

@@ -17,7 +17,8 @@ from ..core.dburl import DatabaseURL
 from ..core.errors import LockBusy, OpsError
 from ..core.progress import Progress
 from ..core.store import BackupStore
-from .dump import backup_database, open_connection
+from .connection import open_connection
+from .dump import backup_database
 from .load import Loader
 from .source import Source, resolve_source
 from .swap import swap_in

@@ -16,7 +16,7 @@ import pymysql
 from ..core.database import DB_WRITE_LOCK, create_engine, named_lock, quote_ident
 from ..core.dburl import DatabaseURL
 from ..core.errors import OpsError
-from .dump import open_connection
+from .connection import open_connection
 from .load import SESSION
 
 

@@ -16,7 +16,8 @@ from ..core.errors import OpsError
 from ..core.store import BackupStore
 from . import catalog
 from .manifest import ManifestError
-from .dump import dump_rows, open_connection
+from .connection import open_connection
+from .dump import dump_rows
 from .snapshot import start_snapshot
 from .restore import derived_name, drop_database, stage, stamp
 from .schema import read_schema
