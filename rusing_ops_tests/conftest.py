@@ -147,8 +147,8 @@ def _start_seaweedfs(workdir: str) -> S3Server:
         ports[name] = p
     cmd = [
         weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={workdir}",
-        f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", "-volume.max=50",
-        "-master.volumeSizeLimitMB=256", "-filer", f"-filer.port={ports['filer']}",
+        f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", "-volume.max=200",
+        "-master.volumeSizeLimitMB=64", "-filer", f"-filer.port={ports['filer']}",
         "-s3", f"-s3.port={ports['s3']}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-metricsPort=0",
     ]
     log = open(Path(workdir) / "weed.log", "wb")
@@ -204,8 +204,10 @@ def s3_server():
             os.environ[k] = v
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def s3_bucket(s3_server) -> str:
+    """One bucket for the session: SeaweedFS gives every bucket its own volumes, and a bucket per test ran the
+    server out of volume slots ("InternalError") part-way through the suite. Tests get a prefix of their own."""
     name = f"rot-{uuid.uuid4().hex[:12]}"
     s3_server.client().create_bucket(Bucket=name)
     return name
@@ -213,7 +215,8 @@ def s3_bucket(s3_server) -> str:
 
 @pytest.fixture
 def s3_store(s3_server, s3_bucket) -> S3Store:
-    return S3Store(s3_bucket, "backups/prod", client=s3_server.client())
+    """A store under a prefix no other test uses, so it starts empty."""
+    return S3Store(s3_bucket, f"t-{uuid.uuid4().hex[:10]}/backups/prod", client=s3_server.client())
 
 
 @pytest.fixture
