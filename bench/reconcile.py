@@ -29,7 +29,7 @@ import dagster as dg  # noqa: E402
 from rusing_ops.core.database import create_engine  # noqa: E402
 from rusing_ops.core.dburl import parse_database_url  # noqa: E402
 from rusing_ops.core.stripe_api import make_stripe_client  # noqa: E402
-from rusing_ops.resources import DatabaseResource  # noqa: E402
+from rusing_ops.resources import AppResource, DatabaseResource, StripeResource  # noqa: E402
 from rusing_ops.webhooks import events_log, watch  # noqa: E402
 from rusing_ops.webhooks.defs import failed_webhook_events  # noqa: E402
 from rusing_ops.webhooks.reconcile import reconcile  # noqa: E402
@@ -72,12 +72,14 @@ def time_ticks(engine, url, n: int = 30) -> tuple[float, float, str]:
         plan = watch.plan_tick(engine, url, cursor)
         lib.append((time.perf_counter() - t) * 1000)
         assert not plan.batches
-    resource = DatabaseResource(url=url_string(url))
+    resources = {"database": DatabaseResource(url=url_string(url)),  # stripe/app: configured, never contacted by a tick
+                 "stripe": StripeResource(api_key="sk_test_bench", webhook_secret="whsec_bench"),
+                 "app": AppResource(base_url="http://127.0.0.1:9")}
     sensor = []
     reason = ""
     with dg.instance_for_test() as instance:
         for _ in range(n):
-            with dg.build_sensor_context(instance=instance, resources={"database": resource}, cursor=cursor) as ctx:
+            with dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor) as ctx:
                 t = time.perf_counter()
                 result = failed_webhook_events(ctx)
                 sensor.append((time.perf_counter() - t) * 1000)

@@ -161,14 +161,21 @@ def sweep_stripe_events():
 
 stripe_event_sweep = dg.ScheduleDefinition(
     name="stripe_event_sweep", job=sweep_stripe_events, cron_schedule="30 4 * * *", execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Daily at 04:30 UTC: find handled Stripe events the app never logged (delivery_success=false over 7 days, "
                 "everything of the last 26 hours) and re-drive them.")
 
 
-@dg.sensor(job=reconcile_webhook_events, minimum_interval_seconds=60,
+@dg.sensor(job=reconcile_webhook_events, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Watches webhook_events_log for rows that turned failed or stuck in processing since its cursor "
                        "(keyset on status, updatedAt, id) and requests reconcile_webhook_events per batch of 50.")
-def failed_webhook_events(context: dg.SensorEvaluationContext, database: DatabaseResource):
+def failed_webhook_events(context: dg.SensorEvaluationContext, database: DatabaseResource, stripe: StripeResource,
+                          app: AppResource):
+    missing = [name for name, value in (("STRIPE_SECRET_KEY", stripe.api_key), ("STRIPE_WEBHOOK_SECRET",
+               stripe.webhook_secret), ("APP_BASE_URL", app.base_url)) if not value]
+    if missing:  # the cursor stays put: the rows are picked up once re-delivery is possible
+        return dg.SkipReason(f"Re-delivery is not configured ({', '.join(missing)} not set); webhook_events_log was "
+                             "not read and the cursor did not move.")
     plan = watch.plan_tick(database.engine, database.parsed, context.cursor, stuck_after_s=STUCK_AFTER_MINUTES * 60)
     for row in plan.dead_lettered:
         context.log.warning(f"{row.stripe_event_id} ({row.event_type}) is dead-lettered after {row.attempts} attempts "

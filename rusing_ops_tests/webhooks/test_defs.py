@@ -73,6 +73,14 @@ def test_sensor_requests_one_run_per_batch_then_skips(resources, engine, db_conn
     assert Cursor.decode(third.cursor).failed.ts > Cursor.decode(cursor).failed.ts
 
 
+def test_sensor_skips_without_reading_when_redelivery_is_not_configured(resources, engine, db_conn, dagster_instance):
+    insert_row(db_conn, "evt_nc1")
+    resources["app"] = AppResource()
+    result = tick(resources, dagster_instance)
+    assert result.skip_message == ("Re-delivery is not configured (APP_BASE_URL not set); webhook_events_log was not "
+                                   "read and the cursor did not move.")
+
+
 def test_sensor_run_redrives_failed_event_to_processed(resources, engine, db_conn, stripe_server, app_endpoint,
                                                        dagster_instance):
     stripe_server.add_events(make_event("evt_d1", "checkout.session.completed"))
