@@ -21,7 +21,7 @@ import stripe
 from sqlalchemy.engine import Engine
 
 from ..core.database import connect
-from ..core.dburl import DatabaseURL, scrub_secret
+from ..core.dburl import DatabaseURL, mask_url, scrub_secret
 from ..core.errors import ConfigError, NotFound
 from ..core.progress import Progress
 from . import events_log as log
@@ -200,11 +200,11 @@ class Redriver:
                                  timeout=self.timeout_s, allow_redirects=False)
         except requests.RequestException as exc:
             out.outcome = "app_unreachable"
-            out.error = f"{self.webhook_url} did not answer: {type(exc).__name__}: " + \
+            out.error = f"{mask_url(self.webhook_url)} did not answer: {type(exc).__name__}: " + \
                 scrub_secret(str(exc), *self.secrets)[:300]
             return False
         out.http_status = resp.status_code
-        out.actions.append(f"POST {self.webhook_url} -> HTTP {resp.status_code}")
+        out.actions.append(f"POST {mask_url(self.webhook_url)} -> HTTP {resp.status_code}")
         if resp.status_code in (400, 401, 403):
             out.error = f"app rejected the delivery (HTTP {resp.status_code}): {resp.text[:200]}"
         return True

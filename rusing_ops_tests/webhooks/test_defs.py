@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 
 import dagster as dg
@@ -194,7 +195,8 @@ def test_forged_id_refused_by_the_retry_job_before_any_query(resources, stripe_s
 
 
 def test_unreachable_app_fails_clearly_and_marks_nothing_done(resources, engine, db_conn, stripe_server, app_endpoint,
-                                                              dagster_instance):
+                                                              dagster_instance, caplog, capfd):
+    caplog.set_level(logging.DEBUG)
     stripe_server.add_events(make_event("evt_u1"))
     insert_row(db_conn, "evt_u1", attempts=3)
     resources["app"] = AppResource(base_url=f"http://127.0.0.1:{free_port()}")
@@ -209,7 +211,9 @@ def test_unreachable_app_fails_clearly_and_marks_nothing_done(resources, engine,
     assert "1 event(s): 1 stripe_unavailable" in failure_text(result)
     assert app_endpoint.row("evt_u2") == {"status": "failed", "attempts": 1, "lastError": "boom"}
     assert app_endpoint.seen() == []
-    text = all_log_text(dagster_instance, result)
+    console = capfd.readouterr()
+    text = all_log_text(dagster_instance, result) + caplog.text + console.out + console.err
+    assert "STEP_FAILURE" in console.err and "urllib3" in caplog.text  # the captured logs did see these runs
     assert API_KEY not in text and WEBHOOK_SECRET not in text
 
 
