@@ -150,3 +150,32 @@ def test_no_password_in_logs_or_metadata(every_type_db, local_store, dagster_ins
     joined = "\n".join(text)
     assert "the server refused the user name or password" in joined and f"mysql://{user}:***@" in joined
     assert password not in joined
+
+
+def test_definitions_names_and_write_tags():
+    from rusing_ops.definitions import defs as code_location
+    from rusing_ops.runbooks.recovery_defs import defs as recovery_defs
+
+    repo = dg.Definitions.merge(backups_defs, dg.Definitions(resources=code_location.resources)).get_repository_def()
+    assert {j.name for j in repo.get_all_jobs() if not j.name.startswith("__")} == {
+        "backup_database", "restore_database", "verify_backup", "prune_backups", "check_backup_freshness"}
+    assert {s.name for s in repo.schedule_defs} == {"nightly_backup", "backup_freshness_schedule"}
+    checks = {k.name for k in repo.asset_graph.asset_check_keys}
+    assert checks == {"backup_verified", "backup_fresh"}
+    writers = {j.name for j in repo.get_all_jobs() if j.tags == DB_WRITE_TAGS}
+    assert writers == {"restore_database"}
+    recovery = dg.Definitions.merge(recovery_defs, dg.Definitions(resources=code_location.resources))
+    assert recovery.resolve_job_def("recover_from_data_loss").tags == DB_WRITE_TAGS
+
+
+@pytest.mark.parametrize("age_hours, passed", [(1, True), (30, False)])
+def test_freshness_check(every_type_db, local_store, dagster_instance, age_hours, passed):
+    taken = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=age_hours)
+    from rusing_ops.backups.dump import backup_database
+
+    backup_database(every_type_db, local_store, now=taken)
+    result = _job("check_backup_freshness", _url(every_type_db), local_store.url).execute_in_process(
+        instance=dagster_instance)
+    [evaluation] = result.get_asset_check_evaluations()
+    assert evaluation.check_name == "backup_fresh" and evaluation.passed is passed
+    assert evaluation.description.startswith(f"Newest complete backup {keys.partition_name(taken)} is {age_hours}.")
