@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..backups.dump import backup_database, open_connection
+from ..backups.connection import open_connection
+from ..backups.dump import backup_database
 from ..backups.restore import RestoreResult, restore_backup, table_counts
 from ..backups.source import resolve_source
 from ..core.app import AppControl
