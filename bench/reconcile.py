@@ -9,11 +9,13 @@ Targets (issue 5): the 1M tick within 2x of the 10k tick and under 100 ms. Print
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -33,7 +35,7 @@ from rusing_ops.resources import AppResource, DatabaseResource, StripeResource  
 from rusing_ops.webhooks import events_log, watch  # noqa: E402
 from rusing_ops.webhooks.defs import failed_webhook_events  # noqa: E402
 from rusing_ops.webhooks.reconcile import reconcile  # noqa: E402
-from rusing_ops.webhooks.redeliver import Redriver  # noqa: E402
+from rusing_ops.webhooks.redeliver import Redriver, signature_header  # noqa: E402
 
 SERVER = os.environ.get("RUSING_TEST_DATABASE_URL", "mysql://root@127.0.0.1:3306/test")
 TYPES = ["payment_intent.succeeded", "invoice.payment_succeeded", "customer.subscription.updated", "charge.refunded"]
@@ -97,7 +99,29 @@ def spawn(module: str) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
-def redrive_throughput(url, events: int, concurrency: int) -> float:
+def bare_deliveries(app_base: str, secret: str, ids: list[str], concurrency: int) -> float:
+    """The peer: the same events POSTed signed straight to the app (what Stripe's own delivery costs the app)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    local = threading.local()
+
+    def post(event_id: str) -> None:
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+        session = local.session
+        body = json.dumps({"id": event_id, "object": "event", "type": "payment_intent.succeeded",
+                           "created": int(time.time()), "data": {"object": {"id": "pi_x"}}})
+        resp = session.post(app_base + "/api/stripe/webhook", data=body, timeout=30,
+                            headers={"Stripe-Signature": signature_header(body, secret)})
+        assert resp.status_code == 200, resp.text
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(post, ids))
+    return len(ids) / (time.perf_counter() - t)
+
+
+def redrive_throughput(url, events: int, concurrency: int) -> tuple[float, float]:
     api_key, secret = "sk_test_" + secrets.token_hex(8), "whsec_" + secrets.token_hex(12)
     stripe_proc, stripe_base = spawn("rusing_ops_tests.webhooks.stripe_server")
     app_proc, app_base = spawn("rusing_ops_tests.webhooks.app_server")
@@ -124,7 +148,8 @@ def redrive_throughput(url, events: int, concurrency: int) -> float:
         assert report.counts == {"processed": events}, report.counts
         engine.dispose()
         conn.close()
-        return events / elapsed
+        bare = bare_deliveries(app_base, secret, [f"evt_bare{concurrency}x{i}" for i in range(events)], concurrency)
+        return events / elapsed, bare
     finally:
         for p in (stripe_proc, app_proc):
             p.terminate()
@@ -163,9 +188,11 @@ def main() -> None:
         with conn.cursor() as cur:
             cur.execute("TRUNCATE webhook_events_log")
         for concurrency in (1, 4, 8) if args.events else ():
-            rate = redrive_throughput(url, args.events, concurrency)
+            rate, bare = redrive_throughput(url, args.events, concurrency)
             print(f"re-drive {args.events} failed events, concurrency {concurrency}: {rate:,.0f} events/s "
-                  f"({args.events / rate:.1f}s; each = Stripe fetch + signed POST + app claim/process + read-back + audit)")
+                  f"({args.events / rate:.1f}s; Stripe fetch + signed POST + app claim/process + read-back + audit); "
+                  f"bare signed POSTs to the app: {bare:,.0f} events/s; tool time / bare time = {bare / rate:.2f}x",
+                  flush=True)
             with conn.cursor() as cur:
                 cur.execute("TRUNCATE webhook_events_log")
         conn.close()
