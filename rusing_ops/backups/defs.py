@@ -56,16 +56,28 @@ def database_backup(context: dg.AssetExecutionContext, config: BackupDatabaseCon
                              run_id=context.run.run_id, drizzle_dir=_drizzle_dir(), log=context.log.info, now=taken_at)
     except OpsError as exc:
         raise _failure(exc) from exc
-    m = result.manifest
+    yield dg.MaterializeResult(asset_key="database_backup", metadata=backup_metadata(result.manifest, result.uri))
+
+
+def backup_metadata(m, uri: str) -> dict:
+    """What an operator checks on a backup partition (DESIGN.md §3 / STYLE.md §4)."""
     head = m.migration_head or {}
-    yield dg.MaterializeResult(asset_key="database_backup", metadata={
-        "key": m.key, "uri": dg.MetadataValue.url(result.uri) if result.uri.startswith("s3") else result.uri,
-        "bytes": m.bytes, "uncompressed_bytes": m.uncompressed_bytes, "compressed_ratio": m.ratio,
-        "sha256": m.sha256, "rows": m.total_rows,
+    return {
+        "key": m.key, "uri": uri, "bytes": m.bytes, "uncompressed_bytes": m.uncompressed_bytes,
+        "compressed_ratio": m.ratio, "sha256": m.sha256, "rows": m.total_rows,
         "table_rows": dg.MetadataValue.json({n: t.rows for n, t in m.tables.items()}),
         "duration_s": m.duration_s, "migration_head": head.get("tag") or head.get("hash") or "(none)",
         "reason": m.reason, "compression": m.compression, "verified": False,
-    })
+    }
+
+
+def record_backup(context: dg.OpExecutionContext, store, key: str) -> None:
+    """Register a backup taken inside another job (pre-restore) as a partition of database_backup."""
+    name = keys.parse_key(key).name
+    if not context.instance.has_dynamic_partition(PARTITIONS.name, name):
+        context.instance.add_dynamic_partitions(PARTITIONS.name, [name])
+    context.log_event(dg.AssetMaterialization(asset_key="database_backup", partition=name,
+                                              metadata=backup_metadata(catalog.read_manifest(store, key), store.uri(key))))
 
 
 backup_database = dg.define_asset_job(
@@ -155,11 +167,14 @@ def restore_database_op(context: dg.OpExecutionContext, config: RestoreDatabaseC
         raise dg.Failure(description=f"confirm {config.confirm!r} does not match the target database {target!r}; "
                          f"nothing was restored. Nothing was changed. Next: set confirm to {target!r}.")
     try:
-        result = restore_backup(database.parsed, backup_store.get_store(), config.backup, database=config.database,
+        store = backup_store.get_store()
+        result = restore_backup(database.parsed, store, config.backup, database=config.database,
                                 pre_restore_backup=config.pre_restore_backup, lock=database.write_lock,
-                                run_id=context.run_id, log=context.log.info)
+                                run_id=context.run.run_id, log=context.log.info)
     except OpsError as exc:
         raise _failure(exc) from exc
+    if result.pre_restore_backup:
+        record_backup(context, store, result.pre_restore_backup)
     summary = {"source": result.source, "target": result.target, "pre_restore_db": result.pre_restore_db or "",
                "pre_restore_backup": result.pre_restore_backup or "", "rows": sum(result.tables.values()),
                "verified_against_manifest": result.verified_against_manifest, "duration_s": result.duration_s}

@@ -7,6 +7,7 @@ from pydantic import Field
 
 from ..core.errors import OpsError
 from ..resources import DB_WRITE_POOL, DB_WRITE_TAGS, AppResource, BackupStoreResource, DatabaseResource
+from ..backups.defs import record_backup
 from .recovery import recover_from_data_loss
 
 
@@ -27,6 +28,8 @@ def recover_from_data_loss_op(context: dg.OpExecutionContext, config: RecoverFro
             run_id=context.run.run_id, log=context.log.info)
     except OpsError as exc:
         raise dg.Failure(description=str(exc)) from exc
+    if result.pre_restore_backup:
+        record_backup(context, backup_store.get_store(), result.pre_restore_backup)
     restored = result.restore
     summary = {"target": result.target, "source": restored.source, "pre_restore_backup": result.pre_restore_backup or "",
                "pre_restore_db": restored.pre_restore_db or "", "rows": sum(restored.tables.values())}

@@ -94,6 +94,10 @@ def test_restore_job_refuses_a_confirm_mismatch_then_restores(every_type_db, loc
     assert out["pre_restore_db"].startswith(every_type_db.database + "__pre_restore_")
     assert snapshot(every_type_db, every_type_db.database) == before
     assert [e.reason for e in catalog.list_backups(local_store)] == ["pre-restore", ""]
+    [mat] = [e.event_specific_data.materialization for e in good.all_events if e.is_step_materialization]
+    assert mat.partition == catalog.list_backups(local_store)[0].name
+    assert mat.metadata["table_rows"].value["enrollments"] == 0  # what the live database held
+    assert mat.partition in dagster_instance.get_dynamic_partitions(PARTITIONS.name)
 
 
 def test_prune_job_is_a_dry_run_by_default(every_type_db, local_store, dagster_instance):
