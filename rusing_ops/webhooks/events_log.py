@@ -87,6 +87,7 @@ class LogRow:
     updated_ts: int
     age_s: int  # seconds since createdAt (server clock)
     idle_s: int  # seconds since updatedAt
+    account: str | None = None  # the connected account (acct_...) named in the stored payload: where to fetch from
 
     @property
     def dead_lettered(self) -> bool:
@@ -102,9 +103,14 @@ _COLUMNS = ("id, stripeEventId, eventType, status, attempts, lastError, UNIX_TIM
             "TIMESTAMPDIFF(SECOND, updatedAt, NOW()) AS idle")
 
 
+_ACCOUNT = re.compile(r"acct_[A-Za-z0-9]{1,64}")
+
+
 def _row(r) -> LogRow:
+    account = getattr(r, "acct", None)
     return LogRow(int(r.id), r.stripeEventId, r.eventType, r.status, int(r.attempts), r.lastError,
-                  int(r.cts), int(r.uts), int(r.age), int(r.idle))
+                  int(r.cts), int(r.uts), int(r.age), int(r.idle),
+                  account if account and _ACCOUNT.fullmatch(account) else None)
 
 
 # ------------------------------------------------------------------------------------------------ schema
@@ -169,7 +175,8 @@ class Position:
 
 def get_row(conn: Connection, event_id: str) -> LogRow | None:
     validate_event_id(event_id)
-    r = conn.execute(sa.text(f"SELECT {_COLUMNS} FROM {TABLE} WHERE stripeEventId = :e"), {"e": event_id}).first()
+    r = conn.execute(sa.text(f"SELECT {_COLUMNS}, JSON_UNQUOTE(JSON_EXTRACT(payload, '$.account')) AS acct "
+                             f"FROM {TABLE} WHERE stripeEventId = :e"), {"e": event_id}).first()
     return _row(r) if r else None
 
 

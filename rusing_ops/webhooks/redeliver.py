@@ -167,7 +167,13 @@ class Redriver:
 
     def _fetch(self, conn, event_id: str, before: log.LogRow | None):
         try:
-            event = fetch_event(self.client, event_id, secrets=self.secrets)
+            try:
+                event = fetch_event(self.client, event_id, secrets=self.secrets)
+            except NotFound:
+                if before is None or before.account is None:
+                    raise
+                # A Connect event lives on the coach's account; the stored payload only says which one to ask.
+                event = fetch_event(self.client, event_id, account=before.account, secrets=self.secrets)
         except NotFound as exc:
             if before is not None and before.age_s > RETENTION_S:
                 return Outcome(event_id, "needs_object_repair", before.event_type, before.attempts,
@@ -187,7 +193,8 @@ class Redriver:
         """Send the event; False (with ``out`` filled in) when it never reached the app / Stripe refused."""
         if self.mode == "stripe_retry":
             try:
-                ask_stripe_to_retry(self.client, event.id, self.webhook_endpoint, secrets=self.secrets)
+                ask_stripe_to_retry(self.client, event.id, self.webhook_endpoint, account=event.account,
+                                    secrets=self.secrets)
             except (StripeUnavailable, NotFound) as exc:
                 out.outcome, out.error = "stripe_unavailable", exc.message
                 return False

@@ -65,15 +65,18 @@ def _explain(exc: stripe.StripeError, what: str, secrets: tuple) -> OpsError:
                              next_step="retry later; if it persists check Stripe's status page")
 
 
-def fetch_event(client: stripe.StripeClient, event_id: str, *, secrets: tuple = ()) -> StripeEvent:
-    """``GET /v1/events/{id}``; raises :class:`NotFound` (unknown or older than 30 days) or :class:`StripeUnavailable`."""
+def fetch_event(client: stripe.StripeClient, event_id: str, *, account: str | None = None,
+                secrets: tuple = ()) -> StripeEvent:
+    """``GET /v1/events/{id}`` (with ``Stripe-Account: account`` for an event of a connected account); raises
+    :class:`NotFound` (unknown, other account, or older than 30 days) or :class:`StripeUnavailable`."""
     validate_event_id(event_id)
+    options = {"stripe_account": account} if account else {}
     try:
-        resp = client.raw_request("get", f"/v1/events/{event_id}")
+        resp = client.raw_request("get", f"/v1/events/{event_id}", **options)
     except stripe.StripeError as exc:
-        raise _explain(exc, f"fetching {event_id}", secrets) from None
+        raise _explain(exc, f"fetching {event_id}" + (f" on {account}" if account else ""), secrets) from None
     data = json.loads(resp.body)
-    if data.get("id") != event_id or data.get("object") != "event":
+    if data.get("id") != event_id or data.get("object") != "event" or (account and data.get("account") != account):
         raise StripeUnavailable(f"Stripe answered {event_id} with a body that is not that event.")
     return StripeEvent(event_id, data["type"], int(data["created"]), resp.body, data.get("account"))
 
@@ -96,7 +99,7 @@ def list_events(client: stripe.StripeClient, *, types: tuple[str, ...] = HANDLED
         raise _explain(exc, "listing events", secrets) from None
 
 
-def ask_stripe_to_retry(client: stripe.StripeClient, event_id: str, webhook_endpoint: str, *,
+def ask_stripe_to_retry(client: stripe.StripeClient, event_id: str, webhook_endpoint: str, *, account: str | None = None,
                         secrets: tuple = ()) -> None:
     """``POST /v1/events/{id}/retry`` to ``webhook_endpoint`` (we_...): what `stripe events resend` calls.
 
@@ -107,6 +110,7 @@ def ask_stripe_to_retry(client: stripe.StripeClient, event_id: str, webhook_endp
         raise ConfigError(f"{webhook_endpoint!r} is not a webhook endpoint id (we_...).",
                           next_step="copy it from Stripe Dashboard -> Developers -> Webhooks")
     try:
-        client.raw_request("post", f"/v1/events/{event_id}/retry", webhook_endpoint=webhook_endpoint)
+        params = {"webhook_endpoint": webhook_endpoint, **({"account": account} if account else {})}
+        client.raw_request("post", f"/v1/events/{event_id}/retry", **params)
     except stripe.StripeError as exc:
         raise _explain(exc, f"asking Stripe to retry {event_id}", secrets) from None

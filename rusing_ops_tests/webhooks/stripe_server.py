@@ -89,11 +89,11 @@ def page(items: list[dict], params: dict, url: str):
     return 200, {"object": "list", "url": url, "has_more": len(items) > limit, "data": items[:limit]}
 
 
-def list_events(params: dict):
+def list_events(params: dict):  # platform events only (Stripe-Account listing not modelled)
     if "type" in params and "types" in params:
         return error(400, "You may only specify one of these parameters: type, types.")
     now = time.time()
-    events = [e for e in STATE.events.values() if e["created"] > now - RETENTION_S]
+    events = [e for e in STATE.events.values() if e["created"] > now - RETENTION_S and not e.get("account")]
     types = as_list(params.get("types"))
     if len(types) > 20:
         return error(400, "types: at most 20 event types")
@@ -149,6 +149,9 @@ def route(method: str, path: str, params: dict, headers) -> tuple[int, dict]:
     m = re.fullmatch(r"/v1/events/([^/]+)(/retry)?", path)
     if m:
         event = STATE.events.get(m.group(1))
+        if event is not None and event.get("account") and event["account"] not in (
+                headers.get("Stripe-Account"), params.get("account")):
+            event = None  # a connected account's event is only visible with that account named
         if event is None or event["created"] <= now - RETENTION_S:
             return error(404, f"No such event: '{m.group(1)}'" if not m.group(2) else "No such notification",
                          "resource_missing")

@@ -189,3 +189,16 @@ def test_stuck_row_is_released_then_processed(redriver, stripe_server, app_endpo
     assert (out.outcome, out.attempts) == ("processed", 2)
     assert out.actions[0].startswith("released stuck row (processing 36")
     assert app_endpoint.row("evt_busy1")["status"] == "processing"  # in flight, not touched
+
+
+def test_connect_event_is_fetched_from_the_coachs_account(redriver, stripe_server, app_endpoint, db_conn):
+    event = {**make_event("evt_acct1", "account.updated"), "account": "acct_coach1"}
+    stripe_server.add_events(event)
+    insert_row(db_conn, "evt_acct1", type_="account.updated")
+    with db_conn.cursor() as cur:
+        cur.execute("UPDATE webhook_events_log SET payload = %s WHERE stripeEventId = 'evt_acct1'",
+                    ('{"id": "evt_acct1", "account": "acct_coach1"}',))
+    out = redriver.redrive("evt_acct1")
+    assert out.outcome == "processed"
+    fetches = [(q["path"], q["stripe_account"]) for q in stripe_server.requests()]
+    assert fetches == [("/v1/events/evt_acct1", None), ("/v1/events/evt_acct1", "acct_coach1")]
