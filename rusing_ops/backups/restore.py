@@ -33,8 +33,6 @@ class StageResult:
     database: str
     tables: dict[str, int]
     deferred: list[str]
-    rows_loaded: int
-    bytes: int
 
 
 @dataclass
@@ -109,7 +107,7 @@ def stage(url: DatabaseURL, source: Source, database: str, *, log: Callable[[str
                         f"The loaded copy of {source.label!r} does not match its manifest: (loaded, expected) rows "
                         f"per table {diff}. The target database was not touched.",
                         next_step="restore another backup (`rusing-ops db backups` lists them).", diff=diff)
-            return StageResult(database, counts, loaded.deferred, loaded.rows, loaded.bytes)
+            return StageResult(database, counts, loaded.deferred)
         except BaseException:
             with admin.cursor() as cur:
                 cur.execute(f"DROP DATABASE IF EXISTS {quote_ident(database)}")
@@ -147,7 +145,7 @@ def restore_backup(url: DatabaseURL, store: BackupStore, ref: str | None = "late
     pre_key = None
     try:
         if pre_restore_backup:
-            pre_key = _backup_live(url.with_database(target), store, run_id, log)
+            pre_key = backup_live(url.with_database(target), store, run_id, log)
     except BaseException:
         drop_database(url, staging)
         raise
@@ -163,16 +161,20 @@ def restore_backup(url: DatabaseURL, store: BackupStore, ref: str | None = "late
                          swap.tables, swap.recreated)
 
 
-def _backup_live(target: DatabaseURL, store: BackupStore, run_id: str | None, log) -> str | None:
-    conn = open_connection(target, "")
+def live_counts(url: DatabaseURL) -> dict[str, int]:
+    """Row counts of every table of ``url.database`` (empty when it does not exist or holds no table)."""
+    conn = open_connection(url, "")
     try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s", (target.database,))
-            if not int(cur.fetchone()[0]):
-                log(f"`{target.database}` holds no tables: no pre-restore backup needed")
-                return None
+        return table_counts(conn, url.database)
     finally:
         conn.close()
+
+
+def backup_live(target: DatabaseURL, store: BackupStore, run_id: str | None, log) -> str | None:
+    """Back up ``target`` (reason ``pre-restore``) unless it holds no table; return the backup's key."""
+    if not live_counts(target):
+        log(f"`{target.database}` holds no tables: no pre-restore backup needed")
+        return None
     result = backup_database(target, store, reason="pre-restore", run_id=run_id, log=log)
     log(f"pre-restore backup: {result.uri}")
     return result.manifest.key

@@ -9,9 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..backups.connection import open_connection
-from ..backups.dump import backup_database
-from ..backups.restore import RestoreResult, restore_backup, table_counts
+from ..backups.restore import RestoreResult, backup_live, live_counts, restore_backup
 from ..backups.source import resolve_source
 from ..core.app import AppControl
 from ..core.dburl import DatabaseURL
@@ -65,18 +63,16 @@ def recover_from_data_loss(url: DatabaseURL, store: BackupStore, app: AppControl
         source = resolve_source(store, backup)  # before the backup below, which would otherwise become "latest"
         step("choose backup", source.label)
         target_url = url.with_database(target)
-        if pre_restore_backup and table_counts_or_none(target_url):
-            made = backup_database(target_url, store, reason="pre-restore", run_id=run_id, log=log)
-            result.pre_restore_backup = made.manifest.key
-            step("back up what is left", f"{made.manifest.key} ({made.manifest.total_rows:,} rows)")
-        else:
-            step("back up what is left", "skipped" + ("" if pre_restore_backup else " (pre_restore_backup is off)"))
+        if pre_restore_backup:
+            result.pre_restore_backup = backup_live(target_url, store, run_id, log)
+        step("back up what is left", result.pre_restore_backup or (
+            "skipped (pre_restore_backup is off)" if not pre_restore_backup else "skipped (no tables)"))
         restored = restore_backup(url, store, source.label, database=database, pre_restore_backup=False, lock=lock,
                                   run_id=run_id, log=log)
         result.restore = restored
         step("restore", f"{restored.source} -> `{target}`, {sum(restored.tables.values()):,} rows; replaced tables "
                         f"in `{restored.pre_restore_db or '(none)'}`")
-        live = table_counts_or_none(target_url) or {}
+        live = live_counts(target_url)
         if live != restored.tables:
             diff = {t: (live.get(t), restored.tables.get(t)) for t in sorted(set(live) | set(restored.tables))
                     if live.get(t) != restored.tables.get(t)}
@@ -100,12 +96,3 @@ def recover_from_data_loss(url: DatabaseURL, store: BackupStore, app: AppControl
                                  f"({health.status_code or health.error}).", changed=True,
                                  next_step="check the app's logs (railway logs --latest).")
     return result
-
-
-def table_counts_or_none(url: DatabaseURL) -> dict[str, int] | None:
-    """Row counts of every table of ``url.database`` (None when the database does not exist or is empty)."""
-    conn = open_connection(url, "")
-    try:
-        return table_counts(conn, url.database) or None
-    finally:
-        conn.close()
