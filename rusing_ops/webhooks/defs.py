@@ -35,7 +35,7 @@ class ReconcileEventsConfig(RedriveConfig):
     all_failed: bool = Field(default=False, description="Also select every failed row (not dead-lettered) in webhook_events_log.")
     include_stuck: bool = Field(default=True, description="With all_failed, also rows stuck in processing.")
     max_events: int = Field(default=500, description="At most this many events per run.")
-    concurrency: int = Field(default=4, description="Deliveries in flight at once.")
+    concurrency: int = Field(default=4, description="Deliveries in flight at once (1-8).")
     rate_per_second: float = Field(default=10.0, description="At most this many deliveries started per second.")
 
 
@@ -47,7 +47,7 @@ class SweepEventsConfig(RedriveConfig):
     days: int = Field(default=7, description="List handled events with delivery_success=false created in the last N days (<= 30).")
     hours: int = Field(default=26, description="Also list every handled event of the last N hours.")
     max_events: int = Field(default=500, description="Re-drive at most this many missing events per run.")
-    concurrency: int = Field(default=4, description="Deliveries in flight at once.")
+    concurrency: int = Field(default=4, description="Deliveries in flight at once (1-8).")
     rate_per_second: float = Field(default=10.0, description="At most this many deliveries started per second.")
 
 

@@ -29,6 +29,7 @@ from .stripe_events import RETENTION_S, StripeUnavailable, ask_stripe_to_retry, 
 
 OK_OUTCOMES = {"processed", "already_processed", "would_redrive"}
 USER_AGENT = "rusing-ops webhook re-delivery"
+MAX_CONCURRENCY = 8
 
 
 def signature_header(payload: str, secret: str, timestamp: int | None = None) -> str:
@@ -258,6 +259,8 @@ def redrive_many(redriver: Redriver, event_ids: list[str], *, reset: bool = Fals
     Ids are validated up front (a bad one refuses the whole batch before any query). Order of results = input.
     """
     ids = [log.validate_event_id(e) for e in event_ids]
+    # Each in-flight re-drive holds a pooled connection across its Stripe fetch; core.database pools 4 + 4 overflow.
+    concurrency = max(1, min(concurrency, MAX_CONCURRENCY))
     limiter = RateLimiter(rate_per_s)
     progress = Progress("re-drive", unit="events", total=len(ids), log=log_fn)
 
@@ -267,7 +270,7 @@ def redrive_many(redriver: Redriver, event_ids: list[str], *, reset: bool = Fals
         progress.advance(1, detail=f"{event_id}: {result.outcome}")
         return result
 
-    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="redrive") as pool:
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="redrive") as pool:
         results = list(pool.map(one, ids))
     progress.finish()
     return results
