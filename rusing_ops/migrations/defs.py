@@ -177,6 +177,7 @@ def build_journal_sensor(request_dry_run: bool = True) -> dg.SensorDefinition:
     """The sensor watching the journal; with ``request_dry_run`` it asks for one dry-run plan per new head."""
 
     @dg.sensor(name="migrate_database_on_new_journal_entries", job=migrate_database, minimum_interval_seconds=60,
+               default_status=dg.DefaultSensorStatus.RUNNING,
                description="Notices journal entries not yet applied to the database and reports them once per new "
                "head" + (", requesting a dry-run plan of migrate_database" if request_dry_run else "")
                + ". It never applies anything.")

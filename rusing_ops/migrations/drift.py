@@ -20,7 +20,7 @@ from .audit import AUDIT_TABLE
 from .planner import MIGRATIONS_TABLE
 
 IGNORED_TABLES = {MIGRATIONS_TABLE, AUDIT_TABLE}
-OWN_PREFIX = "rusing_ops_"  # this tool's own bookkeeping tables (migration audit, webhook audit, ...)
+OWN_PREFIX = "rusing_ops_"  # this tool's own bookkeeping tables and non-unique read indexes
 _INT_TYPES = ("tinyint", "smallint", "mediumint", "int", "bigint")
 _NOW = {"now()", "current_timestamp", "current_timestamp()", "localtimestamp", "localtimestamp()", "localtime()"}
 
@@ -216,6 +216,8 @@ def _compare_indexes(table: str, want: dict, have: dict) -> list[DriftFinding]:
         fk = have["foreignKeys"].get(name)
         if name not in expected and fk and idx["columns"] == fk["columnsFrom"] and not idx["unique"]:
             continue  # InnoDB's own index for a foreign key that had no usable one
+        if name not in expected and name.startswith(OWN_PREFIX) and not idx["unique"]:
+            continue  # this tool's own read index (e.g. webhooks' keyset index on webhook_events_log)
         w = expected.get(name)
         if w is None:
             kind = "unique index" if idx["unique"] else "index"

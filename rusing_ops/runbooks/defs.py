@@ -2,7 +2,8 @@
 
 import dagster as dg
 
+from .payouts_defs import defs as payouts_defs
 from .recovery_defs import defs as recovery_defs
 from .rollback_defs import defs as rollback_defs
 
-defs = dg.Definitions.merge(rollback_defs, recovery_defs)
+defs = dg.Definitions.merge(rollback_defs, recovery_defs, payouts_defs)

@@ -104,3 +104,15 @@ def test_views_by_columns_and_own_tables_ignored(migrated, engine):
         query(migrated, "CREATE OR REPLACE VIEW `paid_purchases` AS SELECT `id` FROM `purchases`")
         assert [str(d) for d in compare(snapshot, live_schema(conn))] == [
             "view `paid_purchases`: snapshot says columns (id, userId), database has columns (id)"]
+
+
+def test_webhooks_own_index_is_not_drift_but_a_hand_made_one_is(migrated, engine):
+    """The webhooks capability adds `rusing_ops_status_updated_idx` to the app's webhook_events_log for its
+    keyset cursor; validation must stay silent about it, and still name an index someone added by hand."""
+    from rusing_ops.webhooks import events_log
+
+    events_log.ensure(engine, migrated)
+    assert validate_schema(engine, migrated, fixture_dir("drizzle-rusing/drizzle")).ok
+    query(migrated, "CREATE INDEX `hand_idx` ON `webhook_events_log` (`eventType`)")
+    drift = validate_schema(engine, migrated, fixture_dir("drizzle-rusing/drizzle")).drift
+    assert [(d.table, d.name) for d in drift] == [("webhook_events_log", "hand_idx")]
