@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from ..core.database import connect, named_lock
+from ..core.database import DB_WRITE_LOCK, connect, named_lock
 from ..core.dburl import DatabaseURL
 from ..core.errors import ConfigError
 
@@ -23,7 +23,6 @@ TABLE = "webhook_events_log"
 AUDIT_TABLE = "rusing_ops_webhook_audit"
 MAX_ATTEMPTS = 3  # runbook §4: "Failed events: Retried up to 3 times"; attempts >= 3 is dead-lettered
 STATUS_INDEX = "rusing_ops_status_updated_idx"
-SCHEMA_LOCK = "rusing_ops.app_db_write"  # the same GET_LOCK name as resources.DB_WRITE_LOCK (no Dagster import here)
 
 # Stripe object ids are `evt_` + alphanumerics (test fixtures use `_` too); the column is varchar(255).
 _EVENT_ID = re.compile(r"evt_[A-Za-z0-9_]{1,251}")
@@ -141,7 +140,7 @@ def ensure(engine: Engine, url: DatabaseURL, *, lock_timeout_s: float = 10.0) ->
     if not missing:
         return []
     created = []
-    with named_lock(engine, url, SCHEMA_LOCK, lock_timeout_s) as conn:
+    with named_lock(engine, url, DB_WRITE_LOCK, lock_timeout_s) as conn:
         if not table_exists(conn, TABLE):
             conn.execute(sa.text(APP_TABLE_DDL))
             created.append(TABLE)
