@@ -205,3 +205,26 @@ def test_restore_waits_for_the_write_lock_and_gives_up_untouched(every_type_db, 
     assert "The target database" in str(err.value) and "the staged copy was dropped" in str(err.value)
     assert snapshot(server_url, every_type_db.database) == before
     assert databases_like(server_url, every_type_db.database + "__") == []
+
+
+def test_backup_refuses_definitions_the_user_may_not_read(every_type_db, local_store, server_url):
+    import uuid
+
+    from rusing_ops.backups.schema import SchemaUnreadable
+    from rusing_ops_tests.conftest import admin_connection
+
+    user, password = f"rot_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    conn = admin_connection(server_url)
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE USER '{user}'@'%%' IDENTIFIED BY %s", (password,))
+        cur.execute(f"GRANT ALL PRIVILEGES ON `{every_type_db.database}`.* TO '{user}'@'%'")
+    try:
+        url = every_type_db.__class__(user, password, every_type_db.host, every_type_db.port, every_type_db.database)
+        with pytest.raises(SchemaUnreadable) as err:
+            backup_database(url, local_store)
+        assert str(err.value).startswith("The backup user may not read the definition of FUNCTION `cents` ")
+        assert local_store.list() == []
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP USER IF EXISTS '{user}'@'%'")
+        conn.close()
