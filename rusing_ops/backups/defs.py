@@ -88,6 +88,7 @@ backup_database = dg.define_asset_job(
 
 
 @dg.schedule(job=backup_database, cron_schedule="0 3 * * *", execution_timezone="America/Toronto",
+             default_status=dg.DefaultScheduleStatus.RUNNING,
              description="Nightly backup at 03:00 Toronto time; registers the night's partition. A missed night shows in the backup_fresh check.")
 def nightly_backup(context: dg.ScheduleEvaluationContext):
     when = context.scheduled_execution_time or dt.datetime.now(dt.timezone.utc)
@@ -149,7 +150,8 @@ check_backup_freshness = dg.define_asset_job(
 
 backup_freshness_schedule = dg.ScheduleDefinition(
     name="backup_freshness_schedule", job=check_backup_freshness, cron_schedule="15 * * * *",
-    execution_timezone="America/Toronto", description="Hourly: is the newest complete backup younger than 26 hours?")
+    execution_timezone="America/Toronto", default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Hourly: is the newest complete backup younger than 26 hours?")
 
 
 class RestoreDatabaseConfig(dg.Config):

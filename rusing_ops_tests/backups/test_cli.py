@@ -44,7 +44,7 @@ def test_backup_list_restore(cli, every_type_db, tmp_path):
     assert refused.returncode == 1
     assert f"confirm 'prod' does not match the target database '{every_type_db.database}'" in refused.stderr
     assert "Nothing was changed." in refused.stderr
-    done = cli("restore", "--confirm", every_type_db.database)
+    done = cli("restore", "--file", listed[0]["name"], "--confirm", every_type_db.database)
     assert done.returncode == 0, done.stderr
     assert f"restored {listed[0]['key']} into `{every_type_db.database}`: 3,015 rows in 6 tables" in done.stdout
     assert "(sha256 and manifest verified)" in done.stdout and "pre-restore backup: backup-" in done.stdout
