@@ -92,3 +92,11 @@ def test_catalog_lists_newest_first_and_resolves_names(every_type_db, local_stor
     summary = entries[0].summary()
     assert summary["rows"] == 3015 and summary["verified"] is False
     assert json.loads(local_store.get_bytes(keys.manifest_key(first.manifest.key)))["key"] == first.manifest.key
+
+
+def test_migration_head_is_named_by_the_drizzle_journal(every_type_db, local_store, tmp_path):
+    (tmp_path / "drizzle" / "meta").mkdir(parents=True)
+    (tmp_path / "drizzle" / "meta" / "_journal.json").write_text(json.dumps({"entries": [
+        {"idx": 0, "when": 1700000000000, "tag": "0000_initial"}, {"idx": 1, "when": 1700000001000, "tag": "0001_next"}]}))
+    head = backup_database(every_type_db, local_store, drizzle_dir=tmp_path / "drizzle").manifest.migration_head
+    assert head == {"hash": "bbb", "created_at": 1700000001000, "tag": "0001_next"}
