@@ -120,35 +120,27 @@ class HashingReader:
 
 def decompressed_chunks(stream: BinaryIO, compression: str, chunk_size: int = 1024 * 1024):
     """Yield decompressed chunks of ``stream``. A truncated or corrupt stream raises ``ValueError``."""
+    if compression == "none":
+        while chunk := stream.read(chunk_size):
+            yield chunk
+        return
     if compression == "zstd":
-        dctx = zstandard.ZstdDecompressor()
-        reader = dctx.stream_reader(stream, read_across_frames=True, read_size=chunk_size)
-        try:
-            while chunk := reader.read(chunk_size):
-                yield chunk
-        except zstandard.ZstdError as exc:
-            raise ValueError(f"zstd: {exc}") from None
-        return
-    if compression == "gzip":
-        d = zlib.decompressobj(47)
-        while True:
-            data = stream.read(chunk_size)
-            if not data:
-                break
-            while data:
-                try:
-                    out = d.decompress(data)
-                except zlib.error as exc:
-                    raise ValueError(f"gzip: {exc}") from None
-                if out:
-                    yield out
-                if d.eof:  # concatenated gzip members
-                    data = d.unused_data
-                    d = zlib.decompressobj(47) if data else d
-                else:
-                    data = b""
-        if not d.eof:
-            raise ValueError("gzip: the stream ends before its end marker (truncated)")
-        return
-    while chunk := stream.read(chunk_size):
-        yield chunk
+        new, errors = (lambda: zstandard.ZstdDecompressor().decompressobj()), (zstandard.ZstdError,)
+    else:
+        new, errors = (lambda: zlib.decompressobj(47)), (zlib.error,)
+    d = new()
+    while data := stream.read(chunk_size):
+        while data:
+            try:
+                out = d.decompress(data)
+            except errors as exc:
+                raise ValueError(f"{compression}: {exc}") from None
+            if out:
+                yield out
+            if d.eof:  # concatenated frames / members
+                data = d.unused_data
+                d = new() if data else d
+            else:
+                data = b""
+    if not d.eof:
+        raise ValueError(f"{compression}: the stream ends before its end marker (truncated)")

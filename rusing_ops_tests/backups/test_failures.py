@@ -228,3 +228,18 @@ def test_backup_refuses_definitions_the_user_may_not_read(every_type_db, local_s
         with conn.cursor() as cur:
             cur.execute(f"DROP USER IF EXISTS '{user}'@'%'")
         conn.close()
+
+
+def test_truncated_plain_zstd_file_is_refused(every_type_db, local_store, server_url, tmp_path):
+    import zstandard
+
+    dump = subprocess.run(["mysqldump", "-h", server_url.host, "-P", str(server_url.port), "-u", server_url.user,
+                           "--single-transaction", every_type_db.database], check=True, capture_output=True).stdout
+    packed = zstandard.ZstdCompressor().compress(dump)
+    path = tmp_path / "dump.sql.zst"
+    path.write_bytes(packed[: len(packed) - 40])
+    with pytest.raises(Exception) as err:
+        restore_backup(every_type_db, local_store, str(path), database=every_type_db.database + "__t")
+    assert "the stream ends before its end marker (truncated)" in str(err.value)
+    assert "was not touched" in str(err.value)
+    assert databases_like(server_url, every_type_db.database + "__") == []
