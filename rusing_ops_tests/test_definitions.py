@@ -5,9 +5,15 @@ import dagster as dg
 
 from rusing_ops.definitions import defs
 
-EXPECTED_JOBS = {"health_check"}
-EXPECTED_SCHEDULES = {"health_check_every_5_minutes"}
-EXPECTED_SENSORS = {"alert_on_run_failure"}
+EXPECTED_JOBS = {
+    "health_check", "backup_database", "restore_database", "verify_backup", "prune_backups", "check_backup_freshness",
+    "recover_from_data_loss", "migrate_database", "validate_schema", "rollback_migration", "reconcile_webhook_events",
+    "retry_webhook_event", "sweep_stripe_events", "report_webhook_processing_stats", "check_coach_accounts",
+}
+EXPECTED_SCHEDULES = {"health_check_every_5_minutes", "nightly_backup", "backup_freshness_schedule", "stripe_event_sweep"}
+EXPECTED_SENSORS = {"alert_on_run_failure", "failed_webhook_events", "migrate_database_on_new_journal_entries"}
+EXPECTED_ASSETS = {"database_backup", "app_database_schema", "webhook_processing_stats", "rusing_app", "app_database",
+                   "stripe_account"}
 
 
 def test_definitions_load():
@@ -17,9 +23,18 @@ def test_definitions_load():
 def test_expected_names_are_present():
     repo = defs.get_repository_def()
     jobs = {j.name for j in repo.get_all_jobs() if not j.name.startswith("__")}
-    assert EXPECTED_JOBS <= jobs
-    assert EXPECTED_SCHEDULES <= {s.name for s in repo.schedule_defs}
-    assert EXPECTED_SENSORS <= {s.name for s in repo.sensor_defs}
+    assert jobs == EXPECTED_JOBS
+    assert {s.name for s in repo.schedule_defs} == EXPECTED_SCHEDULES
+    assert {s.name for s in repo.sensor_defs} == EXPECTED_SENSORS
+    assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} == EXPECTED_ASSETS
+
+
+def test_schedules_and_sensors_that_protect_data_run_by_default():
+    repo = defs.get_repository_def()
+    running = {d.name for d in [*repo.schedule_defs, *repo.sensor_defs]
+               if d.default_status is not None and d.default_status.value == "RUNNING"}
+    assert {"nightly_backup", "backup_freshness_schedule", "health_check_every_5_minutes", "stripe_event_sweep",
+            "alert_on_run_failure", "failed_webhook_events", "migrate_database_on_new_journal_entries"} <= running
 
 
 def test_everything_has_a_description():
