@@ -60,7 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_dagster_warnings() -> None:
+    """Beta/preview notices about Dagster's own APIs are for developers, not for an operator's terminal."""
+    import warnings
+
+    import dagster
+
+    for category in (dagster.BetaWarning, dagster.PreviewWarning, dagster.SupersessionWarning):
+        warnings.filterwarnings("ignore", category=category)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _quiet_dagster_warnings()
     args = build_parser().parse_args(argv)
     if args.verbose:
         from . import cli_support
