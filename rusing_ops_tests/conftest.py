@@ -233,42 +233,55 @@ def any_store(request):
 # ------------------------------------------------------------------------------------------------ app stand-in
 
 
-class AppStandIn:
-    """A real HTTP server on loopback that answers like the app's ``/api/health``; tests set its answer."""
+class JsonServer:
+    """A real HTTP server on a loopback port answering JSON; ``respond(method, path, headers, body)`` returns
+    ``(status, body)``. ``requests`` records ``(method, path)`` of every request, ``calls`` also headers and body."""
 
-    def __init__(self):
-        self.health_status = 200
-        self.health_body: dict | str = {"status": "ok", "db": "connected", "stripe": "configured"}
+    def __init__(self, respond):
+        self.respond = respond
         self.requests: list[tuple[str, str]] = []
-        stand_in = self
+        self.calls: list[tuple[str, str, dict, str]] = []
+        server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def log_message(self, *args):
                 pass
 
-            def _answer(self, status, body):
-                raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+            def _handle(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+                server.requests.append((self.command, self.path))
+                server.calls.append((self.command, self.path, dict(self.headers), body))
+                status, answer = server.respond(self.command, self.path, self.headers, body)
+                raw = answer.encode() if isinstance(answer, str) else json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(raw)))
                 self.end_headers()
                 self.wfile.write(raw)
 
-            def do_GET(self):
-                stand_in.requests.append(("GET", self.path))
-                if self.path == "/api/health":
-                    self._answer(stand_in.health_status, stand_in.health_body)
-                else:
-                    self._answer(404, {"error": "not found"})
+            do_GET = do_POST = _handle
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+class AppStandIn(JsonServer):
+    """The app's ``/api/health``; tests set ``health_status`` and ``health_body``."""
+
+    def __init__(self):
+        self.health_status = 200
+        self.health_body: dict | str = {"status": "ok", "db": "connected", "stripe": "configured"}
+        super().__init__(self._respond)
+
+    def _respond(self, method, path, headers, body):
+        if method == "GET" and path == "/api/health":
+            return self.health_status, self.health_body
+        return 404, {"error": "not found"}
 
 
 @pytest.fixture

@@ -1,49 +1,23 @@
 """The run-failure sensor posts job, step and error to a real HTTP endpoint (generic webhook or Slack's API shape)."""
 
-import http.server
 import json
-import threading
 
 import dagster as dg
 import pytest
 
 from rusing_ops.alerting.defs import alert_on_run_failure
 from rusing_ops.resources import AlertResource
+from rusing_ops_tests.conftest import JsonServer
 
 SECRET = "sk_live_never_in_alerts_42"
 
 
-class Receiver:
-    """A local HTTP endpoint that records JSON or form posts (a generic webhook, or Slack's chat.postMessage)."""
-
-    def __init__(self):
-        self.posts = []
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
-                receiver.posts.append((self.path, self.headers.get("Authorization"), body))
-                raw = json.dumps({"ok": True, "channel": "C1", "ts": "1.2"}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
 def receiver():
-    r = Receiver()
-    yield r
-    r.server.shutdown()
+    """A local endpoint recording posts: a generic webhook, or Slack's chat.postMessage (answers like Slack)."""
+    server = JsonServer(lambda method, path, headers, body: (200, {"ok": True, "channel": "C1", "ts": "1.2"}))
+    yield server
+    server.close()
 
 
 @dg.op
@@ -71,9 +45,9 @@ def fire_sensor(instance, alerts: AlertResource):
 
 def test_generic_webhook_gets_job_step_and_error_without_secret(dagster_instance, receiver, monkeypatch):
     monkeypatch.setenv("STRIPE_SECRET_KEY", SECRET)
-    run_id = fire_sensor(dagster_instance, AlertResource(webhook_url=receiver.url + "/hook"))
-    assert len(receiver.posts) == 1
-    path, _, body = receiver.posts[0]
+    run_id = fire_sensor(dagster_instance, AlertResource(webhook_url=receiver.base_url + "/hook"))
+    assert len(receiver.calls) == 1
+    _, path, _, body = receiver.calls[0]
     payload = json.loads(body)
     assert path == "/hook"
     assert payload["job"] == "nightly_ledger_job" and payload["step"] == "charge_ledger" and payload["run_id"] == run_id
@@ -85,13 +59,13 @@ def test_generic_webhook_gets_job_step_and_error_without_secret(dagster_instance
 def test_slack_is_preferred_when_token_and_channel_are_set(dagster_instance, receiver, monkeypatch):
     monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test-token-777")
     fire_sensor(dagster_instance, AlertResource(slack_token="xoxb-test-token-777", slack_channel="#ops-alerts",
-                                                slack_api_base=receiver.url + "/api/", webhook_url=receiver.url + "/hook"))
-    assert len(receiver.posts) == 1
-    path, auth, body = receiver.posts[0]
-    assert path == "/api/chat.postMessage" and auth == "Bearer xoxb-test-token-777"
+                                                slack_api_base=receiver.base_url + "/api/", webhook_url=receiver.base_url + "/hook"))
+    assert len(receiver.calls) == 1
+    _, path, headers, body = receiver.calls[0]
+    assert path == "/api/chat.postMessage" and headers["Authorization"] == "Bearer xoxb-test-token-777"
     assert "ops-alerts" in body and "nightly_ledger_job" in body and "xoxb-test-token-777" not in body
 
 
 def test_without_any_destination_it_only_logs(dagster_instance, receiver):
     fire_sensor(dagster_instance, AlertResource())
-    assert receiver.posts == []
+    assert receiver.calls == []

@@ -1,56 +1,38 @@
 """Health job against real MariaDB, a local app stand-in and a local Stripe-compatible endpoint (real SDK, real HTTP)."""
 
-import http.server
-import json
-import threading
-
 import dagster as dg
 import pytest
 
 from rusing_ops.health.defs import defs as health_defs
 from rusing_ops.resources import AppResource, DatabaseResource, StripeResource
+from rusing_ops_tests.conftest import JsonServer
 
 GOOD_KEY = "sk_test_good_key_123456"
 
 
-class StripeStandIn:
+class StripeStandIn(JsonServer):
     """Answers GET /v1/balance and GET /v1/webhook_endpoints as Stripe does, checking the bearer key."""
 
     def __init__(self, endpoints):
         self.endpoints = endpoints
-        stand_in = self
+        super().__init__(self._respond)
+        self.url = self.base_url
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_GET(self):
-                if self.headers.get("Authorization") != f"Bearer {GOOD_KEY}":
-                    body, status = {"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}}, 401
-                elif self.path.startswith("/v1/balance"):
-                    body, status = {"object": "balance", "available": [], "pending": [], "livemode": False}, 200
-                elif self.path.startswith("/v1/webhook_endpoints"):
-                    body, status = {"object": "list", "url": "/v1/webhook_endpoints", "has_more": False,
-                                    "data": stand_in.endpoints}, 200
-                else:
-                    body, status = {"error": {"message": "no route"}}, 404
-                raw = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _respond(self, method, path, headers, body):
+        if headers.get("Authorization") != f"Bearer {GOOD_KEY}":
+            return 401, {"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}}
+        if path.startswith("/v1/balance"):
+            return 200, {"object": "balance", "available": [], "pending": [], "livemode": False}
+        if path.startswith("/v1/webhook_endpoints"):
+            return 200, {"object": "list", "url": "/v1/webhook_endpoints", "has_more": False, "data": self.endpoints}
+        return 404, {"error": {"message": "no route"}}
 
 
 @pytest.fixture
 def stripe_stand_in():
     server = StripeStandIn([])
     yield server
-    server.server.shutdown()
+    server.close()
 
 
 def run_health(instance, database_url, app_url=None, stripe_key=None, stripe_base=None):
@@ -79,7 +61,7 @@ def test_all_healthy(dagster_instance, database_url_str, app_stand_in, stripe_st
     assert "| app db | ok | db='connected' |" in rows(checks["app_health_endpoint"])
     assert "| stripe webhook endpoints | ok |" in rows(checks["stripe_reachable"])
     assert checks["database_reachable"].metadata["db_latency_ms"].value >= 0
-    assert ("GET", "/api/health") in app_stand_in.requests
+    assert app_stand_in.requests == [("GET", "/api/health")]
 
 
 def test_unconfigured_parts_are_reported_not_crashed(dagster_instance, database_url_str):
