@@ -53,12 +53,23 @@ def database_backup(context: dg.AssetExecutionContext, config: BackupDatabaseCon
     name = keys.parse_name(context.partition_key)
     taken_at = name.taken_at if name else dt.datetime.now(dt.timezone.utc)
     reason = name.reason if name else config.reason
-    try:
-        result = take_backup(database.parsed, backup_store.get_store(), reason=reason, compression=config.compression,
-                             run_id=context.run.run_id, drizzle_dir=_drizzle_dir(), log=context.log.info, now=taken_at)
-    except OpsError as exc:
-        raise _failure(exc) from exc
-    yield dg.MaterializeResult(asset_key="database_backup", metadata=backup_metadata(result.manifest, result.uri))
+    store = backup_store.get_store()
+    key = None
+    if dg.AssetKey("database_backup") in context.selected_asset_keys:
+        try:
+            result = take_backup(database.parsed, store, reason=reason, compression=config.compression,
+                                 run_id=context.run.run_id, drizzle_dir=_drizzle_dir(), log=context.log.info,
+                                 now=taken_at)
+        except OpsError as exc:
+            raise _failure(exc) from exc
+        key = result.manifest.key
+        yield dg.MaterializeResult(asset_key="database_backup", metadata=backup_metadata(result.manifest, result.uri))
+    if VERIFIED.key in context.selected_asset_check_keys:  # "materialize" or "execute check" in the UI
+        try:
+            fields = _check_fields(verify(database.parsed, store, key or context.partition_key, log=context.log.info))
+        except OpsError as exc:
+            fields = {"passed": False, "description": str(exc)}
+        yield dg.AssetCheckResult(asset_key="database_backup", check_name=VERIFIED.name, **fields)
 
 
 def backup_metadata(m, uri: str) -> dict:
@@ -99,6 +110,13 @@ def nightly_backup(context: dg.ScheduleEvaluationContext):
     return dg.RunRequest(run_key=name, partition_key=name)
 
 
+def _check_fields(result) -> dict:
+    """The backup_verified check's outcome, shared by the verify_backup job and the asset's own check."""
+    return {"passed": result.ok, "description": "; ".join(result.problems) or "restored and matched the manifest",
+            "metadata": {"key": result.key, "tables": len(result.tables), "duration_s": result.duration_s,
+                         "scratch_db": result.scratch_db, "table_results": dg.MetadataValue.json(result.tables)}}
+
+
 class VerifyBackupConfig(dg.Config):
     backup: str = Field(default="latest", description="`latest` (newest complete backup) or a backup name/key from `rusing-ops db backups`.")
 
@@ -113,14 +131,11 @@ def verify_backup_op(context: dg.OpExecutionContext, config: VerifyBackupConfig,
     name = keys.parse_key(result.key).name
     if not context.instance.has_dynamic_partition(PARTITIONS.name, name):  # e.g. a pre-migration backup
         context.instance.add_dynamic_partitions(PARTITIONS.name, [name])
-    description = "; ".join(result.problems) or "restored and matched the manifest"
-    context.log_event(dg.AssetCheckEvaluation(
-        asset_key=dg.AssetKey("database_backup"), check_name=VERIFIED.name, partition=name, passed=result.ok,
-        description=description,
-        metadata={"key": result.key, "tables": len(result.tables), "duration_s": result.duration_s,
-                  "scratch_db": result.scratch_db, "table_results": dg.MetadataValue.json(result.tables)}))
+    fields = _check_fields(result)
+    context.log_event(dg.AssetCheckEvaluation(asset_key=dg.AssetKey("database_backup"), check_name=VERIFIED.name,
+                                              partition=name, **fields))
     if not result.ok:
-        raise dg.Failure(description=f"Backup {result.key} failed verification: {description}.",
+        raise dg.Failure(description=f"Backup {result.key} failed verification: {fields['description']}.",
                          metadata={"key": result.key})
     return result.to_dict()
 

@@ -183,3 +183,19 @@ def test_freshness_check(every_type_db, local_store, dagster_instance, age_hours
     [evaluation] = result.get_asset_check_evaluations()
     assert evaluation.check_name == "backup_fresh" and evaluation.passed is passed
     assert evaluation.description.startswith(f"Newest complete backup {keys.partition_name(taken)} is {age_hours}.")
+
+
+def test_materializing_with_checks_backs_up_then_verifies(every_type_db, local_store, dagster_instance):
+    """What the UI's "Materialize" does on one partition: the backup, then its backup_verified check."""
+    name = "backup-2026-11-26T100000Z-manual"
+    dagster_instance.add_dynamic_partitions(PARTITIONS.name, [name])
+    merged = dg.Definitions.merge(backups_defs, dg.Definitions(resources={
+        "database": DatabaseResource(url=_url(every_type_db)), "backup_store": BackupStoreResource(url=local_store.url)}))
+    job = merged.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(instance=dagster_instance, partition_key=name,
+                                    asset_selection=[dg.AssetKey("database_backup")])
+    [mat] = result.asset_materializations_for_node("database_backup")
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}  # backup_fresh runs alongside
+    evaluation = checks["backup_verified"]
+    assert mat.partition == name and evaluation.partition == name and evaluation.passed
+    assert catalog.resolve(local_store, name).verified
