@@ -82,6 +82,8 @@ def test_queue_keeps_a_second_writer_queued_until_the_first_ends(writes_table, d
     workspace.write_text("load_from:\n  - python_module:\n      module_name: rusing_ops_tests.exclusive_location\n"
                          "      location_name: exclusive\n")
     env = {**os.environ, "DAGSTER_HOME": str(home), "DATABASE_URL": database_url_str, "PYTHONPATH": str(ROOT)}
+    # Create the SQLite storage before two processes (daemon, launcher) race to create it.
+    instance = dg.DagsterInstance.from_config(str(home))
     daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(workspace)], env=env, cwd=tmp_path,
                               stdout=open(tmp_path / "daemon.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -89,12 +91,12 @@ def test_queue_keeps_a_second_writer_queued_until_the_first_ends(writes_table, d
 
         def launch(label):
             config = f'{{"ops": {{"hold_write": {{"config": {{"label": "{label}", "release_file": "{release[label]}"}}}}}}}}'
-            subprocess.run([str(BIN / "dagster"), "job", "launch", "-w", str(workspace), "-j", "exclusive_writer",
-                            "--config-json", config], env=env, cwd=tmp_path, check=True, capture_output=True)
+            done = subprocess.run([str(BIN / "dagster"), "job", "launch", "-w", str(workspace), "-j", "exclusive_writer",
+                                   "--config-json", config], env=env, cwd=tmp_path, capture_output=True, text=True)
+            assert done.returncode == 0, done.stdout + done.stderr
 
         launch("a")
         launch("b")
-        instance = dg.DagsterInstance.from_config(str(home))
         runs = instance.get_runs()
         assert len(runs) == 2 and all(r.tags.get("rusing/db-write") == "app-db" for r in runs)
         wait_until(lambda: writes(writes_table) == ["a:start"], timeout=90, what="run a to start writing")
