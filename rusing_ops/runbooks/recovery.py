@@ -1,4 +1,5 @@
-"""Runbook §6 "Data Loss Recovery": stop the app -> back up what is left -> restore -> validate -> start the app.
+"""Runbook §6 "Data Loss Recovery": stop the app -> back up what is left -> restore -> validate (row counts, then the
+schema as `pnpm db:validate` does) -> start the app.
 
 Every step is logged as it happens and listed in the result. When the restore or the validation fails, the app
 is left stopped (starting it on the wrong data would make things worse) and the error says how to start it.
@@ -35,12 +36,15 @@ class RecoveryResult:
 def recover_from_data_loss(url: DatabaseURL, store: BackupStore, app: AppControl, *, confirm: str,
                            backup: str = "latest", database: str | None = None, pre_restore_backup: bool = True,
                            lock: Callable | None = None, run_id: str | None = None,
+                           validate: Callable[[DatabaseURL], tuple[bool, list[str]]] | None = None,
                            log: Callable[[str], None] = lambda _line: None) -> RecoveryResult:
     """Run the data-loss recovery procedure against ``database`` (default: the one in ``url``).
 
     :param confirm: must equal the target database name, else nothing happens.
     :param backup: ``latest``, a backup name/key, or a local SQL file.
     :param lock: context-manager factory held around the swap (the database write lock).
+    :param validate: schema validation of the restored database (``(ok, report lines)``); not ok leaves the app
+        stopped, since the app's code expects the schema its migrations made. None skips the step.
     """
     target = database or url.database
     if confirm != target:
@@ -78,6 +82,17 @@ def recover_from_data_loss(url: DatabaseURL, store: BackupStore, app: AppControl
                     if live.get(t) != restored.tables.get(t)}
             raise RecoveryFailed(f"Validation failed: (live, restored) rows differ for {diff}.", changed=True)
         step("validate row counts", f"{len(live)} tables match the backup")
+        if validate is not None:
+            ok, lines = validate(target_url)
+            findings = lines[1:-1]  # between the header line and the verdict
+            step("validate schema", lines[-1] if ok else "; ".join(findings))
+            if not ok:
+                pending = any(line.startswith("PENDING") for line in findings)
+                raise RecoveryFailed(
+                    f"The data was restored, but schema validation of `{target}` found: {'; '.join(findings)}.",
+                    changed=True,
+                    next_step=("apply the pending migrations with `rusing-ops db migrate`" if pending else
+                               "review with `rusing-ops db validate`"))
     except OpsError as exc:
         step("stopped", "the app is left stopped")
         raise RecoveryFailed(f"Recovery of `{target}` failed: {exc.message} The app is left stopped.",

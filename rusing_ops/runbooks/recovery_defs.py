@@ -8,7 +8,22 @@ from pydantic import Field
 from ..core.errors import OpsError
 from ..resources import DB_WRITE_POOL, DB_WRITE_TAGS, AppResource, BackupStoreResource, DatabaseResource
 from ..backups.defs import record_backup
+from ..core.database import create_engine
+from ..migrations.defs import drizzle_folder
+from ..migrations.validate import validate_schema
 from .recovery import recover_from_data_loss
+
+
+def _schema_validator(drizzle_dir: Optional[str]):
+    def validate(url):
+        engine = create_engine(url, pool_size=1)
+        try:
+            report = validate_schema(engine, url, drizzle_folder(drizzle_dir))
+        finally:
+            engine.dispose()
+        return report.ok, report.lines()
+
+    return validate
 
 
 class RecoverFromDataLossConfig(dg.Config):
@@ -16,16 +31,19 @@ class RecoverFromDataLossConfig(dg.Config):
     backup: str = Field(default="latest", description="`latest` (newest complete backup), a backup name/key from `rusing-ops db backups`, or a local SQL file.")
     database: Optional[str] = Field(default=None, description="Recover this database instead of the application database.")
     pre_restore_backup: bool = Field(default=True, description="Back up what is left in the database before restoring over it.")
+    validate_schema: bool = Field(default=True, description="After the restore, validate the schema against the Drizzle folder (runbook `pnpm db:validate`); findings leave the app stopped.")
+    drizzle_dir: Optional[str] = Field(default=None, description="The Drizzle folder to validate against; default DRIZZLE_DIR.")
 
 
-@dg.op(pool=DB_WRITE_POOL, description="Stop the app, back up what is left, restore, validate row counts, start the app, check health.")
+@dg.op(pool=DB_WRITE_POOL, description="Stop the app, back up what is left, restore, validate row counts and schema, start the app, check health.")
 def recover_from_data_loss_op(context: dg.OpExecutionContext, config: RecoverFromDataLossConfig, app: AppResource,
                               database: DatabaseResource, backup_store: BackupStoreResource) -> dict:
     try:
         result = recover_from_data_loss(
             database.parsed, backup_store.get_store(), app.get_control(), confirm=config.confirm, backup=config.backup,
             database=config.database, pre_restore_backup=config.pre_restore_backup, lock=database.write_lock,
-            run_id=context.run.run_id, log=context.log.info)
+            run_id=context.run.run_id, log=context.log.info,
+            validate=_schema_validator(config.drizzle_dir) if config.validate_schema else None)
     except OpsError as exc:
         raise dg.Failure(description=str(exc)) from exc
     if result.pre_restore_backup:
@@ -39,7 +57,8 @@ def recover_from_data_loss_op(context: dg.OpExecutionContext, config: RecoverFro
 
 @dg.job(name="recover_from_data_loss", tags=DB_WRITE_TAGS, executor_def=dg.in_process_executor,
         description="Runbook §6 Data Loss Recovery: stop the app, back up what is left, restore the latest (or a named) "
-        "backup through a staging database, validate row counts, start the app and check its health. Started by hand; "
+        "backup through a staging database, validate row counts and the schema (pending migrations or drift leave the app "
+        "stopped), start the app and check its health. Started by hand; "
         "requires confirm = database name.")
 def recover_from_data_loss_job():
     recover_from_data_loss_op()
