@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import sys
 
-from ..cli_support import dagster_instance, failure_message, print_json, print_table
+from ..cli_support import execute, failure_message, print_json, print_table
 
 
 def _execute(job_name: str, op: str, config: dict):
-    from ..definitions import defs
-
-    job = defs.resolve_job_def(job_name)
-    return job.execute_in_process(run_config={"ops": {op: {"config": config}}}, instance=dagster_instance(),
-                                  raise_on_error=False)
+    return execute(job_name, {"ops": {op: {"config": config}}})
 
 
 def _failure_metadata(result) -> dict:
@@ -32,10 +28,7 @@ def _fail(result) -> int:
 
 
 def status(args) -> int:
-    from ..definitions import defs
-
-    job = defs.resolve_job_def("report_webhook_processing_stats")
-    result = job.execute_in_process(instance=dagster_instance(), raise_on_error=False)
+    result = execute("report_webhook_processing_stats")
     if not result.success:
         return _fail(result)
     stats = result.asset_materializations_for_node("webhook_processing_stats")[0].metadata["stats"].value
