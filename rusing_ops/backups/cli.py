@@ -66,6 +66,27 @@ def restore(args) -> int:
     return 0
 
 
+def verify(args) -> int:
+    with TerminalProgress():
+        result = run_job("verify_backup", {"ops": {"verify_backup_op": {"config": {"backup": args.backup}}}})
+    out = result.output_for_node("verify_backup_op")
+    print(f"verified {out['key']}: restored into a scratch database, {len(out['tables'])} tables match the manifest's "
+          f"row counts and content checksums ({out['duration_s']:.1f}s, run {result.run_id})")
+    return 0
+
+
+def prune(args) -> int:
+    config = {"keep_daily": args.keep_daily, "keep_weekly": args.keep_weekly, "keep_monthly": args.keep_monthly,
+              "dry_run": not args.apply}
+    out = run_job("prune_backups", {"ops": {"prune_backups_op": {"config": config}}}).output_for_node("prune_backups_op")
+    verb = "would delete" if out["dry_run"] else "deleted"
+    for key in out["delete"]:
+        print(f"{verb} {key}")
+    print(f"kept {out['kept']}, {verb} {out['to_delete']} ({out['freed_bytes'] / 1e6:,.1f} MB)"
+          + (" — dry run: add --apply to delete" if out["dry_run"] else ""))
+    return 0
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("backup", help="back up the database to the backup store (job backup_database)",
                               description="Take a consistent backup of DATABASE_URL's database into RUSING_BACKUP_URL.")
@@ -87,3 +108,18 @@ def register(subparsers) -> None:
     p.add_argument("--confirm", required=True, metavar="NAME", help="the target database's name, to confirm")
     p.add_argument("--no-pre-restore-backup", action="store_true", help="skip backing up the live database first")
     p.set_defaults(func=restore)
+
+    p = subparsers.add_parser("verify", help="prove a backup restores (job verify_backup)",
+                              description="Restore a backup into a scratch database, compare every table's rows and "
+                              "content checksum with its manifest, drop the scratch database; recorded on the partition.")
+    p.add_argument("--backup", default="latest", metavar="KEY", help="backup name/key (default: latest)")
+    p.set_defaults(func=verify)
+
+    p = subparsers.add_parser("prune", help="apply the retention policy (job prune_backups; dry run unless --apply)",
+                              description="Keep the newest backup of each of the last N days, weeks and months, and "
+                              "always the newest verified one; list (or, with --apply, delete) the rest.")
+    p.add_argument("--keep-daily", type=int, default=7, metavar="N")
+    p.add_argument("--keep-weekly", type=int, default=4, metavar="N")
+    p.add_argument("--keep-monthly", type=int, default=6, metavar="N")
+    p.add_argument("--apply", action="store_true", help="really delete (default: only list)")
+    p.set_defaults(func=prune)

@@ -20,9 +20,9 @@ def cli(every_type_db, database_url_str, tmp_path):
     env = {**os.environ, "DATABASE_URL": database_url_str, "RUSING_BACKUP_URL": str(tmp_path / "backups"),
            "DAGSTER_HOME": str(home)}
 
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "rusing_ops.cli", "db", *args], env=env, capture_output=True,
-                              text=True, timeout=300)
+    def run(*args: str, **extra_env: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "rusing_ops.cli", "db", *args], env={**env, **extra_env},
+                              capture_output=True, text=True, timeout=300)
 
     return run
 
@@ -62,3 +62,34 @@ def test_restore_plain_file_into_another_database(cli, every_type_db, server_url
     assert done.returncode == 0, done.stderr
     assert snapshot(server_url, target) == snapshot(server_url, every_type_db.database)
     assert "pre-restore backup" not in done.stdout  # a new database holds nothing to back up
+
+
+def test_verify_prune_and_recover(cli, every_type_db, tmp_path):
+    first = cli("backup", "--reason", "old")
+    second = cli("backup", "--reason", "new")
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    verified = cli("verify")
+    assert verified.returncode == 0, verified.stderr
+    assert verified.stdout.startswith("verified backup-") and "-new.sql.zst: restored into a scratch database, 6 tables" in verified.stdout
+    listed = json.loads(cli("backups", "--json").stdout)
+    assert [(b["reason"], b["verified"]) for b in listed] == [("new", True), ("old", False)]
+
+    dry = cli("prune", "--keep-daily", "0", "--keep-weekly", "0", "--keep-monthly", "0")
+    assert dry.returncode == 0, dry.stderr
+    assert f"would delete {listed[1]['key']}" in dry.stdout and "dry run: add --apply to delete" in dry.stdout
+    assert len(json.loads(cli("backups", "--json").stdout)) == 2  # nothing deleted
+    applied = cli("prune", "--keep-daily", "0", "--keep-weekly", "0", "--keep-monthly", "0", "--apply")
+    assert applied.returncode == 0 and f"deleted {listed[1]['key']}" in applied.stdout
+    assert [b["reason"] for b in json.loads(cli("backups", "--json").stdout)] == ["new"]  # the newest verified stays
+
+    before = snapshot(every_type_db, every_type_db.database)
+    query(every_type_db, every_type_db.database, "DELETE FROM enrollments")
+    refused = cli("recover", "--confirm", "prod")
+    assert refused.returncode == 1 and "the app was not stopped and nothing was restored" in refused.stderr
+    empty = tmp_path / "no-drizzle-folder"
+    empty.mkdir()
+    recovered = cli("recover", "--confirm", every_type_db.database, DRIZZLE_DIR=str(empty))
+    assert recovered.returncode == 1  # restored, but the schema cannot be validated: the app stays stopped
+    assert f"The data was restored, but schema validation of `{every_type_db.database}` found: FOLDER" in recovered.stderr
+    assert "The app is left stopped." in recovered.stderr
+    assert snapshot(every_type_db, every_type_db.database) == before  # the data itself is back
