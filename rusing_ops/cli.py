@@ -18,7 +18,7 @@ COMMAND_MODULES = [
 # Verbs DESIGN.md §6 promises; any not registered by a module answers "not yet available".
 PROMISED = {
     None: ["health"],
-    "db": ["migrate", "generate", "validate", "backup", "backups", "restore", "rollback"],
+    "db": ["migrate", "generate", "validate", "backup", "backups", "restore", "verify", "prune", "rollback", "recover"],
     "webhooks": ["status", "reconcile", "retry"],
 }
 GROUP_HELP = {"db": "database: migrations, backups, restores, validation, rollback",
