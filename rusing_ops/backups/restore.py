@@ -71,6 +71,19 @@ def table_counts(conn, database: str) -> dict[str, int]:
     return counts
 
 
+def derived_databases(url: DatabaseURL, target: str, what: str) -> list[str]:
+    """Databases named ``<target>__<what>_<ts>`` (staging copies, pre-restore tables), oldest first."""
+    conn = open_connection(url, "")
+    try:
+        with conn.cursor() as cur:
+            pattern = quote_ident(target).strip("`").replace("_", "\\_") + f"\\_\\_{what}\\_%"
+            cur.execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE %s "
+                        "ORDER BY SCHEMA_NAME", (pattern,))
+            return [r[0].decode() for r in cur.fetchall()]
+    finally:
+        conn.close()
+
+
 def drop_database(url: DatabaseURL, name: str) -> None:
     conn = open_connection(url, "")
     try:
@@ -132,6 +145,10 @@ def restore_backup(url: DatabaseURL, store: BackupStore, ref: str | None = "late
     source = resolve_source(store, ref)
     log(f"restore source: {source.label} ({'manifest ' + source.manifest.sha256[:12] if source.manifest else 'plain SQL file, no manifest'})")
     source.check_integrity()
+    leftovers = derived_databases(url, target, "restore")
+    if leftovers:
+        log(f"warning: staging database(s) left by an interrupted restore: {', '.join(leftovers)}. They are not "
+            "used; drop them (DROP DATABASE) once no other restore is running.")
     ts = stamp()
     staging = derived_name(target, "restore", ts)
     try:

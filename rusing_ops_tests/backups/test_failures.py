@@ -130,6 +130,14 @@ def test_restore_killed_mid_load_leaves_target_untouched(every_type_db, local_st
     assert snapshot(server_url, every_type_db.database) == before
     assert databases_like(server_url, every_type_db.database + "__pre_restore") == []
 
+    # The killed restore's staging copy is still there: the next restore names it for the operator.
+    [leftover] = databases_like(server_url, every_type_db.database + "__restore_")
+    lines = []
+    restore_backup(every_type_db, local_store, "latest", pre_restore_backup=False, log=lines.append)
+    assert (f"warning: staging database(s) left by an interrupted restore: {leftover}. They are not used; drop them "
+            "(DROP DATABASE) once no other restore is running.") in lines
+    assert query(every_type_db, every_type_db.database, "SELECT COUNT(*) FROM bulk") == [(150_000,)]
+
 
 def test_backup_killed_mid_upload_leaves_no_complete_looking_backup(every_type_db, s3_store, s3_server, server_url):
     _bulk(every_type_db, 120_000)
