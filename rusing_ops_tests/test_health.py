@@ -105,3 +105,31 @@ def test_bad_stripe_key_and_disabled_endpoint(dagster_instance, database_url_str
     result, checks = run_health(dagster_instance, database_url_str, app_stand_in.base_url, GOOD_KEY, stripe_stand_in.url)
     assert not result.success
     assert "is registered but disabled" in rows(checks["stripe_reachable"])
+
+
+def test_cli_prints_the_table_and_exits_non_zero_on_failure(database_url_str, app_stand_in, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "DAGSTER_HOME": str(home), "DATABASE_URL": database_url_str, "APP_BASE_URL": app_stand_in.base_url}
+
+    def health(*args):
+        return subprocess.run([sys.executable, "-m", "rusing_ops.cli", "health", *args], env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    ok = health()
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.splitlines()[0].split() == ["CHECK", "STATUS", "DETAIL"]
+    assert any(line.split()[:3] == ["app", "status", "ok"] for line in ok.stdout.splitlines())
+    app_stand_in.health_body = {"status": "ok", "db": "connected", "stripe": "missing"}
+    bad = health("--json")
+    assert bad.returncode == 1
+    report = json.loads(bad.stdout)
+    assert report["ok"] is False
+    assert {"check": "app stripe", "status": "FAIL", "detail": "stripe='missing', expected 'configured'"} in report["checks"]
+    assert {"check": "stripe key", "status": "not configured",
+            "detail": "STRIPE_SECRET_KEY is not set; Stripe checks skipped"} in report["checks"]

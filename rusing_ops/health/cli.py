@@ -8,15 +8,7 @@ from ..cli_support import execute, failure_message, print_json, print_table
 
 
 def _rows(result) -> list[dict]:
-    import re
-
-    rows = []
-    for evaluation in result.get_asset_check_evaluations():
-        table = evaluation.metadata["checks"].value
-        for line in table.splitlines()[2:]:
-            check, status, detail = (c.strip() for c in re.split(r"(?<!\\)\|", line)[1:4])
-            rows.append({"check": check, "status": status, "detail": detail})
-    return rows
+    return [row for evaluation in result.get_asset_check_evaluations() for row in evaluation.metadata["rows"].value]
 
 
 def run(args) -> int:

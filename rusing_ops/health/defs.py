@@ -24,6 +24,7 @@ def _result(group: checks.CheckGroup, spec: dg.AssetCheckSpec) -> dg.AssetCheckR
         "summary": group.summary(),
         "configured": group.configured,
         "checks": dg.MetadataValue.md(_markdown(group.rows)),
+        "rows": dg.MetadataValue.json(checks.rows_of([group])),
         **{k: dg.MetadataValue.float(v) for k, v in group.metrics.items()},
     }
     return dg.AssetCheckResult(asset_key=spec.asset_key, check_name=spec.name, passed=not group.failed,
@@ -33,7 +34,7 @@ def _result(group: checks.CheckGroup, spec: dg.AssetCheckSpec) -> dg.AssetCheckR
 
 def _markdown(rows: list[checks.CheckRow]) -> str:
     lines = ["| check | status | detail |", "|---|---|---|"]
-    lines += [f"| {r.check} | {r.status} | {r.detail.replace('|', '/')} |" for r in rows]
+    lines += [f"| {r.check} | {r.status} | {' '.join(r.detail.replace('|', '/').split())} |" for r in rows]
     return "\n".join(lines)
 
 
