@@ -68,3 +68,22 @@ def test_every_run_config_field_has_a_description():
                 if not field.description:
                     missing.append(f"{job.name}.{node.name}.{name}")
     assert sorted(set(missing)) == []
+
+
+def test_library_modules_import_no_dagster():
+    """Dagster layer thin, library thick: only defs.py, the CLI and the resources may import Dagster."""
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent.parent / "rusing_ops"
+    allowed = {"defs.py", "cli.py", "resources.py", "definitions.py", "cli_support.py"}
+    offenders = []
+    for path in package.rglob("*.py"):
+        if path.name in allowed or path.name.endswith("_defs.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n == "dagster" or n.startswith(("dagster.", "dagster_")) for n in names):
+                offenders.append(str(path.relative_to(package)))
+    assert offenders == []
