@@ -151,6 +151,10 @@ def restore_backup(url: DatabaseURL, store: BackupStore, ref: str | None = "late
             "used; drop them (DROP DATABASE) once no other restore is running.")
     ts = stamp()
     staging = derived_name(target, "restore", ts)
+    n = 1
+    while staging in leftovers:  # a killed restore started in this very second
+        n += 1
+        staging = derived_name(target, "restore", f"{ts}_{n}")
     try:
         staged = stage(url, source, staging, log=log, workers=workers)
     except OpsError as exc:
