@@ -219,6 +219,9 @@ def backup_database(url: DatabaseURL, store: BackupStore, *, reason: str = "", c
     started = time.monotonic()
     now = now or dt.datetime.now(dt.timezone.utc)
     key = keys.make_key(now, reason, compression)
+    if store.exists(key) or store.exists(keys.manifest_key(key)):
+        raise OpsError(f"A backup named {key} already exists in {store.url}; refusing to overwrite it.",
+                       next_step="run the backup again a second later, or give another reason.")
     conns = open_snapshots(url, workers, open_connection, log or (lambda _line: None))
     conn = conns[0]
     try:

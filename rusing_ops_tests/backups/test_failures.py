@@ -251,3 +251,19 @@ def test_truncated_plain_zstd_file_is_refused(every_type_db, local_store, server
     assert "the stream ends before its end marker (truncated)" in str(err.value)
     assert "was not touched" in str(err.value)
     assert databases_like(server_url, every_type_db.database + "__") == []
+
+
+def test_a_second_backup_with_the_same_name_never_overwrites_the_first(every_type_db, local_store):
+    import datetime as dt
+
+    from rusing_ops.core.errors import OpsError
+
+    when = dt.datetime(2026, 11, 26, 3, 0, 0, tzinfo=dt.timezone.utc)
+    first = backup_database(every_type_db, local_store, reason="nightly", now=when)
+    original = local_store.get_bytes(first.manifest.key)
+    with pytest.raises(OpsError) as err:
+        backup_database(every_type_db, local_store, reason="nightly", now=when)
+    assert str(err.value) == (f"A backup named backup-2026-11-26T030000Z-nightly.sql.zst already exists in "
+                              f"{local_store.url}; refusing to overwrite it. Nothing was changed. Next: run the backup "
+                              "again a second later, or give another reason.")
+    assert local_store.get_bytes(first.manifest.key) == original
