@@ -31,11 +31,12 @@ DB_WRITE_POOL = "app_db_write"
 DB_WRITE_LOCK = dbmod.DB_WRITE_LOCK
 
 
-def from_env(name: str, *, secret: bool = False):
-    """``dg.EnvVar(name)`` when the variable is set, else the documented default (``None`` for secrets)."""
+def from_env(name: str):
+    """``dg.EnvVar(name)`` when the variable is set (Dagster then records only its name), else the documented
+    default from settings.VARIABLES (``None`` for every secret)."""
     if os.environ.get(name, "").strip():
         return dg.EnvVar(name)
-    return None if secret else VARIABLES[name][1]
+    return VARIABLES[name][1]
 
 
 class DatabaseResource(dg.ConfigurableResource):
@@ -135,16 +136,16 @@ def default_resources() -> dict:
     return {
         "database": DatabaseResource(url=from_env("DATABASE_URL")),
         "backup_store": BackupStoreResource(url=from_env("RUSING_BACKUP_URL")),
-        "stripe": StripeResource(api_key=from_env("STRIPE_SECRET_KEY", secret=True),
-                                 webhook_secret=from_env("STRIPE_WEBHOOK_SECRET", secret=True),
-                                 api_base=from_env("STRIPE_API_BASE", secret=True)),
-        "app": AppResource(base_url=from_env("APP_BASE_URL", secret=True),
+        "stripe": StripeResource(api_key=from_env("STRIPE_SECRET_KEY"),
+                                 webhook_secret=from_env("STRIPE_WEBHOOK_SECRET"),
+                                 api_base=from_env("STRIPE_API_BASE")),
+        "app": AppResource(base_url=from_env("APP_BASE_URL"),
                            health_path=from_env("APP_HEALTH_PATH"), webhook_path=from_env("APP_WEBHOOK_PATH"),
-                           stop_command=from_env("RUSING_APP_STOP_COMMAND", secret=True),
-                           start_command=from_env("RUSING_APP_START_COMMAND", secret=True),
-                           restart_command=from_env("RUSING_APP_RESTART_COMMAND", secret=True)),
-        "alerts": AlertResource(slack_token=from_env("SLACK_BOT_TOKEN", secret=True),
-                                slack_channel=from_env("RUSING_SLACK_CHANNEL", secret=True),
-                                webhook_url=from_env("RUSING_ALERT_WEBHOOK_URL", secret=True),
-                                slack_api_base=from_env("SLACK_API_BASE_URL", secret=True)),
+                           stop_command=from_env("RUSING_APP_STOP_COMMAND"),
+                           start_command=from_env("RUSING_APP_START_COMMAND"),
+                           restart_command=from_env("RUSING_APP_RESTART_COMMAND")),
+        "alerts": AlertResource(slack_token=from_env("SLACK_BOT_TOKEN"),
+                                slack_channel=from_env("RUSING_SLACK_CHANNEL"),
+                                webhook_url=from_env("RUSING_ALERT_WEBHOOK_URL"),
+                                slack_api_base=from_env("SLACK_API_BASE_URL")),
     }

@@ -106,3 +106,21 @@ def resolve(store: BackupStore, ref: str | None = "latest") -> BackupEntry:
                 read_manifest(store, entry.key)  # raises the "incomplete" error (or the unreadable-manifest one)
             return entry
     raise NotFound(f"There is no backup {ref!r} in {store.url}.", next_step=f"check the name ({NEXT_LIST}).")
+
+
+@dataclass(frozen=True)
+class Freshness:
+    ok: bool
+    description: str
+    newest: BackupEntry | None = None
+    age_hours: float | None = None
+
+
+def freshness(store: BackupStore, max_hours: float, now: dt.datetime | None = None) -> Freshness:
+    """Is the newest complete backup younger than ``max_hours``? (A nightly backup that did not happen shows here.)"""
+    newest = next((e for e in list_backups(store) if e.complete), None)
+    if newest is None:
+        return Freshness(False, f"No complete backup in {store.url}.")
+    age_h = round(((now or dt.datetime.now(dt.timezone.utc)) - newest.taken_at).total_seconds() / 3600, 2)
+    return Freshness(age_h < max_hours, f"Newest complete backup {newest.name} is {age_h:.1f} h old "
+                     f"(limit {max_hours:g} h).", newest, age_h)

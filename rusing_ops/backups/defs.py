@@ -8,7 +8,8 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from ..core.errors import OpsError
+from ..core.errors import OpsError, require_confirm
+from ..dagster_support import failure
 from ..resources import DB_WRITE_POOL, DB_WRITE_TAGS, BackupStoreResource, DatabaseResource
 from ..settings import env, resolve_path
 from . import catalog, keys
@@ -19,10 +20,6 @@ from .verify import verify_backup as verify
 
 PARTITIONS = dg.DynamicPartitionsDefinition(name="database_backup")
 FRESH_HOURS = 26
-
-
-def _failure(exc: OpsError) -> dg.Failure:
-    return dg.Failure(description=str(exc), metadata={k: str(v) for k, v in exc.data.items() if v is not None})
 
 
 def _drizzle_dir():
@@ -61,7 +58,7 @@ def database_backup(context: dg.AssetExecutionContext, config: BackupDatabaseCon
                                  run_id=context.run.run_id, drizzle_dir=_drizzle_dir(), log=context.log.info,
                                  now=taken_at)
         except OpsError as exc:
-            raise _failure(exc) from exc
+            raise failure(exc) from exc
         key = result.manifest.key
         yield dg.MaterializeResult(asset_key="database_backup", metadata=backup_metadata(result.manifest, result.uri))
     if VERIFIED.key in context.selected_asset_check_keys:  # "materialize" or "execute check" in the UI
@@ -127,7 +124,7 @@ def verify_backup_op(context: dg.OpExecutionContext, config: VerifyBackupConfig,
     try:
         result = verify(database.parsed, backup_store.get_store(), config.backup, log=context.log.info)
     except OpsError as exc:
-        raise _failure(exc) from exc
+        raise failure(exc) from exc
     name = keys.parse_key(result.key).name
     if not context.instance.has_dynamic_partition(PARTITIONS.name, name):  # e.g. a pre-migration backup
         context.instance.add_dynamic_partitions(PARTITIONS.name, [name])
@@ -150,15 +147,10 @@ def verify_backup():
 @dg.asset_check(asset="database_backup", name="backup_fresh",
                 description=f"The newest complete backup is younger than {FRESH_HOURS} hours.")
 def backup_fresh(backup_store: BackupStoreResource) -> dg.AssetCheckResult:
-    store = backup_store.get_store()
-    newest = next((e for e in catalog.list_backups(store) if e.complete), None)
-    if newest is None:
-        return dg.AssetCheckResult(passed=False, description=f"No complete backup in {store.url}.")
-    age_h = (dt.datetime.now(dt.timezone.utc) - newest.taken_at).total_seconds() / 3600
-    return dg.AssetCheckResult(passed=age_h < FRESH_HOURS,
-                               description=f"Newest complete backup {newest.name} is {age_h:.1f} h old.",
-                               metadata={"newest": newest.name, "age_hours": round(age_h, 2),
-                                         "verified": newest.verified})
+    fresh = catalog.freshness(backup_store.get_store(), FRESH_HOURS)
+    metadata = {"newest": fresh.newest.name, "age_hours": fresh.age_hours, "verified": fresh.newest.verified} \
+        if fresh.newest else {}
+    return dg.AssetCheckResult(passed=fresh.ok, description=fresh.description, metadata=metadata)
 
 
 check_backup_freshness = dg.define_asset_job(
@@ -181,17 +173,14 @@ class RestoreDatabaseConfig(dg.Config):
 @dg.op(pool=DB_WRITE_POOL, description="Verify the backup, load it into a staging database, check row counts, back up the target, swap atomically.")
 def restore_database_op(context: dg.OpExecutionContext, config: RestoreDatabaseConfig, database: DatabaseResource,
                         backup_store: BackupStoreResource) -> dict:
-    target = config.database or database.parsed.database
-    if config.confirm != target:
-        raise dg.Failure(description=f"confirm {config.confirm!r} does not match the target database {target!r}; "
-                         f"nothing was restored. Nothing was changed. Next: set confirm to {target!r}.")
     try:
+        require_confirm(config.confirm, config.database or database.parsed.database, "nothing was restored")
         store = backup_store.get_store()
         result = restore_backup(database.parsed, store, config.backup, database=config.database,
                                 pre_restore_backup=config.pre_restore_backup, lock=database.write_lock,
                                 run_id=context.run.run_id, log=context.log.info)
     except OpsError as exc:
-        raise _failure(exc) from exc
+        raise failure(exc) from exc
     if result.pre_restore_backup:
         record_backup(context, store, result.pre_restore_backup)
     summary = {"source": result.source, "target": result.target, "pre_restore_db": result.pre_restore_db or "",

@@ -44,3 +44,17 @@ class StoreError(OpsError):
 
 class NotFound(OpsError):
     """A named object (backup, migration, event) does not exist."""
+
+
+class ConfirmMismatch(ConfigError):
+    """A destructive job was not confirmed with the name of the database it would change."""
+
+
+def require_confirm(confirm: str | None, target: str, consequence: str = "nothing was done") -> None:
+    """Destructive procedures need ``confirm`` == the target database's name; refuse otherwise.
+
+    :param consequence: what the refusal spared, e.g. "the app was not stopped and nothing was restored".
+    """
+    if confirm != target:
+        raise ConfirmMismatch(f"confirm {confirm!r} does not match the target database {target!r}; {consequence}.",
+                              next_step=f"set confirm to {target!r} (`--confirm {target}`).", target=target)

@@ -7,6 +7,7 @@ import dagster as dg
 from pydantic import Field
 
 from ..core.errors import OpsError
+from ..dagster_support import failure, metadata_of
 from ..resources import DB_WRITE_POOL, DB_WRITE_TAGS, BackupStoreResource, DatabaseResource
 from ..settings import env, resolve_path
 from .applier import apply_migrations
@@ -19,20 +20,6 @@ from .validate import validate_schema
 
 def drizzle_folder(configured: Optional[str]):
     return resolve_path(configured or env("DRIZZLE_DIR"))
-
-
-def metadata_of(data: dict) -> dict:
-    """OpsError data / result dicts as Dagster metadata (nested values as JSON, None left out)."""
-    out = {}
-    for key, value in data.items():
-        if value is None:
-            continue
-        out[key] = dg.MetadataValue.json(value) if isinstance(value, (dict, list)) else value
-    return out
-
-
-def failure(exc: OpsError) -> dg.Failure:
-    return dg.Failure(description=str(exc), metadata=metadata_of(exc.data))
 
 
 def backup_callable(database: DatabaseResource, backup_store: BackupStoreResource, run_id: str, log, drizzle_dir=None):

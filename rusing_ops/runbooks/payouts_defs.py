@@ -3,6 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
+from ..dagster_support import failure
 from ..core.errors import OpsError
 from ..resources import StripeResource
 from . import payouts
@@ -21,7 +22,7 @@ def check_accounts(context: dg.OpExecutionContext, config: CheckAccountsConfig, 
         report = payouts.check_coach_accounts(stripe.get_client(), payouts_since_days=config.payouts_since_days,
                                 secrets=(stripe.api_key, stripe.webhook_secret))
     except OpsError as exc:
-        raise dg.Failure(description=str(exc)) from exc
+        raise failure(exc) from exc
     metadata = {"accounts": len(report.accounts), "flagged": len(report.flagged),
                 "restricted": sum(a.restricted for a in report.accounts),
                 "failed_payouts": sum(len(a.failed_payouts) for a in report.accounts),

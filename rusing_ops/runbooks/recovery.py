@@ -14,7 +14,7 @@ from ..backups.restore import RestoreResult, backup_live, live_counts, restore_b
 from ..backups.source import resolve_source
 from ..core.app import AppControl
 from ..core.dburl import DatabaseURL
-from ..core.errors import ConfigError, OpsError
+from ..core.errors import OpsError, require_confirm
 from ..core.store import BackupStore
 
 
@@ -47,9 +47,7 @@ def recover_from_data_loss(url: DatabaseURL, store: BackupStore, app: AppControl
         stopped, since the app's code expects the schema its migrations made. None skips the step.
     """
     target = database or url.database
-    if confirm != target:
-        raise ConfigError(f"confirm {confirm!r} does not match the target database {target!r}; the app was not "
-                          "stopped and nothing was restored.", next_step=f"set confirm to {target!r}.")
+    require_confirm(confirm, target, "the app was not stopped and nothing was restored")
     result = RecoveryResult(target)
 
     def step(name: str, what: str) -> None:

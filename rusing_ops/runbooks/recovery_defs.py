@@ -5,6 +5,7 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
+from ..dagster_support import failure
 from ..core.errors import OpsError
 from ..resources import DB_WRITE_POOL, DB_WRITE_TAGS, AppResource, BackupStoreResource, DatabaseResource
 from ..backups.defs import record_backup
@@ -45,7 +46,7 @@ def recover_from_data_loss_op(context: dg.OpExecutionContext, config: RecoverFro
             run_id=context.run.run_id, log=context.log.info,
             validate=_schema_validator(config.drizzle_dir) if config.validate_schema else None)
     except OpsError as exc:
-        raise dg.Failure(description=str(exc)) from exc
+        raise failure(exc) from exc
     if result.pre_restore_backup:
         record_backup(context, backup_store.get_store(), result.pre_restore_backup)
     restored = result.restore

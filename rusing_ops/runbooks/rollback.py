@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from ..core.app import AppControl
 from ..core.database import connect, named_lock
 from ..core.dburl import DatabaseURL, scrub_secret
-from ..core.errors import ConfigError, NotFound, OpsError
+from ..core.errors import ConfigError, NotFound, OpsError, require_confirm
 from ..core.database import DB_WRITE_LOCK
 from ..migrations.applier import restore_command
 from ..migrations.folder import JOURNAL, Migration, load_folder
@@ -87,9 +87,8 @@ def rollback_migration(engine: Engine, url: DatabaseURL, folder_path: Path | str
     :param backup: ``backup(reason)`` -> object with ``.key`` (or the key); required unless ``no_backup``.
     """
     say = log or (lambda line: None)
-    if (confirm is not None or not dry_run) and confirm != url.database:
-        raise RollbackRefused(f"confirm is {confirm!r} but the target database is {url.database!r}.",
-                              next_step=f"pass --confirm {url.database} to roll back that database.")
+    if confirm is not None or not dry_run:
+        require_confirm(confirm, url.database, "nothing was rolled back")
     folder = load_folder(folder_path)
     m = folder.by_tag(migration)
     if m is None:

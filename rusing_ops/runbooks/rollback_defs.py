@@ -7,7 +7,8 @@ import dagster as dg
 from pydantic import Field
 
 from ..core.errors import ConfigError, OpsError
-from ..migrations.defs import backup_callable, drizzle_folder, failure, metadata_of
+from ..dagster_support import failure, metadata_of
+from ..migrations.defs import backup_callable, drizzle_folder
 from ..resources import DB_WRITE_POOL, DB_WRITE_TAGS, AppResource, BackupStoreResource, DatabaseResource
 from ..settings import resolve_path
 from .rollback import rollback_migration

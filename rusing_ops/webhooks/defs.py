@@ -12,6 +12,7 @@ from typing import Literal, Optional
 import dagster as dg
 from pydantic import Field
 
+from ..dagster_support import failure
 from ..core.errors import OpsError
 from ..resources import AppResource, DatabaseResource, StripeResource
 from . import events_log, reconcile as rec, stats as stats_mod, sweep as sweep_mod, watch
@@ -59,7 +60,7 @@ def _redriver(context, config: RedriveConfig, database: DatabaseResource, stripe
                         actor=f"dagster:{context.job_name}"[:64], run_id=context.run_id, mode=config.mode,
                         webhook_endpoint=config.webhook_endpoint, stuck_after_s=config.stuck_after_minutes * 60)
     except OpsError as exc:
-        raise dg.Failure(description=str(exc), metadata={"database": database.parsed.masked()}) from exc
+        raise failure(exc, database=database.parsed.masked()) from exc
 
 
 def _fail_on(report, what: str, next_step: str, metadata: dict):
@@ -80,7 +81,7 @@ def reconcile_events(context: dg.OpExecutionContext, config: ReconcileEventsConf
                                include_stuck=config.include_stuck, dry_run=config.dry_run, max_events=config.max_events,
                                concurrency=config.concurrency, rate_per_s=config.rate_per_second, log_fn=context.log.info)
     except OpsError as exc:
-        raise dg.Failure(description=str(exc), metadata={"database": database.parsed.masked()}) from exc
+        raise failure(exc, database=database.parsed.masked()) from exc
     metadata = {"selected": len(report.selected), "outcomes": dg.MetadataValue.json(report.counts),
                 "events": dg.MetadataValue.md(report.markdown()), "dry_run": report.dry_run,
                 "database": database.parsed.masked()}
@@ -98,12 +99,12 @@ def retry_event(context: dg.OpExecutionContext, config: RetryEventConfig, databa
     try:
         events_log.validate_event_id(config.event_id)
     except OpsError as exc:
-        raise dg.Failure(description=str(exc)) from exc
+        raise failure(exc) from exc
     redriver = _redriver(context, config, database, stripe, app)
     try:
         outcome = rec.retry_event(redriver, config.event_id, dry_run=config.dry_run)
     except OpsError as exc:
-        raise dg.Failure(description=str(exc), metadata={"event_id": config.event_id}) from exc
+        raise failure(exc, event_id=config.event_id) from exc
     metadata = {"event_id": config.event_id, "outcome": outcome.outcome, "attempts": outcome.attempts or 0,
                 "http_status": outcome.http_status or 0, "actions": "; ".join(outcome.actions) or "none",
                 "error": outcome.error or ""}
@@ -126,7 +127,7 @@ def sweep_events(context: dg.OpExecutionContext, config: SweepEventsConfig, data
                                  max_events=config.max_events, concurrency=config.concurrency,
                                  rate_per_s=config.rate_per_second, log_fn=context.log.info)
     except OpsError as exc:
-        raise dg.Failure(description=str(exc), metadata={"database": database.parsed.masked()}) from exc
+        raise failure(exc, database=database.parsed.masked()) from exc
     metadata = {"undelivered_listed": report.undelivered, "recent_listed": report.recent,
                 "in_log": dg.MetadataValue.json(report.in_log), "missing": len(report.missing),
                 "events": dg.MetadataValue.md(report.markdown()), "dry_run": report.dry_run}

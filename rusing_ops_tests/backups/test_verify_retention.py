@@ -86,3 +86,15 @@ def test_prune_deletes_only_what_the_plan_says_and_dry_run_deletes_nothing(every
     assert [e.key for e in catalog.list_backups(local_store)] == [made[3], made[0]]
     assert sorted(o.key for o in local_store.list()) == sorted(
         [made[0], keys.manifest_key(made[0]), keys.verified_key(made[0]), made[3], keys.manifest_key(made[3])])
+
+
+def test_freshness_of_the_newest_complete_backup(every_type_db, local_store):
+    assert catalog.freshness(local_store, 26) == catalog.Freshness(False, f"No complete backup in {local_store.url}.")
+    taken = dt.datetime(2026, 11, 25, 8, 0, tzinfo=dt.timezone.utc)
+    backup_database(every_type_db, local_store, now=taken)
+    local_store.put_bytes("backup-2026-11-26T070000Z-half.sql.zst", b"no manifest: never counts")
+    fresh = catalog.freshness(local_store, 26, now=taken + dt.timedelta(hours=25, minutes=30))
+    assert (fresh.ok, fresh.age_hours, fresh.newest.name) == (True, 25.5, "backup-2026-11-25T080000Z")
+    stale = catalog.freshness(local_store, 26, now=taken + dt.timedelta(hours=26))
+    assert not stale.ok
+    assert stale.description == "Newest complete backup backup-2026-11-25T080000Z is 26.0 h old (limit 26 h)."

@@ -123,7 +123,8 @@ def test_rollback_job_dry_run_then_real(resources, dagster_instance, fresh_db, r
                    op="rollback_migration_op")
     assert not refused.success
     assert _failure(refused).user_failure_data.description.startswith(
-        f"confirm is 'production' but the target database is '{fresh_db.database}'. Nothing was changed.")
+        f"confirm 'production' does not match the target database '{fresh_db.database}'; nothing was rolled back. "
+        "Nothing was changed.")
     before = schema_dump(fresh_db)
     dry = _run(rollback_migration_job, resources, dagster_instance, {**base, "dry_run": True}, op="rollback_migration_op")
     assert dry.success and schema_dump(fresh_db) == before

@@ -10,6 +10,7 @@ import pytest
 
 from rusing_ops.core.app import AppControl
 from rusing_ops.core.database import create_engine
+from rusing_ops.core.errors import ConfirmMismatch
 from rusing_ops.migrations.applier import apply_migrations
 from rusing_ops.migrations.folder import read_folder
 from rusing_ops.runbooks.rollback import RollbackFailed, RollbackRefused, rollback_migration
@@ -78,10 +79,11 @@ def test_dry_run_lists_every_step_and_changes_nothing(fresh_db, engine, rusing_f
 
 
 def test_refusals_before_anything_is_touched(fresh_db, engine, rusing_folder, migrated):
-    with pytest.raises(RollbackRefused) as err:
+    with pytest.raises(ConfirmMismatch) as err:
         rollback_migration(engine, fresh_db, rusing_folder, LAST, reverse_sql=REVERSE_0004, confirm="prod", no_backup=True)
-    assert str(err.value) == (f"confirm is 'prod' but the target database is '{fresh_db.database}'. Nothing was changed. "
-                              f"Next: pass --confirm {fresh_db.database} to roll back that database.")
+    assert str(err.value) == (f"confirm 'prod' does not match the target database '{fresh_db.database}'; nothing was "
+                              f"rolled back. Nothing was changed. Next: set confirm to '{fresh_db.database}' "
+                              f"(`--confirm {fresh_db.database}`).")
     with pytest.raises(RollbackRefused) as err:
         rollback_migration(engine, fresh_db, rusing_folder, "0002_add_timezone_primary_coach", reverse_sql="SELECT 1;",
                            confirm=fresh_db.database, no_backup=True)
