@@ -3,8 +3,8 @@
 import dagster as dg
 from pydantic import Field
 
-from ..dagster_support import failure
 from ..core.errors import OpsError
+from ..dagster_support import failure
 from ..resources import StripeResource
 from . import payouts
 

@@ -5,13 +5,13 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from ..dagster_support import failure
-from ..core.errors import OpsError
-from ..resources import DB_WRITE_POOL, DB_WRITE_TAGS, AppResource, BackupStoreResource, DatabaseResource
 from ..backups.defs import record_backup
 from ..core.database import create_engine
+from ..core.errors import OpsError
+from ..dagster_support import failure
 from ..migrations.defs import drizzle_folder
 from ..migrations.validate import validate_schema
+from ..resources import DB_WRITE_POOL, DB_WRITE_TAGS, AppResource, BackupStoreResource, DatabaseResource
 from .recovery import recover_from_data_loss
 
 

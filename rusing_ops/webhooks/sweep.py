@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..core.database import connect
+from ..core.errors import ConfigError
 from . import events_log as log
 from .reconcile import OutcomesMixin, prepare
 from .redeliver import Outcome, Redriver, redrive_many
-from .stripe_events import HANDLED_TYPES, list_events
+from .stripe_events import HANDLED_TYPES, RETENTION_S, list_events
 
 
 @dataclass
@@ -38,6 +39,8 @@ class SweepReport(OutcomesMixin):
 def sweep(redriver: Redriver, *, days: int = 7, hours: int = 26, dry_run: bool = False, max_events: int = 500,
           concurrency: int = 4, rate_per_s: float = 10.0, log_fn: Callable[[str], None] | None = None) -> SweepReport:
     """List, diff against the log, re-drive what is missing (``dry_run``: fetch each, deliver nothing)."""
+    if not 1 <= days <= RETENTION_S // 86400:
+        raise ConfigError(f"days={days}: Stripe lists events of the last {RETENTION_S // 86400} days only; use 1-30.")
     prepare(redriver, dry_run=dry_run)
     now = int(time.time())
     secrets = redriver.secrets

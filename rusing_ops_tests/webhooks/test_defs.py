@@ -186,6 +186,18 @@ def test_sweep_finds_and_delivers_missed_events(resources, engine, db_conn, stri
     assert listing[0]["params"]["delivery_success"] == "false" and "delivery_success" not in listing[1]["params"]
 
 
+@pytest.mark.parametrize("days", [0, 31])
+def test_sweep_window_outside_stripes_30_days_is_refused_before_anything_is_sent(days, stripe_server):
+    from rusing_ops.core.errors import ConfigError
+    from rusing_ops.webhooks.sweep import sweep
+
+    with pytest.raises(ConfigError) as err:
+        sweep(None, days=days)  # refused before the redriver (database, Stripe, app) is touched
+    assert str(err.value) == (f"days={days}: Stripe lists events of the last 30 days only; use 1-30. "
+                              "Nothing was changed.")
+    assert stripe_server.requests() == []
+
+
 def test_forged_id_refused_by_the_retry_job_before_any_query(resources, stripe_server, app_endpoint, dagster_instance):
     resources["database"] = DatabaseResource(url=f"mysql://root@127.0.0.1:{free_port()}/nothing_here")
     result = run(wh.retry_webhook_event, resources, dagster_instance, {"event_id": "evt_1' OR '1'='1"}, "retry_event")
