@@ -14,7 +14,6 @@ store; the Dagster job around it adds a fixed ~2-3 s of imports and run bookkeep
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import pymysql
 import pytest
 
 from rusing_ops_tests.exclusive_location import defs as exclusive_defs

@@ -4,7 +4,6 @@ secrets in the environment, then search every byte Dagster stored, every backup 
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 

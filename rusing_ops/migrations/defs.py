@@ -12,10 +12,10 @@ from ..resources import DB_WRITE_POOL, DB_WRITE_TAGS, BackupStoreResource, Datab
 from ..settings import env, resolve_path
 from .applier import apply_migrations
 from .drift import live_schema
-from .folder import load_folder
 from .generate import generate_migrations
-from .planner import make_plan, read_applied
+from .planner import read_applied
 from .validate import validate_schema
+from .watch import journal_status
 
 
 def drizzle_folder(configured: Optional[str]):
@@ -160,45 +160,22 @@ def app_database_schema_checks(context: dg.AssetCheckExecutionContext, database:
                                   metadata={**numbers, "findings": dg.MetadataValue.json(lines)})
 
 
-def build_journal_sensor(request_dry_run: bool = True) -> dg.SensorDefinition:
-    """The sensor watching the journal; with ``request_dry_run`` it asks for one dry-run plan per new head."""
+@dg.sensor(name="migrate_database_on_new_journal_entries", job=migrate_database, minimum_interval_seconds=60,
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Notices journal entries not yet applied to the database and reports them once per new head, "
+           "requesting a dry-run plan of migrate_database. It never applies anything.")
+def migrate_database_on_new_journal_entries(context: dg.SensorEvaluationContext, database: DatabaseResource):
+    status = journal_status(database.engine, database.parsed, drizzle_folder(None))
+    if not status.pending:
+        return dg.SkipReason(status.summary())
+    if context.cursor == status.marker:
+        return dg.SkipReason(f"{status.summary()}: already reported for head {status.pending[-1]}.")
+    context.update_cursor(status.marker)
+    context.log.info(f"journal entries not applied to {database.parsed.masked()}: {status.summary()}")
+    return dg.RunRequest(run_key=f"dry-run:{status.marker}",
+                         run_config={"ops": {"apply_migrations": {"config": {"dry_run": True}}}},
+                         tags={"rusing/trigger": "new-journal-entries", "rusing/pending-head": status.pending[-1]})
 
-    @dg.sensor(name="migrate_database_on_new_journal_entries", job=migrate_database, minimum_interval_seconds=60,
-               default_status=dg.DefaultSensorStatus.RUNNING,
-               description="Notices journal entries not yet applied to the database and reports them once per new "
-               "head" + (", requesting a dry-run plan of migrate_database" if request_dry_run else "")
-               + ". It never applies anything.")
-    def _sensor(context: dg.SensorEvaluationContext, database: DatabaseResource):
-        folder = load_folder(drizzle_folder(None))
-        if folder.errors:
-            return dg.SkipReason(f"Drizzle folder {folder.path} is not valid: {folder.errors[0]}"
-                                 + (f" (+{len(folder.errors) - 1} more)" if len(folder.errors) > 1 else ""))
-        try:
-            with database.connect() as conn:
-                exists, rows = read_applied(conn)
-        except OpsError as exc:
-            return dg.SkipReason(f"Cannot read __drizzle_migrations: {exc}")
-        plan = make_plan(folder, rows, exists)
-        if not plan.pending:
-            return dg.SkipReason(f"No new journal entries: {len(plan.applied)} applied, head "
-                                 f"{folder.head.tag if folder.head else '(empty journal)'}.")
-        head = plan.pending[-1]
-        cursor = f"{head.tag}@{head.when}"
-        pending = ", ".join(m.tag for m in plan.pending)
-        if context.cursor == cursor:
-            return dg.SkipReason(f"{len(plan.pending)} pending ({pending}): already reported for head {head.tag}.")
-        context.update_cursor(cursor)
-        context.log.info(f"{len(plan.pending)} journal entries not applied to {database.parsed.masked()}: {pending}")
-        if not request_dry_run:
-            return dg.SkipReason(f"New journal entries not applied: {pending} (reported; no run requested).")
-        return dg.RunRequest(run_key=f"dry-run:{cursor}",
-                             run_config={"ops": {"apply_migrations": {"config": {"dry_run": True}}}},
-                             tags={"rusing/trigger": "new-journal-entries", "rusing/pending-head": head.tag})
-
-    return _sensor
-
-
-migrate_database_on_new_journal_entries = build_journal_sensor(request_dry_run=True)
 
 defs = dg.Definitions(
     assets=[app_database_schema],

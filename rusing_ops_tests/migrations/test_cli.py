@@ -54,7 +54,7 @@ def test_failed_migration_exits_1_with_statement_and_restore_command(cli, fresh_
     assert failed.returncode == 1
     assert "Migration 0004_drop_hourly_rate_rename_path_courses failed at statement 2 of 2: ER_NO_SUCH_TABLE (1146)" \
         in failed.stderr
-    assert f"rusing-ops db restore --file " in failed.stderr and f"--confirm {fresh_db.database}" in failed.stderr
+    assert "rusing-ops db restore --file " in failed.stderr and f"--confirm {fresh_db.database}" in failed.stderr
 
 
 def test_rollback_command(cli, fresh_db, rusing_folder, tmp_path):

@@ -136,3 +136,16 @@ def test_rollback_job_dry_run_then_real(resources, dagster_instance, fresh_db, r
     assert [s["status"] for s in steps] == ["skipped", "done", "done", "done", "done", "skipped", "skipped"]
     assert steps[1]["detail"].endswith("-pre-rollback.sql.zst")
     assert len(migration_rows(fresh_db)) == 4
+
+
+def test_journal_status_is_read_only_and_names_the_problem(fresh_db, rusing_folder, tmp_path):
+    from rusing_ops.core.database import create_engine
+    from rusing_ops.migrations.watch import journal_status
+
+    engine = create_engine(fresh_db)
+    status = journal_status(engine, fresh_db, rusing_folder)
+    assert (status.pending[0], status.pending[-1], status.applied, status.marker) == (
+        "0000_initial_schema", LAST, 0, f"{LAST}@1795713194707")
+    assert query(fresh_db, "SHOW TABLES") == []  # not even __drizzle_migrations
+    broken = journal_status(engine, fresh_db, tmp_path)
+    assert broken.pending == [] and broken.summary().startswith(f"Drizzle folder {tmp_path} is not valid: ")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import sys
 import threading
 import time
 

@@ -19,7 +19,7 @@ from rusing_ops.core.database import create_engine
 from rusing_ops.core.stripe_api import make_stripe_client
 from rusing_ops.webhooks import events_log
 from rusing_ops.webhooks.redeliver import Redriver
-from rusing_ops_tests.conftest import free_port, wait_for_port
+from rusing_ops_tests.conftest import wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 # Distinctive values so tests can grep logs, metadata and the audit table for them.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-import pymysql
 import pytest
 import sqlalchemy as sa
 
