@@ -52,6 +52,8 @@ def test_db_writing_jobs_share_the_tag_and_pool():
 
     repo = defs.get_repository_def()
     writers = [j for j in repo.get_all_jobs() if j.tags.get(DB_WRITE_TAG_KEY)]
+    assert {j.name for j in writers} == {"migrate_database", "restore_database", "rollback_migration",
+                                         "recover_from_data_loss"}
     for job in writers:
         pools = {node.definition.pool for node in job.graph.nodes if getattr(node.definition, "pool", None)}
         assert pools == {DB_WRITE_POOL}, job.name
