@@ -27,7 +27,7 @@ from rusing_ops.core.dburl import DatabaseURL, parse_database_url
 from rusing_ops.core.store import LocalStore, S3Store
 
 TEST_SERVER_URL = os.environ.get("RUSING_TEST_DATABASE_URL", "mysql://root@127.0.0.1:3306/test")
-FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"  # copied from shared/fixtures (fixtures/ORIGIN.md)
 EXAMPLE_DRIZZLE = Path(__file__).resolve().parent.parent / "examples" / "rusing-app" / "drizzle"
 
 # Settings a developer's shell may carry must not leak into tests.
@@ -114,6 +114,29 @@ def db_conn(fresh_db: DatabaseURL):
     conn = pymysql.connect(**fresh_db.pymysql_kwargs(), autocommit=True)
     yield conn
     conn.close()
+
+
+@pytest.fixture(scope="session")
+def tls_server(tmp_path_factory):
+    """A test-owned MariaDB with its own CA and ``--require-secure-transport=ON`` (see mariadb_server.py)."""
+    from rusing_ops_tests.mariadb_server import MariaDBServer, make_tls_material
+
+    root = tmp_path_factory.mktemp("tls-mariadb")
+    server = MariaDBServer.start(root / "server", tls=make_tls_material(root / "tls"), require_tls=True)
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def binlog_server(tmp_path_factory):
+    """A test-owned MariaDB writing ROW binlogs (``--log-bin``), for point-in-time recovery."""
+    from rusing_ops_tests.mariadb_server import MariaDBServer
+
+    root = tmp_path_factory.mktemp("binlog-mariadb")
+    server = MariaDBServer.start(root / "server", extra_args=[
+        "--log-bin=mariadb-bin", "--binlog-format=ROW", "--server-id=101", "--max-binlog-size=4096"])
+    yield server
+    server.cleanup()
 
 
 # ------------------------------------------------------------------------------------------------ S3

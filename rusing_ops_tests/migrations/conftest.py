@@ -18,10 +18,9 @@ EDGE = FIXTURES / "synthetic-edge-cases"
 
 
 def fixture_dir(name: str) -> Path:
-    """A fixture folder from ../shared/fixtures, or (for drizzle-rusing) the copy under examples/."""
+    """A fixture folder of ``rusing_ops_tests/fixtures`` (a fixture that is missing fails the test loudly)."""
     path = FIXTURES / name
-    if not path.exists() and name == "drizzle-rusing/drizzle":
-        return EXAMPLE_DRIZZLE
+    assert path.exists(), f"fixture {path} is missing"
     return path
 
 
