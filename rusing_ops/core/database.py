@@ -1,13 +1,22 @@
-"""The application database: engine, ping, named locks, identifiers. Plain SQLAlchemy over PyMySQL."""
+"""The one connection layer: every connection to the application database (SQLAlchemy engine or raw PyMySQL)
+is opened here, from one :class:`DatabaseURL`, with every option of the URL (TLS included) applied.
+
+:class:`Database` bundles them: ``engine``, ``raw()`` connections, the write lock and the masked name.
+``create_engine(url)`` / ``raw_connect(url)`` are the same layer for code that holds only a URL.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import re
+import ssl
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
+from typing import ClassVar
 
+import pymysql
+import pymysql.converters
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -29,21 +38,34 @@ _LOGIN_ERRORS = {
     2013: "the connection was lost during the handshake",
 }
 
+# Encoders only (keyed by Python type): parameters are still escaped, but every value comes back as raw bytes.
+RAW_CONVERSIONS = {k: v for k, v in pymysql.converters.conversions.items() if isinstance(k, type)}
+_URL_KEYS = ("host", "port", "user", "password", "database")
+
 
 def quote_ident(name: str) -> str:
-    """Backtick-quote a schema, table or column name after checking it is a plain identifier."""
-    if not _IDENT.fullmatch(name or ""):
-        raise ConfigError(f"{name!r} is not an identifier this tool accepts (letters, digits, _ and $; 1-64 chars).")
-    return f"`{name}`"
+    """Backtick-quote a schema, table or column name: any name MySQL accepts (a backtick inside is doubled).
+
+    Refused: the empty name, NUL, and names over 64 characters (MySQL's limit for every identifier).
+    """
+    if not isinstance(name, str) or not name or "\x00" in name or len(name) > 64:
+        raise ConfigError(f"{name!r} is not a name MySQL accepts (1 to 64 characters, no NUL).",
+                          next_step="use the database, table or column name exactly as the server shows it.")
+    return "`" + name.replace("`", "``") + "`"
 
 
 def create_engine(url: DatabaseURL | str, *, database: str | None = None, pool_size: int = 4, **kwargs) -> Engine:
-    """An engine with pre-ping, recycling and short connect timeouts (TiDB Cloud closes idle connections)."""
+    """An engine with pre-ping, recycling and short connect timeouts (TiDB Cloud closes idle connections).
+
+    Every URL option reaches every pooled connection through ``connect_args`` (the engine's URL carries only the
+    address); a connection that should be encrypted and is not is closed before it is used.
+    """
     if isinstance(url, str):
         url = parse_database_url(url)
-    connect_args = {"connect_timeout": 10, "read_timeout": None, "write_timeout": None}
+    connect_args = {k: v for k, v in url.pymysql_kwargs(database).items() if k not in _URL_KEYS}
+    connect_args.update(read_timeout=None, write_timeout=None)
     connect_args.update(kwargs.pop("connect_args", {}))
-    return sa.create_engine(
+    engine = sa.create_engine(
         url.sqlalchemy_url(database),
         pool_pre_ping=True,
         pool_recycle=300,
@@ -53,14 +75,124 @@ def create_engine(url: DatabaseURL | str, *, database: str | None = None, pool_s
         hide_parameters=True,
         **kwargs,
     )
+    if url.tls.required:
+        @sa.event.listens_for(engine, "connect")
+        def _refuse_plain_text(dbapi_conn, _record):
+            _check_secure(dbapi_conn, url)
+    return engine
+
+
+def raw_connect(url: DatabaseURL, database: str | None = None, *, raw_bytes: bool = True, **kwargs):
+    """A PyMySQL connection (autocommit) to ``database`` (default: the URL's; ``""`` for none).
+
+    ``raw_bytes``: every value comes back as bytes (``use_unicode=False`` and no decoders), as dump, load and
+    verify need. Failures become :class:`DatabaseUnavailable` naming the masked URL (TLS failures said as such).
+    """
+    options = url.pymysql_kwargs(database)
+    options["autocommit"] = True
+    if raw_bytes:
+        options.update(use_unicode=False, conv=RAW_CONVERSIONS)
+    options.update(kwargs)
+    shown = url.with_database(url.database if database is None else (database or url.database))
+    try:
+        conn = pymysql.connect(**options)
+    except (pymysql.err.MySQLError, ssl.SSLError, OSError) as exc:
+        raise explain_connection_error(exc, shown) from None
+    try:
+        _check_secure(conn, shown)
+    except DatabaseUnavailable:
+        conn.close()
+        raise
+    return conn
+
+
+def _check_secure(conn, url: DatabaseURL) -> None:
+    """Belt and braces over PyMySQL >= 1.2: a connection whose mode requires TLS and that is not encrypted."""
+    if url.tls.required and not isinstance(getattr(conn, "_sock", None), ssl.SSLSocket):
+        raise DatabaseUnavailable(
+            f"Cannot connect to {url.masked()}: the connection is not encrypted although ssl_mode={url.tls.mode} "
+            "requires it; it was closed before any query.",
+            next_step="check that the server has TLS enabled (`SHOW VARIABLES LIKE 'have_ssl'`).",
+        )
+
+
+class Database:
+    """The application database reached through one ``DATABASE_URL``: engine, raw connections, write lock, name.
+
+    Built once per process and URL (:meth:`of`); the server flavour is detected on first use and kept.
+    """
+
+    _instances: ClassVar[dict] = {}
+
+    def __init__(self, url: DatabaseURL | str | None):
+        self.url = url if isinstance(url, DatabaseURL) else parse_database_url(url)
+        self._engine: Engine | None = None
+        self._flavour = None
+
+    @classmethod
+    def of(cls, url: DatabaseURL | str | None) -> Database:
+        url = url if isinstance(url, DatabaseURL) else parse_database_url(url)
+        if url not in cls._instances:
+            cls._instances[url] = cls(url)
+        return cls._instances[url]
+
+    @property
+    def name(self) -> str:
+        return self.url.masked()
+
+    def __repr__(self) -> str:
+        return f"Database({self.name!r})"
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = create_engine(self.url)
+        return self._engine
+
+    def raw(self, database: str | None = None, **kwargs):
+        """A raw-bytes PyMySQL connection (see :func:`raw_connect`)."""
+        return raw_connect(self.url, database, **kwargs)
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[Connection]:
+        with connect(self.engine, self.url) as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def write_lock(self, timeout_s: float = 10.0) -> Iterator[Connection]:
+        with named_lock(self.engine, self.url, DB_WRITE_LOCK, timeout_s) as conn:
+            yield conn
+
+    def flavour(self):
+        """The server's :class:`~rusing_ops.core.flavour.Flavour` (detected once per server)."""
+        if self._flavour is None:
+            from .flavour import flavour_of
+
+            self._flavour = flavour_of(self.url)
+        return self._flavour
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
 
 
 def explain_connection_error(exc: BaseException, url: DatabaseURL) -> DatabaseUnavailable:
-    """One line: which server, what went wrong, with the password never shown."""
+    """One line: which server, what went wrong (TLS failures named as such), with the password never shown."""
+    from .flavour import paused_cluster_message
+
     orig = getattr(exc, "orig", exc)
+    cause = getattr(orig, "original_exception", None) or orig
     code = orig.args[0] if getattr(orig, "args", None) and isinstance(orig.args[0], int) else None
     detail = str(orig.args[1]) if code is not None and len(orig.args) > 1 else str(orig)
     detail = scrub_secret(detail.splitlines()[0] if detail else type(orig).__name__, url.password)
+    tls = _explain_tls(cause, code, detail, url)
+    if tls is not None:
+        return tls
+    paused = paused_cluster_message(code, detail)
+    if paused is not None:
+        return DatabaseUnavailable(f"Cannot connect to {url.masked()}: {paused} (error {code}: {detail}).",
+                                   next_step="resume the cluster in the TiDB Cloud console, then rerun.", code=code)
     reason = _LOGIN_ERRORS.get(code, "the connection failed")
     return DatabaseUnavailable(
         f"Cannot connect to {url.masked()}: {reason} (error {code}: {detail}).",
@@ -69,12 +201,54 @@ def explain_connection_error(exc: BaseException, url: DatabaseURL) -> DatabaseUn
     )
 
 
+def _explain_tls(cause: BaseException, code: int | None, detail: str, url: DatabaseURL) -> DatabaseUnavailable | None:
+    """The TLS reading of a connection failure, or None when it was not about TLS."""
+    where = f"Cannot connect to {url.masked()}:"
+    tls = url.tls
+    ca = f"ssl_ca {tls.ca}" if tls.ca else "the system CA bundle"
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        why = cause.verify_message or str(cause)
+        if "hostname" in why.lower() or "ip address mismatch" in why.lower():
+            return DatabaseUnavailable(
+                f"{where} TLS certificate verification failed: the server's certificate does not name host "
+                f"{url.host!r} ({why}); connect by a name the certificate lists, or set ssl_mode=VERIFY_CA in "
+                "DATABASE_URL. Nothing was sent but the TLS handshake.",
+                next_step="fix DATABASE_URL's host or ssl_mode, then rerun.", code=code, tls=True)
+        return DatabaseUnavailable(
+            f"{where} TLS certificate verification failed against {ca} ({why}); set ssl_ca=/path/to/the CA that "
+            "signed the server's certificate in DATABASE_URL. Nothing was sent but the TLS handshake.",
+            next_step="add ssl_ca=... to DATABASE_URL, then rerun.", code=code, tls=True)
+    if isinstance(cause, ssl.SSLError):
+        return DatabaseUnavailable(
+            f"{where} the TLS handshake failed ({scrub_secret(str(cause), url.password)}); check ssl_ca, ssl_cert "
+            "and ssl_key in DATABASE_URL. Nothing was sent but the TLS handshake.",
+            next_step="fix the TLS options, then rerun.", code=code, tls=True)
+    if code == 2026:  # CR_SSL_CONNECTION_ERROR: TLS required, the server offers none
+        return DatabaseUnavailable(
+            f"{where} the server does not offer TLS, and ssl_mode={tls.mode} ({tls.why}) requires it; the password "
+            "was not sent. Enable TLS on the server, or on a trusted network set ssl_mode=PREFERRED in DATABASE_URL.",
+            next_step="enable TLS on the server (or change ssl_mode), then rerun.", code=code, tls=True)
+    lowered = detail.lower()
+    if tls.mode == "DISABLED" and code == 1045:  # MariaDB's answer to a plain-text login under require_secure_transport
+        return DatabaseUnavailable(
+            f"{where} the server refused the login (error {code}: {detail}), and ssl_mode=DISABLED sent it without "
+            "TLS: a server that requires secure transport answers exactly this. Remove ssl_mode=DISABLED (or set "
+            "ssl_mode=VERIFY_IDENTITY) in DATABASE_URL; otherwise check the user name and password.",
+            next_step="change ssl_mode in DATABASE_URL, then rerun.", code=code, tls=True)
+    if tls.mode in ("DISABLED", "PREFERRED") and ("secure transport" in lowered or "--require-secure" in lowered):
+        return DatabaseUnavailable(
+            f"{where} the server requires TLS and ssl_mode={tls.mode} ({tls.why}) did not use it (error {code}: "
+            f"{detail}); set ssl_mode=VERIFY_IDENTITY (with ssl_ca=... for a private CA) in DATABASE_URL.",
+            next_step="change ssl_mode in DATABASE_URL, then rerun.", code=code, tls=True)
+    return None
+
+
 @contextlib.contextmanager
 def connect(engine: Engine, url: DatabaseURL) -> Iterator[Connection]:
     """A connection whose login failures come out as :class:`DatabaseUnavailable` naming the masked URL."""
     try:
         conn = engine.connect()
-    except sa.exc.DBAPIError as exc:
+    except (sa.exc.DBAPIError, ssl.SSLError, OSError) as exc:
         raise explain_connection_error(exc, url) from None
     with conn:
         yield conn
@@ -88,8 +262,9 @@ class PingResult:
 
     @property
     def flavour(self) -> str:
-        v = self.server_version.lower()
-        return "tidb" if "tidb" in v else "mariadb" if "mariadb" in v else "mysql"
+        from .flavour import kind_from_version
+
+        return kind_from_version(self.server_version)
 
 
 def ping(engine: Engine, url: DatabaseURL) -> PingResult:
@@ -114,7 +289,11 @@ def named_lock(engine: Engine, url: DatabaseURL, name: str, timeout_s: float = 1
     The lock lives as long as that connection, so a crashed process releases it. Raises :class:`LockBusy`
     naming the holder's connection id (and what it is running) when it is not free within ``timeout_s``.
     """
+    from .flavour import lock_wait_seconds
+
     with connect(engine, url) as conn:
+        version = getattr(conn.connection.dbapi_connection, "server_version", "") or ""
+        timeout_s = lock_wait_seconds(version, timeout_s)
         got = conn.execute(sa.text("SELECT GET_LOCK(:n, :t)"), {"n": name, "t": timeout_s}).scalar()
         if got != 1:
             holder = lock_holder(conn, name)
