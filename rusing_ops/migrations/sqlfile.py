@@ -2,7 +2,8 @@
 
 drizzle-orm 0.45 (`drizzle-orm/src/migrator.ts` L42-52, ../shared/research/drizzle.md §1.4, §1.6) reads the file with
 `readFileSync(path).toString()` (UTF-8, invalid bytes become U+FFFD), hashes that text with sha256 and splits it on
-the plain substring `--> statement-breakpoint`, without trimming or dropping empty chunks.
+the plain substring `--> statement-breakpoint`, without trimming or dropping empty chunks. That split stays here as a
+thin layer; quotes, comments and `;` are lexed by the project's one lexer, `backups/sqlsplit.py`.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import re
 
+from ..backups import sqlsplit
+
 BREAKPOINT = "--> statement-breakpoint"
 BOM = b"\xef\xbb\xbf"
 
-_ROUTINE = re.compile(r"\s*CREATE\s+(?:DEFINER\s*=\s*\S+\s+)?(?:TRIGGER|PROCEDURE|FUNCTION|EVENT)\b", re.I)
-# One pass so that quotes inside comments and comment markers inside strings are both taken as they are meant.
-_LEXEME = re.compile(r"""('(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.)*")|(`[^`]*`)|(/\*.*?\*/|(?:--|#)[^\n]*)""", re.S)
+_ROUTINE = re.compile(r"\s*CREATE\s+(?:DEFINER\s*=\s*\S+\s+)?(?:TRIGGER|PROCEDURE|FUNCTION|EVENT)\b", re.IGNORECASE)
 
 
 def decode(raw: bytes) -> str:
@@ -35,11 +36,7 @@ def split_statements(text: str) -> list[str]:
 
 def strip_comments(statement: str) -> str:
     """The statement with string literals blanked to '' and comments removed (for checks, never for sending)."""
-
-    def keep(m: re.Match) -> str:
-        return "''" if m.group(1) else m.group(2) if m.group(2) else " "
-
-    return _LEXEME.sub(keep, statement)
+    return sqlsplit.strip_comments(statement)
 
 
 def is_blank(statement: str) -> bool:
@@ -54,10 +51,12 @@ def is_comment_only(statement: str) -> bool:
 
 def counts_several_statements(statement: str) -> bool:
     """True when a chunk holds more than one statement: sent as one query it fails with ER_PARSE_ERROR (1064)."""
-    body = strip_comments(statement).strip().rstrip(";").strip()
-    if _ROUTINE.match(body):
+    if _ROUTINE.match(strip_comments(statement)):
         return False  # a trigger/procedure body holds `;` inside BEGIN ... END
-    return ";" in body and any(part.strip() for part in body.split(";")[1:])
+    try:
+        return len(sqlsplit.split_text(statement)) > 1
+    except sqlsplit.SqlSyntaxError:
+        return False  # an unclosed quote: the server's own error names it
 
 
 def first_invalid_utf8_offset(raw: bytes) -> int | None:
@@ -69,17 +68,10 @@ def first_invalid_utf8_offset(raw: bytes) -> int | None:
 
 
 def split_script(text: str) -> list[str]:
-    """Statements of a hand-written SQL script: drizzle's breakpoints when present, else `;` outside quotes/comments.
+    """Statements of a hand-written SQL script: drizzle's breakpoints when present, else as the ``mysql`` client
+    splits it (``;`` outside quotes and comments, ``DELIMITER`` understood, the last ``;`` optional).
 
     Comment-only and blank pieces are dropped (a reverse-SQL file is not a Drizzle migration).
     """
-    if BREAKPOINT in text:
-        pieces = split_statements(text)
-    else:
-        pieces, start = [], 0
-        for m in re.finditer(r"""'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.)*"|`[^`]*`|/\*.*?\*/|(?:--|#)[^\n]*|;""", text, re.S):
-            if m.group(0) == ";":
-                pieces.append(text[start:m.end()])
-                start = m.end()
-        pieces.append(text[start:])
+    pieces = split_statements(text) if BREAKPOINT in text else sqlsplit.split_text(text)
     return [p.strip() for p in pieces if strip_comments(p).strip().rstrip(";").strip()]
