@@ -1,18 +1,21 @@
-"""The code location: every capability's Definitions, merged explicitly (nothing is silently dropped), plus resources."""
-
-import importlib
+"""The code location: every capability's Definitions, merged explicitly (nothing is silently dropped), plus the
+resources and the one executor every job uses (in process: each job is one database procedure, run as one step)."""
 
 import dagster as dg
 
+from .alerting.defs import defs as alerting
+from .backups.defs import defs as backups
+from .health.defs import defs as health
+from .migrations.defs import defs as migrations
 from .resources import default_resources
-
-# One line per capability: its package's defs.py exposes `defs`.
-CAPABILITIES = ["health", "alerting", "backups", "migrations", "webhooks", "runbooks"]
+from .runbooks.defs import defs as runbooks
+from .webhooks.defs import defs as webhooks
 
 
 def build_definitions() -> dg.Definitions:
-    parts = [importlib.import_module(f"rusing_ops.{name}.defs").defs for name in CAPABILITIES]
-    return dg.Definitions.merge(*parts, dg.Definitions(resources=default_resources(), executor=dg.in_process_executor))
+    capabilities = [health, alerting, backups, migrations, webhooks, runbooks]
+    return dg.Definitions.merge(*capabilities, dg.Definitions(resources=default_resources(),
+                                                              executor=dg.in_process_executor))
 
 
 defs = build_definitions()

@@ -9,10 +9,12 @@ EXPECTED_JOBS = {
     "health_check", "backup_database", "restore_database", "verify_backup", "prune_backups", "check_backup_freshness",
     "recover_from_data_loss", "migrate_database", "validate_schema", "rollback_migration", "reconcile_webhook_events",
     "retry_webhook_event", "sweep_stripe_events", "report_webhook_processing_stats", "check_coach_accounts",
+    "setup_webhook_tables",
 }
 EXPECTED_SCHEDULES = {"health_check_every_5_minutes", "nightly_backup", "backup_freshness_schedule", "stripe_event_sweep"}
-EXPECTED_SENSORS = {"alert_on_run_failure", "failed_webhook_events", "migrate_database_on_new_journal_entries"}
-EXPECTED_ASSETS = {"database_backup", "app_database_schema", "webhook_processing_stats", "rusing_app", "app_database",
+EXPECTED_SENSORS = {"alert_on_run_failure", "failed_webhook_events", "migrate_database_on_new_journal_entries",
+                    "backup_store_partitions"}
+EXPECTED_ASSETS = {"database_backup", "newest_backup", "app_database_schema", "webhook_processing_stats", "rusing_app", "app_database",
                    "stripe_account"}
 
 
@@ -53,7 +55,7 @@ def test_db_writing_jobs_share_the_tag_and_pool():
     repo = defs.get_repository_def()
     writers = [j for j in repo.get_all_jobs() if j.tags.get(DB_WRITE_TAG_KEY)]
     assert {j.name for j in writers} == {"migrate_database", "restore_database", "rollback_migration",
-                                         "recover_from_data_loss"}
+                                         "recover_from_data_loss", "setup_webhook_tables"}
     for job in writers:
         pools = {node.definition.pool for node in job.graph.nodes if getattr(node.definition, "pool", None)}
         assert pools == {DB_WRITE_POOL}, job.name

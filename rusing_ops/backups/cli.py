@@ -3,28 +3,23 @@ as the UI (backup_database, restore_database) in process, with a progress bar; `
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 from pathlib import Path
 
-from ..cli_support import TerminalProgress, dagster_instance, print_json, print_table, run_job
+from ..cli_support import TerminalProgress, print_json, print_table, run_job
 from ..core.errors import OpsError
 from ..core.store import open_store
 from ..settings import PROJECT_ROOT, env
-from . import catalog, keys
+from . import catalog
 
 
 def backup(args) -> int:
-    name = keys.partition_name(dt.datetime.now(dt.timezone.utc), args.reason)
-    instance = dagster_instance()
-    instance.add_dynamic_partitions("database_backup", [name])
     with TerminalProgress():
-        result = run_job("backup_database", {"ops": {"database_backup": {"config": {
-            "reason": args.reason, "compression": args.compression}}}},
-            tags={"dagster/partition": name}, instance=instance)
-    [mat] = result.asset_materializations_for_node("database_backup")
+        result = run_job("backup_database", {"ops": {"newest_backup": {"config": {
+            "reason": args.reason, "compression": args.compression}}}})
+    [mat] = [m for m in result.asset_materializations_for_node("newest_backup") if m.partition is None]
     md = {k: v.value for k, v in mat.metadata.items()}
-    print(f"backup {md['key']}: {md['rows']:,} rows, {md['bytes'] / 1e6:,.1f} MB ({md['compressed_ratio']}x), "
+    print(f"backup {md['key']}: {md['dagster/row_count']:,} rows, {md['bytes'] / 1e6:,.1f} MB ({md['compressed_ratio']}x), "
           f"sha256 {md['sha256'][:16]}..., {md['duration_s']:.1f}s, migration head {md['migration_head']}")
     print(f"stored at {md['uri']} (run {result.run_id})")
     return 0

@@ -1,24 +1,32 @@
-"""Dagster face of the backups capability: asset `database_backup` (one dynamic partition per backup), jobs
-`backup_database`, `restore_database`, `verify_backup`, `prune_backups`, `check_backup_freshness`, schedules
-`nightly_backup` and `backup_freshness_schedule`, and the checks `backup_verified` (per partition) and `backup_fresh`."""
+"""Dagster face of the backups capability.
+
+Assets: `database_backup` (every complete backup in the store, one dynamic partition each; not materializable, so
+nothing an operator clicks can overwrite a backup or turn a good partition red) and `newest_backup` (its Materialize
+button takes a backup now). Jobs `backup_database`, `restore_database` and `verify_backup` (both pick a partition),
+`prune_backups`, `check_backup_freshness`; schedules `nightly_backup`, `backup_freshness_schedule`; sensor
+`backup_store_partitions` (store -> partitions); checks `backup_verified` (per partition) and `backup_fresh`.
+
+Every procedure that takes a backup goes through :func:`take_backup` (or :func:`record_stored` for one the library
+took), so every backup is the same kind of partition with the same metadata.
+"""
 
 import datetime as dt
-from typing import Optional
+from typing import Literal
 
 import dagster as dg
 from pydantic import Field
 
-from ..core.errors import OpsError, require_confirm
-from ..dagster_support import failure
+from ..core.errors import ConfigError, OpsError, require_confirm
+from ..dagster_support import configured_target, failure, max_runtime, table_of
 from ..resources import DB_WRITE_POOL, DB_WRITE_TAGS, BackupStoreResource, DatabaseResource
 from ..settings import env, resolve_path
-from . import catalog, keys
-from .dump import backup_database as take_backup
+from . import catalog, keys, record
 from .restore import restore_backup
 from .retention import RetentionPolicy, prune_backups as prune
 from .verify import verify_backup as verify
 
 PARTITIONS = dg.DynamicPartitionsDefinition(name="database_backup")
+ASSET = dg.AssetKey("database_backup")
 FRESH_HOURS = 26
 
 
@@ -27,134 +35,217 @@ def _drizzle_dir():
     return path if path.is_dir() else None
 
 
-class BackupDatabaseConfig(dg.Config):
-    reason: str = Field(default="manual", description="Why (nightly, pre-migration, manual, ...): part of the backup name. Used when the partition key is not itself a backup name.")
-    compression: str = Field(default="zstd", description="zstd (default, fast) or gzip (for tools that only read .gz).")
+database_backup = dg.AssetSpec(
+    "database_backup", partitions_def=PARTITIONS, group_name="backups", kinds={"mysql", "s3"},
+    description="Every complete backup in the backup store (RUSING_BACKUP_URL), one partition each, named "
+    "backup-<UTC time the snapshot started>-<reason>. Recorded by whatever took it (backup_database, migrate_database, "
+    "rollback_migration, restore_database, recover_from_data_loss) and reconciled with the store by the sensor "
+    "backup_store_partitions (backups from elsewhere appear, pruned ones disappear). To take a backup, click "
+    "Materialize on **newest_backup** or launch **backup_database**; to restore one, launch **restore_database** "
+    "and pick its partition.")
 
-
-# backup_verified is declared on the asset (so the UI shows it per partition) and recorded by the verify_backup op
-# job: Dagster 1.13 cannot run a checks-only job for one partition in process, and "latest" needs resolving first.
 VERIFIED = dg.AssetCheckSpec(
-    "backup_verified", asset="database_backup", partitions_def=PARTITIONS,
-    description="The partition's backup restores into a scratch database with the manifest's row counts and content checksums (recorded by verify_backup).")
+    "backup_verified", asset=ASSET, partitions_def=PARTITIONS,
+    description="The partition's backup restored into a scratch database with the manifest's row counts and content "
+    "checksums (the store's verification record). WARN = not verified yet: launch verify_backup on the partition.")
 
 
-@dg.multi_asset(
-    name="database_backup", can_subset=True, check_specs=[VERIFIED],
-    specs=[dg.AssetSpec("database_backup", partitions_def=PARTITIONS, group_name="backups", kinds={"mysql", "s3"},
-                        description="A consistent logical backup of the application database (plain SQL, zstd/gzip) "
-                        "with its manifest; one partition per backup.")],
-    description="Dump the application database in one snapshot, stream it compressed to the backup store, write the manifest last.")
-def database_backup(context: dg.AssetExecutionContext, config: BackupDatabaseConfig, database: DatabaseResource,
-                    backup_store: BackupStoreResource):
-    name = keys.parse_name(context.partition_key)
-    taken_at = name.taken_at if name else dt.datetime.now(dt.timezone.utc)
-    reason = name.reason if name else config.reason
+def backup_metadata(rec: record.BackupRecord) -> dict:
+    """What an operator checks on a backup partition, the same for every backup (DESIGN.md §3 / STYLE.md §4)."""
+    plain = rec.metadata()
+    rows = plain.pop("table_rows")
+    return {**plain, "taken_at": dg.MetadataValue.timestamp(rec.taken_at), "dagster/row_count": plain.pop("rows"),
+            "tables": table_of([{"table": name, "rows": n} for name, n in rows.items()])}
+
+
+def verified_evaluation(rec: record.BackupRecord) -> dg.AssetCheckEvaluation:
+    """backup_verified for ``rec``'s partition, from the store's verification record (the one truth)."""
+    return dg.AssetCheckEvaluation(
+        asset_key=ASSET, check_name=VERIFIED.name, partition=rec.name, passed=rec.verified,
+        severity=dg.AssetCheckSeverity.WARN if rec.verification is None else dg.AssetCheckSeverity.ERROR,
+        description=rec.verification_text, metadata={"key": rec.key})
+
+
+def _app_database(database: DatabaseResource) -> str | None:
+    try:
+        return database.parsed.database
+    except OpsError:  # DATABASE_URL unset or malformed: every backup in the store counts
+        return None
+
+
+def fresh_fields(store, database: DatabaseResource) -> dict:
+    """backup_fresh's outcome: is what `latest` restores into the application database young enough?"""
+    fresh = catalog.freshness(store, FRESH_HOURS, database=_app_database(database))
+    newest = fresh.newest
+    metadata = {"newest": newest.name, "age_hours": fresh.age_hours, "newest_verified": newest.verified} if newest else {}
+    return {"passed": fresh.ok, "description": fresh.description, "metadata": metadata}
+
+
+def record_backup(context, store, rec: record.BackupRecord, database: DatabaseResource) -> None:
+    """Make ``rec`` a partition of database_backup with its metadata, and re-evaluate backup_verified for it and
+    backup_fresh (a new backup changes both). ``context``: an op or asset context (events go to its run)."""
+    if not context.instance.has_dynamic_partition(PARTITIONS.name, rec.name):
+        context.instance.add_dynamic_partitions(PARTITIONS.name, [rec.name])
+    context.log_event(dg.AssetMaterialization(asset_key=ASSET, partition=rec.name, metadata=backup_metadata(rec),
+                                              description=f"{rec.manifest.reason or 'unnamed'} backup of "
+                                              f"`{rec.manifest.database}`"))
+    context.log_event(verified_evaluation(rec))
+    context.log_event(dg.AssetCheckEvaluation(asset_key=ASSET, check_name="backup_fresh",
+                                              **fresh_fields(store, database)))
+
+
+def take_backup(context, database: DatabaseResource, backup_store: BackupStoreResource, reason: str, *,
+                compression: str = "zstd", drizzle_dir=None) -> record.BackupRecord:
+    """The one way a job takes a backup: name and time from the clock, recorded as a partition. Raises OpsError."""
     store = backup_store.get_store()
-    key = None
-    if dg.AssetKey("database_backup") in context.selected_asset_keys:
-        try:
-            result = take_backup(database.parsed, store, reason=reason, compression=config.compression,
-                                 run_id=context.run.run_id, drizzle_dir=_drizzle_dir(), log=context.log.info,
-                                 now=taken_at)
-        except OpsError as exc:
-            raise failure(exc) from exc
-        key = result.manifest.key
-        yield dg.MaterializeResult(asset_key="database_backup", metadata=backup_metadata(result.manifest, result.uri))
-    if VERIFIED.key in context.selected_asset_check_keys:  # "materialize" or "execute check" in the UI
-        try:
-            fields = _check_fields(verify(database.parsed, store, key or context.partition_key, log=context.log.info))
-        except OpsError as exc:
-            fields = {"passed": False, "description": str(exc)}
-        yield dg.AssetCheckResult(asset_key="database_backup", check_name=VERIFIED.name, **fields)
+    rec = record.take(database.parsed, store, reason=reason, compression=compression, run_id=context.run.run_id,
+                      drizzle_dir=drizzle_dir or _drizzle_dir(), log=context.log.info)
+    record_backup(context, store, rec, database)
+    return rec
 
 
-def backup_metadata(m, uri: str) -> dict:
-    """What an operator checks on a backup partition (DESIGN.md §3 / STYLE.md §4)."""
-    head = m.migration_head or {}
-    return {
-        "key": m.key, "uri": uri, "bytes": m.bytes, "uncompressed_bytes": m.uncompressed_bytes,
-        "compressed_ratio": m.ratio, "sha256": m.sha256, "rows": m.total_rows,
-        "table_rows": dg.MetadataValue.json({n: t.rows for n, t in m.tables.items()}),
-        "duration_s": m.duration_s, "migration_head": head.get("tag") or head.get("hash") or "(none)",
-        "reason": m.reason, "compression": m.compression, "verified": False,
-    }
+def record_stored(context, store, key: str, database: DatabaseResource) -> None:
+    """Record a backup the library took inside a procedure (the pre-restore backup of a restore or recovery)."""
+    record_backup(context, store, record.describe(store, key, _drizzle_dir()), database)
 
 
-def record_backup(context: dg.OpExecutionContext, store, key: str) -> None:
-    """Register a backup taken inside another job (pre-restore) as a partition of database_backup."""
-    name = keys.parse_key(key).name
-    if not context.instance.has_dynamic_partition(PARTITIONS.name, name):
-        context.instance.add_dynamic_partitions(PARTITIONS.name, [name])
-    context.log_event(dg.AssetMaterialization(asset_key="database_backup", partition=name,
-                                              metadata=backup_metadata(catalog.read_manifest(store, key), store.uri(key))))
+def backup_callable(context, database: DatabaseResource, backup_store: BackupStoreResource, drizzle_dir=None):
+    """``backup(reason) -> Manifest`` for library procedures (pre-migration, pre-rollback), through take_backup."""
+    return lambda reason: take_backup(context, database, backup_store, reason, drizzle_dir=drizzle_dir).manifest
+
+
+class BackupDatabaseConfig(dg.Config):
+    reason: str = Field(default="manual", description="Why (manual, nightly, before-upgrade, ...): the end of the "
+                        "backup's name. The name's time is the clock's when the snapshot starts.")
+    compression: Literal["zstd", "gzip"] = Field(default="zstd", description="zstd (fast, default) or gzip (for tools that only read .gz).")
+
+
+@dg.asset(name="newest_backup", group_name="backups", kinds={"mysql", "s3"},
+          description="The newest backup taken here. **Materialize = back up the database now** (one click; name and "
+          "time from the clock). Every backup, however taken, is also a partition of database_backup.")
+def newest_backup(context: dg.AssetExecutionContext, config: BackupDatabaseConfig, database: DatabaseResource,
+                  backup_store: BackupStoreResource) -> dg.MaterializeResult:
+    try:
+        rec = take_backup(context, database, backup_store, config.reason, compression=config.compression)
+    except OpsError as exc:
+        raise failure(exc) from None
+    return dg.MaterializeResult(metadata={"partition": rec.name, **backup_metadata(rec)})
 
 
 backup_database = dg.define_asset_job(
-    "backup_database", selection=dg.AssetSelection.assets("database_backup").without_checks(),
-    executor_def=dg.in_process_executor,
-    description="Runbook §3 `pnpm db:backup`: takes one backup as a new partition of database_backup. Run by "
-    "nightly_backup, by `rusing-ops db backup`, or by hand (add a partition named backup-YYYY-MM-DDTHHMMSSZ-reason).")
+    "backup_database", selection=[newest_backup], tags=max_runtime(4),
+    description="Runbook §3 `pnpm db:backup`: backs up the database now and records the backup as a partition of "
+    "database_backup. Launch it as is (reason manual), or from nightly_backup or `rusing-ops db backup`.")
 
 
 @dg.schedule(job=backup_database, cron_schedule="0 3 * * *", execution_timezone="America/Toronto",
              default_status=dg.DefaultScheduleStatus.RUNNING,
-             description="Nightly backup at 03:00 Toronto time; registers the night's partition. A missed night shows in the backup_fresh check.")
+             description="Nightly backup at 03:00 Toronto time (reason nightly). A missed night shows in the backup_fresh check.")
 def nightly_backup(context: dg.ScheduleEvaluationContext):
-    when = context.scheduled_execution_time or dt.datetime.now(dt.timezone.utc)
-    name = keys.partition_name(when, "nightly")
-    context.instance.add_dynamic_partitions(PARTITIONS.name, [name])
-    return dg.RunRequest(run_key=name, partition_key=name)
+    when = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
+    return dg.RunRequest(run_key=f"nightly-{when.date().isoformat()}",
+                         run_config={"ops": {"newest_backup": {"config": {"reason": "nightly"}}}})
 
 
-def _check_fields(result) -> dict:
-    """The backup_verified check's outcome, shared by the verify_backup job and the asset's own check."""
-    return {"passed": result.ok, "description": "; ".join(result.problems) or "restored and matched the manifest",
-            "metadata": {"key": result.key, "tables": len(result.tables), "duration_s": result.duration_s,
-                         "scratch_db": result.scratch_db, "table_results": dg.MetadataValue.json(result.tables)}}
+@dg.sensor(name="backup_store_partitions", minimum_interval_seconds=120, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Keeps database_backup's partitions equal to the complete backups in the store: adds backups "
+           "taken elsewhere (CLI on another machine, an older version) with their metadata and removes deleted ones.")
+def backup_store_partitions(context: dg.SensorEvaluationContext, backup_store: BackupStoreResource,
+                            database: DatabaseResource):
+    store = backup_store.get_store()
+    diff = record.reconcile(store, context.instance.get_dynamic_partitions(PARTITIONS.name), _drizzle_dir())
+    if not diff.changed:
+        return dg.SkipReason(f"all {len(diff.complete)} complete backups in {store.url} are listed")
+    for name in diff.remove:
+        context.instance.delete_dynamic_partition(PARTITIONS.name, name)
+    if diff.add:
+        context.instance.add_dynamic_partitions(PARTITIONS.name, [rec.name for rec in diff.add])
+    for rec in diff.add:
+        context.instance.report_runless_asset_event(dg.AssetMaterialization(
+            asset_key=ASSET, partition=rec.name, metadata=backup_metadata(rec), description="found in the store"))
+        context.instance.report_runless_asset_event(verified_evaluation(rec))
+    context.instance.report_runless_asset_event(dg.AssetCheckEvaluation(
+        asset_key=ASSET, check_name="backup_fresh", **fresh_fields(store, database)))
+    context.log.info(f"added {len(diff.add)} partition(s), removed {len(diff.remove)}: "
+                     + ", ".join([r.name for r in diff.add] + [f"-{n}" for n in diff.remove]))
+    return dg.SkipReason(f"reconciled: +{len(diff.add)} -{len(diff.remove)}; {len(diff.complete)} complete backups")
+
+
+def _chosen_backup(context: dg.OpExecutionContext, configured: str) -> str:
+    """The partition picked in the Launchpad, else the config's backup (a conflict between them is refused)."""
+    if not context.has_partition_key:
+        return configured
+    if configured not in ("", "latest", context.partition_key):
+        raise ConfigError(f"The run picked backup {context.partition_key} and its config names {configured!r}.",
+                          next_step="pick the partition only, or leave backup at `latest`.")
+    return context.partition_key
+
+
+def _verify(context, database: DatabaseResource, backup_store: BackupStoreResource, ref: str):
+    store = backup_store.get_store()
+    result = verify(database.parsed, store, ref, log=context.log.info)
+    rec = record.describe(store, result.key, _drizzle_dir())
+    if not context.instance.has_dynamic_partition(PARTITIONS.name, rec.name):  # e.g. a backup from an older version
+        record_backup(context, store, rec, database)
+    tables = table_of([{"table": n, **t} for n, t in sorted(result.tables.items())])
+    return result, rec, {"key": result.key, "tables": tables, "duration_s": result.duration_s,
+                         "scratch_db": result.scratch_db}
+
+
+@dg.multi_asset_check(specs=[VERIFIED], description="Verify the partition's backup (the latest one when run "
+                      "without a partition) by restoring it into a scratch database.")
+def backup_verified(context: dg.AssetCheckExecutionContext, database: DatabaseResource,
+                    backup_store: BackupStoreResource):
+    ref = context.partition_key if context.has_partition_key else "latest"
+    try:
+        _, rec, metadata = _verify(context, database, backup_store, ref)
+    except OpsError as exc:
+        yield dg.AssetCheckResult(asset_key=ASSET, check_name=VERIFIED.name, passed=False, description=str(exc))
+        return
+    yield dg.AssetCheckResult(asset_key=ASSET, check_name=VERIFIED.name, passed=rec.verified,
+                              description=f"{rec.name}: {rec.verification_text}", metadata=metadata)
 
 
 class VerifyBackupConfig(dg.Config):
-    backup: str = Field(default="latest", description="`latest` (newest complete backup) or a backup name/key from `rusing-ops db backups`.")
+    backup: str = Field(default="latest", description="Used when no partition is picked: `latest` (newest complete "
+                        "backup) or a backup name/key.")
 
 
 @dg.op(description="Restore the backup into a scratch database, compare rows and content checksums with the manifest, drop the scratch database.")
 def verify_backup_op(context: dg.OpExecutionContext, config: VerifyBackupConfig, database: DatabaseResource,
                      backup_store: BackupStoreResource) -> dict:
     try:
-        result = verify(database.parsed, backup_store.get_store(), config.backup, log=context.log.info)
+        result, rec, metadata = _verify(context, database, backup_store, _chosen_backup(context, config.backup))
     except OpsError as exc:
-        raise failure(exc) from exc
-    name = keys.parse_key(result.key).name
-    if not context.instance.has_dynamic_partition(PARTITIONS.name, name):  # e.g. a pre-migration backup
-        context.instance.add_dynamic_partitions(PARTITIONS.name, [name])
-    fields = _check_fields(result)
-    context.log_event(dg.AssetCheckEvaluation(asset_key=dg.AssetKey("database_backup"), check_name=VERIFIED.name,
-                                              partition=name, **fields))
+        raise failure(exc) from None
+    context.log_event(verified_evaluation(rec))
+    context.log_event(dg.AssetCheckEvaluation(asset_key=ASSET, check_name="backup_fresh",
+                                              **fresh_fields(backup_store.get_store(), database)))
     if not result.ok:
-        raise dg.Failure(description=f"Backup {result.key} failed verification: {fields['description']}.",
+        raise dg.Failure(description=f"Backup {result.key} failed verification: {rec.verification_text}. Nothing "
+                         "was changed. Next: restore another backup, and find out why this one is damaged.",
                          metadata={"key": result.key})
+    context.add_output_metadata(metadata)
     return result.to_dict()
 
 
-@dg.job(name="verify_backup", executor_def=dg.in_process_executor,
-        description="Restores one backup into a scratch database, compares every table's rows and content checksum with "
-        "the manifest, drops the scratch database and records the backup_verified check on that partition.")
+@dg.job(name="verify_backup", partitions_def=PARTITIONS, tags=max_runtime(6),
+        description="Pick a backup (partition) to prove it restores: into a scratch database, every table's rows and "
+        "content checksum compared with the manifest, scratch database dropped, backup_verified recorded on the "
+        "partition. Without a partition: the config's backup (latest).")
 def verify_backup():
     verify_backup_op()
 
 
-@dg.asset_check(asset="database_backup", name="backup_fresh",
-                description=f"The newest complete backup is younger than {FRESH_HOURS} hours.")
-def backup_fresh(backup_store: BackupStoreResource) -> dg.AssetCheckResult:
-    fresh = catalog.freshness(backup_store.get_store(), FRESH_HOURS)
-    metadata = {"newest": fresh.newest.name, "age_hours": fresh.age_hours, "verified": fresh.newest.verified} \
-        if fresh.newest else {}
-    return dg.AssetCheckResult(passed=fresh.ok, description=fresh.description, metadata=metadata)
+@dg.asset_check(asset=ASSET, name="backup_fresh",
+                description=f"The newest complete backup in the store is younger than {FRESH_HOURS} hours (by the "
+                "time in its name). Re-evaluated whenever a backup is recorded, and hourly.")
+def backup_fresh(backup_store: BackupStoreResource, database: DatabaseResource) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(**fresh_fields(backup_store.get_store(), database))
 
 
 check_backup_freshness = dg.define_asset_job(
-    "check_backup_freshness", selection=dg.AssetSelection.checks(backup_fresh), executor_def=dg.in_process_executor,
+    "check_backup_freshness", selection=dg.AssetSelection.checks(backup_fresh), tags=max_runtime(0.25),
     description="Runs the backup_fresh check (hourly by backup_freshness_schedule).")
 
 backup_freshness_schedule = dg.ScheduleDefinition(
@@ -162,37 +253,45 @@ backup_freshness_schedule = dg.ScheduleDefinition(
     execution_timezone="America/Toronto", default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Hourly: is the newest complete backup younger than 26 hours?")
 
+TARGET = configured_target()  # read when the code location loads, so the Launchpad names it before `confirm`
+
 
 class RestoreDatabaseConfig(dg.Config):
-    backup: str = Field(default="latest", description="`latest` (newest complete backup), a backup name/key from `rusing-ops db backups`, or a local .sql/.sql.gz/.sql.zst path.")
-    database: Optional[str] = Field(default=None, description="Restore into this database instead of the application database (drills, verification).")
-    confirm: str = Field(description="Must equal the target database name; anything else refuses before touching anything.")
+    backup: str = Field(default="latest", description="Used when no partition is picked: `latest` (newest complete "
+                        "backup), a backup name/key, or a local .sql/.sql.gz/.sql.zst path.")
+    database: str | None = Field(default=None, description="Restore into this database instead of the application "
+                                    f"database {TARGET} (drills, verification).")
+    confirm: str = Field(description=f"Type the target database's name: the application database {TARGET}, or the "
+                         "`database` field when set. Anything else refuses before anything is touched.")
     pre_restore_backup: bool = Field(default=True, description="Back up the live target first (reason pre-restore).")
 
 
-@dg.op(pool=DB_WRITE_POOL, description="Verify the backup, load it into a staging database, check row counts, back up the target, swap atomically.")
+@dg.op(pool=DB_WRITE_POOL, description=f"Restore into {TARGET}: verify the backup, load it into a staging database, "
+       "check row counts, back up the target, swap atomically.")
 def restore_database_op(context: dg.OpExecutionContext, config: RestoreDatabaseConfig, database: DatabaseResource,
                         backup_store: BackupStoreResource) -> dict:
     try:
         require_confirm(config.confirm, config.database or database.parsed.database, "nothing was restored")
         store = backup_store.get_store()
-        result = restore_backup(database.parsed, store, config.backup, database=config.database,
+        result = restore_backup(database.parsed, store, _chosen_backup(context, config.backup), database=config.database,
                                 pre_restore_backup=config.pre_restore_backup, lock=database.write_lock,
                                 run_id=context.run.run_id, log=context.log.info)
     except OpsError as exc:
-        raise failure(exc) from exc
+        raise failure(exc) from None
     if result.pre_restore_backup:
-        record_backup(context, store, result.pre_restore_backup)
+        record_stored(context, store, result.pre_restore_backup, database)
     summary = {"source": result.source, "target": result.target, "pre_restore_db": result.pre_restore_db or "",
                "pre_restore_backup": result.pre_restore_backup or "", "rows": sum(result.tables.values()),
                "verified_against_manifest": result.verified_against_manifest, "duration_s": result.duration_s}
-    context.add_output_metadata({**summary, "table_rows": dg.MetadataValue.json(result.tables)})
+    context.add_output_metadata({**summary, "dagster/row_count": summary["rows"],
+                                 "tables": table_of([{"table": n, "rows": r} for n, r in sorted(result.tables.items())])})
     return {**summary, "tables": result.tables}
 
 
-@dg.job(name="restore_database", tags=DB_WRITE_TAGS, executor_def=dg.in_process_executor,
-        description="Runbook §3 `pnpm db:restore`: restores the latest (or a named) backup through a staging database and "
-        "one atomic RENAME; the replaced tables stay in <db>__pre_restore_<ts>. Started by hand or `rusing-ops db restore`.")
+@dg.job(name="restore_database", partitions_def=PARTITIONS, tags={**DB_WRITE_TAGS, **max_runtime(6)},
+        description=f"Runbook §3 `pnpm db:restore` into {TARGET}: pick the backup (partition of database_backup), type "
+        "the database's name in confirm. Restores through a staging database and one atomic RENAME; the replaced "
+        "tables stay in <db>__pre_restore_<ts>. Also `rusing-ops db restore`.")
 def restore_database():
     restore_database_op()
 
@@ -217,20 +316,20 @@ def prune_backups_op(context: dg.OpExecutionContext, config: PruneBackupsConfig,
         context.log.info(f"{'would delete' if config.dry_run else 'deleted'} {entry.key} ({entry.size:,} bytes)")
     summary = {"dry_run": config.dry_run, "kept": len(plan.keep), "to_delete": len(plan.delete),
                "deleted": len(plan.deleted), "freed_bytes": plan.freed_bytes}
-    context.add_output_metadata({**summary, "keep": dg.MetadataValue.json(plan.keep),
-                                 "delete": dg.MetadataValue.json([e.key for e in plan.delete])})
+    context.add_output_metadata({**summary, "keep": table_of([{"key": k, "why": ", ".join(w)} for k, w in plan.keep.items()]),
+                                 "delete": table_of([{"key": e.key, "bytes": e.size} for e in plan.delete])})
     return {**summary, "keep": plan.keep, "delete": [e.key for e in plan.delete]}
 
 
-@dg.job(name="prune_backups", executor_def=dg.in_process_executor,
-        description="Deletes backups outside the retention policy (daily/weekly/monthly), never the newest verified one. "
-        "Dry run by default: set dry_run false to delete.")
+@dg.job(name="prune_backups", tags=max_runtime(1),
+        description="Deletes backups outside the retention policy (daily/weekly/monthly), never the newest verified one, "
+        "and their partitions. Dry run by default: set dry_run false to delete.")
 def prune_backups():
     prune_backups_op()
 
 
 defs = dg.Definitions(
-    assets=[database_backup], asset_checks=[backup_fresh],
+    assets=[database_backup, newest_backup], asset_checks=[backup_verified, backup_fresh],
     jobs=[backup_database, verify_backup, check_backup_freshness, restore_database, prune_backups],
-    schedules=[nightly_backup, backup_freshness_schedule],
+    schedules=[nightly_backup, backup_freshness_schedule], sensors=[backup_store_partitions],
 )

@@ -78,16 +78,22 @@ def migration_head(cur, database: str, drizzle_dir: str | Path | None = None) ->
     row = cur.fetchone()
     if row is None:
         return None
-    head = {"hash": row[0].decode(), "created_at": int(row[1]) if row[1] is not None else None, "tag": None}
+    created_at = int(row[1]) if row[1] is not None else None
+    return {"hash": row[0].decode(), "created_at": created_at, "tag": journal_tag(drizzle_dir, created_at)}
+
+
+def journal_tag(drizzle_dir: str | Path | None, created_at: int | None) -> str | None:
+    """The tag of the Drizzle journal entry recorded at ``created_at`` (its ``when``), or None."""
     journal = Path(drizzle_dir) / "meta" / "_journal.json" if drizzle_dir else None
-    if journal and journal.is_file():
-        try:
-            for entry in json.loads(journal.read_text()).get("entries", []):
-                if entry.get("when") == head["created_at"]:
-                    head["tag"] = entry.get("tag")
-        except (ValueError, AttributeError):
-            pass  # the tag is a convenience; an unreadable journal is the migrations capability's to report
-    return head
+    if created_at is None or not (journal and journal.is_file()):
+        return None
+    try:
+        for entry in json.loads(journal.read_text()).get("entries", []):
+            if entry.get("when") == created_at:
+                return entry.get("tag")
+    except (ValueError, AttributeError):
+        pass  # the tag is a convenience; an unreadable journal is the migrations capability's to report
+    return None
 
 
 def _framed(head: bytes, body: bytes) -> bytes:

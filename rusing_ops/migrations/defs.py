@@ -6,6 +6,7 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
+from ..backups.defs import backup_callable
 from ..core.errors import OpsError
 from ..dagster_support import failure, metadata_of
 from ..resources import DB_WRITE_POOL, DB_WRITE_TAGS, BackupStoreResource, DatabaseResource
@@ -20,17 +21,6 @@ from .watch import journal_status
 
 def drizzle_folder(configured: Optional[str]):
     return resolve_path(configured or env("DRIZZLE_DIR"))
-
-
-def backup_callable(database: DatabaseResource, backup_store: BackupStoreResource, run_id: str, log, drizzle_dir=None):
-    """``backup(reason)`` through the backups capability's engine (imported here so the library stays independent)."""
-    from ..backups.dump import backup_database
-
-    def backup(reason: str):
-        return backup_database(database.parsed, backup_store.get_store(), reason=reason, run_id=run_id,
-                               drizzle_dir=drizzle_dir, log=log).manifest
-
-    return backup
 
 
 def restore_callable(database: DatabaseResource, backup_store: BackupStoreResource, run_id: str, log):
@@ -70,7 +60,7 @@ def apply_migrations_op(context: dg.OpExecutionContext, config: MigrateDatabaseC
         result = apply_migrations(
             database.engine, database.parsed, folder, dry_run=config.dry_run, no_backup=config.no_backup,
             force=config.force, resume=config.resume, accept_skipped=config.accept_skipped,
-            backup=backup_callable(database, backup_store, context.run_id, context.log.info, folder),
+            backup=backup_callable(context, database, backup_store, folder),
             restore=restore_callable(database, backup_store, context.run_id, context.log.info),
             auto_rollback=config.auto_rollback, run_id=context.run_id, lock_timeout_s=database.lock_timeout_seconds,
             log=context.log.info)

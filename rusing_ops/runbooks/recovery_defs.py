@@ -1,21 +1,20 @@
 """Dagster face of runbook §6 Data Loss Recovery: job `recover_from_data_loss`."""
 
-from typing import Optional
 
 import dagster as dg
 from pydantic import Field
 
-from ..backups.defs import record_backup
+from ..backups.defs import record_stored
 from ..core.database import create_engine
 from ..core.errors import OpsError
-from ..dagster_support import failure
+from ..dagster_support import failure, max_runtime
 from ..migrations.defs import drizzle_folder
 from ..migrations.validate import validate_schema
 from ..resources import DB_WRITE_POOL, DB_WRITE_TAGS, AppResource, BackupStoreResource, DatabaseResource
 from .recovery import recover_from_data_loss
 
 
-def _schema_validator(drizzle_dir: Optional[str]):
+def _schema_validator(drizzle_dir: str | None):
     def validate(url):
         engine = create_engine(url, pool_size=1)
         try:
@@ -30,10 +29,10 @@ def _schema_validator(drizzle_dir: Optional[str]):
 class RecoverFromDataLossConfig(dg.Config):
     confirm: str = Field(description="Must equal the target database name; anything else refuses before the app is stopped.")
     backup: str = Field(default="latest", description="`latest` (newest complete backup), a backup name/key from `rusing-ops db backups`, or a local SQL file.")
-    database: Optional[str] = Field(default=None, description="Recover this database instead of the application database.")
+    database: str | None = Field(default=None, description="Recover this database instead of the application database.")
     pre_restore_backup: bool = Field(default=True, description="Back up what is left in the database before restoring over it.")
     validate_schema: bool = Field(default=True, description="After the restore, validate the schema against the Drizzle folder (runbook `pnpm db:validate`); findings leave the app stopped.")
-    drizzle_dir: Optional[str] = Field(default=None, description="The Drizzle folder to validate against; default DRIZZLE_DIR.")
+    drizzle_dir: str | None = Field(default=None, description="The Drizzle folder to validate against; default DRIZZLE_DIR.")
 
 
 @dg.op(pool=DB_WRITE_POOL, description="Stop the app, back up what is left, restore, validate row counts and schema, start the app, check health.")
@@ -46,9 +45,9 @@ def recover_from_data_loss_op(context: dg.OpExecutionContext, config: RecoverFro
             run_id=context.run.run_id, log=context.log.info,
             validate=_schema_validator(config.drizzle_dir) if config.validate_schema else None)
     except OpsError as exc:
-        raise failure(exc) from exc
+        raise failure(exc) from None
     if result.pre_restore_backup:
-        record_backup(context, backup_store.get_store(), result.pre_restore_backup)
+        record_stored(context, backup_store.get_store(), result.pre_restore_backup, database)
     restored = result.restore
     summary = {"target": result.target, "source": restored.source, "pre_restore_backup": result.pre_restore_backup or "",
                "pre_restore_db": restored.pre_restore_db or "", "rows": sum(restored.tables.values())}
@@ -56,7 +55,7 @@ def recover_from_data_loss_op(context: dg.OpExecutionContext, config: RecoverFro
     return {**summary, "steps": result.lines()}
 
 
-@dg.job(name="recover_from_data_loss", tags=DB_WRITE_TAGS, executor_def=dg.in_process_executor,
+@dg.job(name="recover_from_data_loss", tags={**DB_WRITE_TAGS, **max_runtime(8)},
         description="Runbook §6 Data Loss Recovery: stop the app, back up what is left, restore the latest (or a named) "
         "backup through a staging database, validate row counts and the schema (pending migrations or drift leave the app "
         "stopped), start the app and check its health. Started by hand; "

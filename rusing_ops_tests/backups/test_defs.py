@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 
 import dagster as dg
 import pytest
 
 from rusing_ops.backups import catalog, keys
-from rusing_ops.backups.defs import PARTITIONS, defs as backups_defs, nightly_backup
-from rusing_ops.resources import DB_WRITE_TAGS, BackupStoreResource, DatabaseResource
+from rusing_ops.backups.defs import (ASSET, PARTITIONS, TARGET, RestoreDatabaseConfig, nightly_backup,
+                                     restore_database)
+from rusing_ops.backups.defs import defs as backups_defs
+from rusing_ops.backups.dump import backup_database as take_library_backup
+from rusing_ops.dagster_support import REFUSAL_KEY, configured_target, is_refusal
+from rusing_ops.resources import DB_WRITE_TAG_KEY, DB_WRITE_TAGS, BackupStoreResource, DatabaseResource
 from rusing_ops_tests.conftest import admin_connection
 
 from .conftest import snapshot
@@ -22,98 +27,206 @@ def _url(db, user=None, password=None) -> str:
     return f"mysql://{auth}@{db.host}:{db.port}/{db.database}"
 
 
-def _job(name: str, url: str, store_url: str):
-    merged = dg.Definitions.merge(backups_defs, dg.Definitions(resources={
+def _defs(url: str, store_url: str) -> dg.Definitions:
+    return dg.Definitions.merge(backups_defs, dg.Definitions(resources={
         "database": DatabaseResource(url=url), "backup_store": BackupStoreResource(url=store_url)}))
-    return merged.resolve_job_def(name)
 
 
-def _backup(instance, url: str, store_url: str, name: str, **config):
-    instance.add_dynamic_partitions(PARTITIONS.name, [name])
+def _job(name: str, url: str, store_url: str):
+    return _defs(url, store_url).resolve_job_def(name)
+
+
+def _backup(instance, url: str, store_url: str, **config):
+    """What one click on Launch (backup_database) or Materialize (newest_backup) runs: no partition, no typed name."""
     return _job("backup_database", url, store_url).execute_in_process(
-        instance=instance, partition_key=name, raise_on_error=False,
-        run_config={"ops": {"database_backup": {"config": config}}} if config else None)
+        instance=instance, raise_on_error=False,
+        run_config={"ops": {"newest_backup": {"config": config}}} if config else None)
 
 
-def test_backup_job_materializes_a_partition_with_metadata(every_type_db, s3_store, dagster_instance):
-    name = "backup-2026-11-26T080000Z-manual"
-    result = _backup(dagster_instance, _url(every_type_db), s3_store.url, name, compression="gzip")
+def _recorded(result) -> dg.AssetMaterialization:
+    [mat] = [m for m in result.asset_materializations_for_node("newest_backup") if m.asset_key == ASSET]
+    return mat
+
+
+def _refusal(result):
+    return next(e for e in result.all_events if e.is_step_failure).step_failure_data
+
+
+def test_backup_job_records_a_partition_named_by_the_clock(every_type_db, s3_store, dagster_instance):
+    before = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    result = _backup(dagster_instance, _url(every_type_db), s3_store.url, compression="gzip")
+    after = dt.datetime.now(dt.UTC)
     assert result.success
-    [mat] = result.asset_materializations_for_node("database_backup")
-    assert mat.partition == name
+    mat = _recorded(result)
+    name = mat.partition
+    assert before <= keys.parse_name(name).taken_at <= after and name.endswith("-manual")
+    assert dagster_instance.get_dynamic_partitions(PARTITIONS.name) == [name]
+    assert dagster_instance.get_materialized_partitions(ASSET) == {name}
     md = {k: v.value for k, v in mat.metadata.items()}
-    assert md["key"] == name + ".sql.gz"
-    assert md["uri"] == f"{s3_store.url}/{name}.sql.gz"
-    assert md["rows"] == 3015 and md["table_rows"]["payments"] == 3003
-    assert md["migration_head"] == "bbb" and md["reason"] == "manual" and md["verified"] is False
+    assert md["key"] == name + ".sql.gz" and md["uri"] == f"{s3_store.url}/{name}.sql.gz"
+    assert md["dagster/row_count"] == 3015 and md["migration_head"] == "bbb" and md["reason"] == "manual"
+    assert {r.data["table"]: r.data["rows"] for r in md["tables"].records}["payments"] == 3003
+    assert "verified" not in md  # one truth for "verified": the backup_verified check
     assert len(md["sha256"]) == 64 and md["bytes"] > 0 and md["compressed_ratio"] > 1
+    assert md["taken_at"] == keys.parse_name(name).taken_at.timestamp()
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks["backup_verified"].partition == name and checks["backup_verified"].passed is False
+    assert checks["backup_verified"].severity == dg.AssetCheckSeverity.WARN
+    assert checks["backup_verified"].description.startswith("not verified yet")
+    assert checks["backup_fresh"].passed and checks["backup_fresh"].metadata["newest"].value == name
     stored = catalog.resolve(s3_store, name)
     assert stored.manifest.run_id == result.run_id and stored.manifest.sha256 == md["sha256"]
+    [own] = [m for m in result.asset_materializations_for_node("newest_backup") if m.partition is None]
+    assert own.asset_key == dg.AssetKey("newest_backup") and own.metadata["partition"].value == name
 
 
-def test_nightly_schedule_registers_its_partition(dagster_instance):
+def test_nothing_clickable_materializes_a_typed_partition(every_type_db, local_store, dagster_instance):
+    """Issue 11 items 1-3: database_backup has no Materialize path; a second backup leaves the first one green."""
+    defs = _defs(_url(every_type_db), local_store.url)
+    graph = defs.get_repository_def().asset_graph
+    assert not graph.get(ASSET).is_materializable
+    assert graph.get(dg.AssetKey("newest_backup")).is_materializable and not graph.get(
+        dg.AssetKey("newest_backup")).is_partitioned
+    assert _job("backup_database", _url(every_type_db), local_store.url).partitions_def is None
+    first = _recorded(_backup(dagster_instance, _url(every_type_db), local_store.url)).partition
+    implicit = defs.resolve_implicit_global_asset_job_def()  # what the asset page's Materialize button runs
+    second = implicit.execute_in_process(instance=dagster_instance, asset_selection=[dg.AssetKey("newest_backup")],
+                                         run_config={"ops": {"newest_backup": {"config": {"reason": "again"}}}})
+    assert second.success
+    names = sorted(dagster_instance.get_dynamic_partitions(PARTITIONS.name))
+    assert len(names) == 2 and names[0] == first
+    assert dagster_instance.get_materialized_partitions(ASSET) == set(names)
+    assert [e.name for e in catalog.list_backups(local_store)] == names[::-1]
+
+
+def test_nightly_schedule_requests_a_clock_named_backup(dagster_instance):
     when = dt.datetime(2026, 11, 26, 3, 0, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
     context = dg.build_schedule_context(instance=dagster_instance, scheduled_execution_time=when)
     request = nightly_backup(context)
-    assert request.partition_key == "backup-2026-11-26T080000Z-nightly" == request.run_key
-    assert dagster_instance.get_dynamic_partitions(PARTITIONS.name) == ["backup-2026-11-26T080000Z-nightly"]
+    assert request.run_key == "nightly-2026-11-26" and request.partition_key is None
+    assert request.run_config == {"ops": {"newest_backup": {"config": {"reason": "nightly"}}}}
+    assert dagster_instance.get_dynamic_partitions(PARTITIONS.name) == []  # the backup itself adds it
     assert nightly_backup.cron_schedule == "0 3 * * *" and nightly_backup.execution_timezone == "America/Toronto"
 
 
-def test_verify_job_records_the_check_on_the_partition(every_type_db, local_store, dagster_instance):
-    name = "backup-2026-11-26T080000Z-nightly"
+def test_verify_job_records_the_check_on_the_picked_partition(every_type_db, local_store, dagster_instance):
     url = _url(every_type_db)
-    assert _backup(dagster_instance, url, local_store.url, name).success
-    result = _job("verify_backup", url, local_store.url).execute_in_process(
-        instance=dagster_instance, run_config={"ops": {"verify_backup_op": {"config": {"backup": name}}}})
-    [evaluation] = result.get_asset_check_evaluations()
-    assert evaluation.check_name == "backup_verified" and evaluation.passed
-    assert evaluation.partition == name
-    assert evaluation.metadata["table_results"].value["users"]["checksum_ok"] is True
+    name = _recorded(_backup(dagster_instance, url, local_store.url, reason="nightly")).partition
+    job = _job("verify_backup", url, local_store.url)
+    assert job.partitions_def == PARTITIONS  # the Launchpad offers the backups as a partition picker
+    result = job.execute_in_process(instance=dagster_instance, partition_key=name)
+    [evaluation] = [e for e in result.get_asset_check_evaluations() if e.check_name == "backup_verified"]
+    assert evaluation.passed and evaluation.partition == name
+    assert evaluation.description.startswith("restored and matched the manifest")
+    table = result.output_for_node("verify_backup_op")
+    assert table["tables"]["users"]["checksum_ok"] is True
     assert catalog.resolve(local_store, name).verified
 
 
-def test_restore_job_refuses_a_confirm_mismatch_then_restores(every_type_db, local_store, dagster_instance, db_conn):
+def test_restore_job_picks_a_partition_and_refuses_a_wrong_confirm_cleanly(every_type_db, local_store,
+                                                                          dagster_instance, db_conn, tmp_path,
+                                                                          monkeypatch):
+    drizzle = tmp_path / "drizzle"
+    (drizzle / "meta").mkdir(parents=True)
+    (drizzle / "meta" / "_journal.json").write_text(json.dumps({"entries": [
+        {"idx": 0, "when": 1700000000000, "tag": "0000_first"}, {"idx": 1, "when": 1700000001000, "tag": "0001_second"}]}))
     url = _url(every_type_db)
-    assert _backup(dagster_instance, url, local_store.url, "backup-2026-11-26T080000Z").success
+    picked = _recorded(_backup(dagster_instance, url, local_store.url)).partition
     before = snapshot(every_type_db, every_type_db.database)
     with db_conn.cursor() as cur:
         cur.execute("DELETE FROM enrollments")
     job = _job("restore_database", url, local_store.url)
-    assert job.tags == DB_WRITE_TAGS
-    bad = job.execute_in_process(instance=dagster_instance, raise_on_error=False, run_config={
+    assert {k: v for k, v in job.tags.items() if k in DB_WRITE_TAGS} == DB_WRITE_TAGS
+    assert job.tags["dagster/max_runtime"] == str(6 * 3600) and job.partitions_def == PARTITIONS
+    bad = job.execute_in_process(instance=dagster_instance, raise_on_error=False, partition_key=picked, run_config={
         "ops": {"restore_database_op": {"config": {"confirm": "prod"}}}})
     assert not bad.success
-    failure = next(e for e in bad.all_events if e.is_step_failure).step_failure_data.error.message
-    assert f"confirm 'prod' does not match the target database '{every_type_db.database}'" in failure
-    assert catalog.list_backups(local_store)[0].reason == ""  # no pre-restore backup was taken
+    refusal = _refusal(bad)
+    assert refusal.user_failure_data.description.startswith(
+        f"confirm 'prod' does not match the target database '{every_type_db.database}'; nothing was restored.")
+    assert refusal.user_failure_data.metadata[REFUSAL_KEY].value is True and is_refusal(refusal.user_failure_data.metadata)
+    assert refusal.error.cause is None  # one paragraph, no chained library traceback
+    assert [e.name for e in catalog.list_backups(local_store)] == [picked]  # no pre-restore backup was taken
 
-    good = job.execute_in_process(instance=dagster_instance, run_config={
+    monkeypatch.setenv("DRIZZLE_DIR", str(drizzle))
+    good = job.execute_in_process(instance=dagster_instance, partition_key=picked, run_config={
         "ops": {"restore_database_op": {"config": {"confirm": every_type_db.database}}}})
     out = good.output_for_node("restore_database_op")
+    assert out["source"] == picked + ".sql.zst"
     assert out["pre_restore_db"].startswith(every_type_db.database + "__pre_restore_")
     assert snapshot(every_type_db, every_type_db.database) == before
-    assert [e.reason for e in catalog.list_backups(local_store)] == ["pre-restore", ""]
+    pre = [e for e in catalog.list_backups(local_store) if e.reason == "pre-restore"]
+    assert len(pre) == 1
     [mat] = [e.event_specific_data.materialization for e in good.all_events if e.is_step_materialization]
-    assert mat.partition == catalog.list_backups(local_store)[0].name
-    assert mat.metadata["table_rows"].value["enrollments"] == 0  # what the live database held
-    assert mat.partition in dagster_instance.get_dynamic_partitions(PARTITIONS.name)
+    assert mat.partition == pre[0].name and mat.partition in dagster_instance.get_dynamic_partitions(PARTITIONS.name)
+    assert {r.data["table"]: r.data["rows"] for r in mat.metadata["tables"].records}["enrollments"] == 0
+    assert mat.metadata["migration_head"].value == "0001_second"  # the tag, not the hash "bbb"
 
 
-def test_prune_job_is_a_dry_run_by_default(every_type_db, local_store, dagster_instance):
+def test_restore_config_names_the_target_before_confirm(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "mysql://ops:Pa55word@db.example.com:4000/rusing_prod")
+    assert configured_target() == "`rusing_prod` on db.example.com:4000"
+    monkeypatch.delenv("DATABASE_URL")
+    assert "not set" in configured_target() or "unset" in configured_target()
+    fields = RestoreDatabaseConfig.model_fields
+    assert TARGET in fields["confirm"].description and TARGET in restore_database.description
+    assert "Pa55word" not in fields["confirm"].description
+
+
+def test_sensor_makes_the_partitions_equal_to_the_store(every_type_db, local_store, dagster_instance):
+    """Backups taken elsewhere (the library, another machine) appear with the same metadata; deleted ones and typed
+    names of an older version disappear."""
     url = _url(every_type_db)
-    for name in ("backup-2026-11-24T080000Z", "backup-2026-11-25T080000Z", "backup-2026-11-26T080000Z"):
-        assert _backup(dagster_instance, url, local_store.url, name).success
+    own = _recorded(_backup(dagster_instance, url, local_store.url)).partition
+    elsewhere = take_library_backup(every_type_db, local_store, reason="laptop",
+                                    now=dt.datetime(2026, 11, 20, 8, 0, tzinfo=dt.UTC)).manifest.key
+    dagster_instance.add_dynamic_partitions(PARTITIONS.name, ["before-upgrade"])  # a typed name (issue 11 item 1)
+    defs = _defs(url, local_store.url)
+    sensor = defs.get_sensor_def("backup_store_partitions")
+    with dg.build_sensor_context(instance=dagster_instance, resources=defs.resources) as context:
+        tick = sensor(context)
+    assert "reconciled: +1 -1" in tick.skip_message
+    name = keys.parse_key(elsewhere).name
+    assert sorted(dagster_instance.get_dynamic_partitions(PARTITIONS.name)) == sorted([own, name])
+    assert dagster_instance.get_materialized_partitions(ASSET) == {own, name}
+    record = dagster_instance.get_latest_materialization_event(ASSET)  # newest event: the one the sensor reported
+    md = record.asset_materialization.metadata
+    assert record.asset_materialization.partition == name and md["reason"].value == "laptop"
+    assert md["dagster/row_count"].value == 3015 and md["taken_at"].value == keys.parse_key(elsewhere).taken_at.timestamp()
+    with dg.build_sensor_context(instance=dagster_instance, resources=defs.resources) as context:
+        assert "are listed" in sensor(context).skip_message  # nothing changed, nothing reported
+    local_store.delete(keys.manifest_key(elsewhere))
+    local_store.delete(elsewhere)
+    with dg.build_sensor_context(instance=dagster_instance, resources=defs.resources) as context:
+        assert "reconciled: +0 -1" in sensor(context).skip_message
+    assert dagster_instance.get_dynamic_partitions(PARTITIONS.name) == [own]
+
+
+def _reconcile(defs, instance) -> str:
+    with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
+        return defs.get_sensor_def("backup_store_partitions")(context).skip_message
+
+
+def test_prune_job_is_a_dry_run_by_default_and_removes_partitions(every_type_db, local_store, dagster_instance):
+    url = _url(every_type_db)
+    for day in (24, 25, 26):
+        take_library_backup(every_type_db, local_store, now=dt.datetime(2026, 11, day, 8, 0, tzinfo=dt.UTC))
+    defs = _defs(url, local_store.url)
+    assert "+3 -0" in _reconcile(defs, dagster_instance)
     config = {"keep_daily": 1, "keep_weekly": 0, "keep_monthly": 0}
     job = _job("prune_backups", url, local_store.url)
     dry = job.execute_in_process(instance=dagster_instance, run_config={"ops": {"prune_backups_op": {"config": config}}})
     assert dry.output_for_node("prune_backups_op")["to_delete"] == 2
-    assert len(catalog.list_backups(local_store)) == 3
+    assert len(catalog.list_backups(local_store)) == 3 and len(dagster_instance.get_dynamic_partitions(PARTITIONS.name)) == 3
     wet = job.execute_in_process(instance=dagster_instance, run_config={
         "ops": {"prune_backups_op": {"config": {**config, "dry_run": False}}}})
     assert wet.output_for_node("prune_backups_op")["deleted"] == 2
     assert [e.name for e in catalog.list_backups(local_store)] == ["backup-2026-11-26T080000Z"]
     assert dagster_instance.get_dynamic_partitions(PARTITIONS.name) == ["backup-2026-11-26T080000Z"]
+    [mat_event] = [e for e in wet.all_events if e.event_type_value == "STEP_OUTPUT"]
+    shown = mat_event.event_specific_data.metadata["delete"]
+    assert sorted(r.data["key"] for r in shown.records) == ["backup-2026-11-24T080000Z.sql.zst",
+                                                            "backup-2026-11-25T080000Z.sql.zst"]
 
 
 @pytest.fixture
@@ -134,15 +247,14 @@ def password_user(every_type_db, server_url):
 def test_no_password_in_logs_or_metadata(every_type_db, local_store, dagster_instance, password_user):
     user, password = password_user
     url = _url(every_type_db, user, password)
-    runs = [_backup(dagster_instance, url, local_store.url, "backup-2026-11-26T080000Z")]
+    runs = [_backup(dagster_instance, url, local_store.url)]
     assert runs[0].success, "the password user can back up"
     runs.append(_job("restore_database", url, local_store.url).execute_in_process(
         instance=dagster_instance, raise_on_error=False,
         run_config={"ops": {"restore_database_op": {"config": {"confirm": every_type_db.database,
                                                                 "pre_restore_backup": False}}}}))
     assert runs[1].success, "the password user can restore (staging and pre-restore databases included)"
-    runs.append(_backup(dagster_instance, url.replace(password, password + "-wrong"), local_store.url,
-                        "backup-2026-11-26T090000Z"))
+    runs.append(_backup(dagster_instance, url.replace(password, password + "-wrong"), local_store.url))
     assert not runs[2].success
     text = []
     for run in runs:
@@ -166,15 +278,20 @@ def test_definitions_names_and_write_tags():
     assert {s.name for s in repo.schedule_defs} == {"nightly_backup", "backup_freshness_schedule"}
     checks = {k.name for k in repo.asset_graph.asset_check_keys}
     assert checks == {"backup_verified", "backup_fresh"}
-    writers = {j.name for j in repo.get_all_jobs() if j.tags == DB_WRITE_TAGS}
+    writers = {j.name for j in repo.get_all_jobs() if j.tags.get(DB_WRITE_TAG_KEY)}
     assert writers == {"restore_database"}
+    assert {s.name for s in repo.sensor_defs} == {"backup_store_partitions"}
+    runtimes = {j.name: int(j.tags["dagster/max_runtime"]) for j in repo.get_all_jobs() if not j.name.startswith("__")}
+    assert runtimes == {"backup_database": 4 * 3600, "restore_database": 6 * 3600, "verify_backup": 6 * 3600,
+                        "prune_backups": 3600, "check_backup_freshness": 900}
     recovery = dg.Definitions.merge(recovery_defs, dg.Definitions(resources=code_location.resources))
-    assert recovery.resolve_job_def("recover_from_data_loss").tags == DB_WRITE_TAGS
+    job = recovery.resolve_job_def("recover_from_data_loss")
+    assert job.tags == {**DB_WRITE_TAGS, "dagster/max_runtime": str(8 * 3600)}
 
 
 @pytest.mark.parametrize("age_hours, passed", [(1, True), (30, False)])
 def test_freshness_check(every_type_db, local_store, dagster_instance, age_hours, passed):
-    taken = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=age_hours)
+    taken = dt.datetime.now(dt.UTC) - dt.timedelta(hours=age_hours)
     from rusing_ops.backups.dump import backup_database
 
     backup_database(every_type_db, local_store, now=taken)
@@ -182,20 +299,5 @@ def test_freshness_check(every_type_db, local_store, dagster_instance, age_hours
         instance=dagster_instance)
     [evaluation] = result.get_asset_check_evaluations()
     assert evaluation.check_name == "backup_fresh" and evaluation.passed is passed
-    assert evaluation.description.startswith(f"Newest complete backup {keys.partition_name(taken)} is {age_hours}.")
-
-
-def test_materializing_with_checks_backs_up_then_verifies(every_type_db, local_store, dagster_instance):
-    """What the UI's "Materialize" does on one partition: the backup, then its backup_verified check."""
-    name = "backup-2026-11-26T100000Z-manual"
-    dagster_instance.add_dynamic_partitions(PARTITIONS.name, [name])
-    merged = dg.Definitions.merge(backups_defs, dg.Definitions(resources={
-        "database": DatabaseResource(url=_url(every_type_db)), "backup_store": BackupStoreResource(url=local_store.url)}))
-    job = merged.resolve_implicit_global_asset_job_def()
-    result = job.execute_in_process(instance=dagster_instance, partition_key=name,
-                                    asset_selection=[dg.AssetKey("database_backup")])
-    [mat] = result.asset_materializations_for_node("database_backup")
-    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}  # backup_fresh runs alongside
-    evaluation = checks["backup_verified"]
-    assert mat.partition == name and evaluation.partition == name and evaluation.passed
-    assert catalog.resolve(local_store, name).verified
+    assert evaluation.description.startswith(
+        f"Newest complete backup of `{every_type_db.database}` {keys.partition_name(taken)} is {age_hours}.")

@@ -39,6 +39,10 @@ def test_migrate_job_takes_a_real_pre_migration_backup_and_applies(resources, da
     out = result.output_for_node("apply_migrations")
     assert len(out["applied"]) == 5 and out["backup_key"].endswith("-pre-migration.sql.zst")
     assert LocalStore(tmp_path / "backups").exists(out["backup_key"])
+    [mat] = [e.event_specific_data.materialization for e in result.all_events if e.is_step_materialization]
+    assert mat.asset_key == dg.AssetKey("database_backup") and mat.partition == out["backup_key"][: -len(".sql.zst")]
+    assert mat.metadata["reason"].value == "pre-migration" and mat.metadata["key"].value == out["backup_key"]
+    assert dagster_instance.get_dynamic_partitions("database_backup") == [mat.partition]  # issue 11 item 4
     assert query(fresh_db, "SELECT run_id FROM rusing_ops_migration_audit LIMIT 1") == [(result.run_id,)]
 
 
@@ -136,6 +140,11 @@ def test_rollback_job_dry_run_then_real(resources, dagster_instance, fresh_db, r
     assert [s["status"] for s in steps] == ["skipped", "done", "done", "done", "done", "skipped", "skipped"]
     assert steps[1]["detail"].endswith("-pre-rollback.sql.zst")
     assert len(migration_rows(fresh_db)) == 4
+    [mat] = [e.event_specific_data.materialization for e in real.all_events if e.is_step_materialization]
+    assert mat.partition.endswith("-pre-rollback") and steps[1]["detail"].endswith(mat.partition + ".sql.zst")
+    assert mat.metadata["migration_head"].value == LAST  # the tag, looked up in the journal
+    assert mat.partition in dagster_instance.get_dynamic_partitions("database_backup")
+    assert _failure(refused).user_failure_data.metadata["operator_refusal"].value is True
 
 
 def test_journal_status_is_read_only_and_names_the_problem(fresh_db, rusing_folder, tmp_path):
