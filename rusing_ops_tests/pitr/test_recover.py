@@ -1,0 +1,113 @@
+"""Point-in-time recovery on a real MariaDB writing ROW binlogs: restore to a second, skip a statement, undo it."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from rusing_ops.core.errors import ConfirmMismatch
+from rusing_ops.pitr import archive, recover, replay
+
+from .conftest import rows
+
+
+def at(epoch: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC)
+
+
+def test_the_backup_records_its_binlog_position(history):
+    [entry] = [e for e in __import__("rusing_ops.backups.catalog", fromlist=["x"]).list_backups(history.store)]
+    point = entry.manifest.snapshot
+    assert point["kind"] == "binlog" and point["file"].startswith("mariadb-bin.") and point["position"] > 4
+
+
+def test_restore_to_one_second_before_the_delete_gives_the_rows_just_before_it(history):
+    db = history.url.database
+    out = recover.restore_to(history.url, history.store, replay.Stop(time=at(history.t2 - 1)), confirm=db)
+    assert out["backup"] == history.backup_key
+    assert rows(history.server, db) == history.before_delete
+    assert out["pre_restore_backup"]  # the damaged state was kept
+
+
+def test_replay_everything_but_the_bad_delete_keeps_the_later_writes(history):
+    db = history.url.database
+    out = recover.restore_to(history.url, history.store, replay.Stop(), confirm=db, skip=[history.delete_gtid])
+    assert [s.split(" at ")[0] for s in out["skipped"]] == [history.delete_gtid]
+    assert rows(history.server, db) == history.without_delete
+
+
+def test_dry_run_shows_the_plan_and_changes_nothing(history):
+    db = history.url.database
+    out = recover.restore_to(history.url, history.store, replay.Stop(), confirm=None, dry_run=True,
+                             skip=[history.delete_gtid])
+    assert out["dry_run"] and out["backup"] == history.backup_key
+    assert out["transactions"] == 4  # T1 insert, T1 update, T3 insert, T3 update (the DELETE is skipped)
+    assert out["skipped"][0].startswith(history.delete_gtid) and "delete on" in out["skipped"][0]
+    assert rows(history.server, db) == history.final
+
+
+def test_restore_to_a_time_needs_the_confirm(history):
+    with pytest.raises(ConfirmMismatch):
+        recover.restore_to(history.url, history.store, replay.Stop(), confirm="wrong")
+    assert rows(history.server, history.url.database) == history.final
+
+
+def test_undo_of_the_delete_alone_restores_exactly_its_rows(history):
+    db = history.url.database
+    since = until = at(history.t2)
+    preview = recover.undo(history.url, history.store, since, until)
+    assert preview["applied"] is False and preview["transactions"] == 1
+    assert any("DELETE FROM" in line for line in preview["changes"])
+    assert rows(history.server, db) == history.final  # a preview changes nothing
+    done = recover.undo(history.url, history.store, since, until, confirm=db)
+    assert done["applied"] and done["pre_undo_backup"]
+    assert rows(history.server, db) == sorted(history.final + history.deleted)
+
+
+def test_a_gap_in_the_archive_is_named_and_refused(history):
+    from .conftest import run
+
+    db = history.url.database
+    for n in range(2):  # two more passes: three segments in the live file
+        run(history.server, db, f"INSERT INTO payments (amount, note) VALUES (5.00,'pass-{n}')")
+        archive.archive_once(history.url, history.store)
+    server = archive.read_server_log(history.url).server_key
+    segs = archive.segments(history.store, server)
+    assert len(segs) == 3
+    middle = segs[1]
+    history.store.delete(middle.key)
+    history.store.delete(middle.key[: -len(".binlog")] + ".json")
+    st = archive.status(history.url, history.store)
+    assert st.gaps == [f"{middle.file}: positions {middle.start}-{middle.end} are missing"]
+    with pytest.raises(replay.ReplayRefused, match="has a gap"):
+        recover.restore_to(history.url, history.store, replay.Stop(), confirm=db)
+    assert len(rows(history.server, db)) == len(history.final) + 2  # nothing was restored
+    # before the gap, recovery still works
+    recover.restore_to(history.url, history.store, replay.Stop(time=at(history.t2 - 1)), confirm=db)
+    assert rows(history.server, db) == history.before_delete
+
+
+def test_the_archive_survives_a_rotation_and_a_server_restart(history):
+    from .conftest import run
+
+    db = history.url.database
+    run(history.server, db, "FLUSH BINARY LOGS", "INSERT INTO payments (amount, note) VALUES (1.00,'after-rotate')")
+    history.server.restart()
+    run(history.server, db, "INSERT INTO payments (amount, note) VALUES (2.00,'after-restart')")
+    archive.archive_once(history.url, history.store)
+    st = archive.status(history.url, history.store)
+    assert st.gaps == [] and st.lag_s == 0.0 and st.files >= 2
+    live = rows(history.server, db)
+    recover.restore_to(history.url, history.store, replay.Stop(), confirm=db, pre_restore_backup=False)
+    assert rows(history.server, db) == live
+
+
+def test_status_reports_format_and_lag(history):
+    from .conftest import run
+
+    st = archive.status(history.url, history.store)
+    assert st.binlog_format == "ROW" and st.lag_s == 0.0 and st.gaps == []
+    run(history.server, history.url.database, "INSERT INTO payments (amount, note) VALUES (3.00,'unarchived')")
+    st = archive.status(history.url, history.store)
+    assert st.lag_s is not None and st.lag_s >= 0 and st.server != st.last
