@@ -30,7 +30,7 @@ from ..core.dburl import DatabaseURL
 from ..core.errors import OpsError
 from ..core.progress import Progress
 from ..core.store import BackupStore
-from . import keys
+from . import catalog, keys
 from .connection import open_connection
 from .manifest import Manifest, TableEntry
 from .rawrows import text_rows
@@ -235,6 +235,7 @@ def backup_database(url: DatabaseURL, store: BackupStore, *, reason: str = "", c
             schema = read_schema(cur, url.database)
             cur.execute("SELECT VERSION()")
             server_version = cur.fetchone()[0].decode()
+            server = catalog.server_identity(cur, f"{url.host}:{url.port}")
             head = migration_head(cur, url.database, drizzle_dir)
         progress = Progress(f"backup {url.database}", total=sum(t.estimated_rows for t in schema.tables) or None,
                             log=log)
@@ -265,8 +266,9 @@ def backup_database(url: DatabaseURL, store: BackupStore, *, reason: str = "", c
         database=url.database, server_version=server_version, tables=tables,
         views=[n for n, _ in schema.views], triggers=[n for n, _ in schema.triggers],
         routines=[f"{k} {n}" for k, n, _ in schema.routines], migration_head=head, reason=keys.clean_reason(reason),
-        run_id=run_id, tool_version=tool_version(), started_at=now.isoformat(),
+        run_id=run_id, tool_version=tool_version(), started_at=now.isoformat(), server=server,
         duration_s=round(time.monotonic() - started, 3),
     )
-    store.put_bytes(keys.manifest_key(key), manifest.to_json())
+    catalog.write_manifest(store, manifest)  # a failed write deletes the data object again
+    catalog.pin_for_reason(store, key, reason, run_id)  # pre-migration / pre-restore / ...: reports point to it
     return BackupResult(manifest, store.uri(key))

@@ -1,4 +1,5 @@
-"""Backup object names: ``backup-YYYY-MM-DDTHHMMSSZ[-<reason>].sql.zst`` and the manifest / verification beside it."""
+"""Backup object names: ``backup-YYYY-MM-DDTHHMMSSZ[-<reason>].sql.zst`` and the sidecars beside it: the manifest
+(makes the backup complete), the verification record and the pin (keeps it from prune)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from ..core.errors import ConfigError
 EXTENSIONS = {"zstd": ".sql.zst", "gzip": ".sql.gz", "none": ".sql"}
 MANIFEST_SUFFIX = ".manifest.json"
 VERIFIED_SUFFIX = ".verified.json"
+PIN_SUFFIX = ".pin.json"
+SIDECAR_SUFFIXES = (MANIFEST_SUFFIX, VERIFIED_SUFFIX, PIN_SUFFIX)
 _KEY = re.compile(r"(?:.*/)?backup-(?P<ts>\d{4}-\d{2}-\d{2}T\d{6}Z)(?:-(?P<reason>[a-z0-9-]+))?(?P<ext>\.sql(?:\.zst|\.gz)?)")
 
 
@@ -69,6 +72,18 @@ def manifest_key(key: str) -> str:
 
 def verified_key(key: str) -> str:
     return key + VERIFIED_SUFFIX
+
+
+def pin_key(key: str) -> str:
+    return key + PIN_SUFFIX
+
+
+def sidecar_of(key: str) -> str | None:
+    """The data object's key that sidecar ``key`` (manifest, verification, pin) belongs to, or None."""
+    for suffix in SIDECAR_SUFFIXES:
+        if key.endswith(suffix) and parse_key(key[: -len(suffix)]) is not None:
+            return key[: -len(suffix)]
+    return None
 
 
 def compression_of(path_or_key: str) -> str:

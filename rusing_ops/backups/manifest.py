@@ -42,6 +42,7 @@ class Manifest:
     tool_version: str = ""
     started_at: str = ""
     duration_s: float = 0.0
+    server: dict | None = None  # the (server, database) it belongs to: address host:port, hostname, uuid
     format: str = FORMAT
 
     @property

@@ -17,6 +17,7 @@ from ..core.dburl import DatabaseURL
 from ..core.errors import LockBusy, OpsError
 from ..core.progress import Progress
 from ..core.store import BackupStore
+from . import catalog
 from .connection import open_connection
 from .dump import backup_database
 from .load import Loader
@@ -131,18 +132,24 @@ def stage(url: DatabaseURL, source: Source, database: str, *, log: Callable[[str
 
 def restore_backup(url: DatabaseURL, store: BackupStore, ref: str | None = "latest", *, database: str | None = None,
                    pre_restore_backup: bool = True, lock: Callable | None = None, run_id: str | None = None,
-                   log: Callable[[str], None] | None = None, workers: int = 2) -> RestoreResult:
+                   log: Callable[[str], None] | None = None, workers: int = 2,
+                   from_database: str | None = None) -> RestoreResult:
     """Restore backup ``ref`` (``latest``, a key or name in ``store``, or a local .sql/.sql.gz/.sql.zst path).
 
     :param database: restore into this database instead of the one in ``url`` (created if missing).
     :param pre_restore_backup: back up the live target first (reason ``pre-restore``) when it holds tables.
     :param lock: a context-manager factory held around the swap; default: the DB_WRITE_LOCK ``GET_LOCK``.
+    :param from_database: allow a backup of this other database (``latest`` then means its latest); without it a
+        backup of another database is refused (catalog.check_target).
     """
     started = time.monotonic()
     target = database or url.database
     quote_ident(target)
     log = log or (lambda _line: None)
-    source = resolve_source(store, ref)
+    source = resolve_source(store, ref, from_database or target)
+    if source.manifest is not None:  # a backup of another database (or server) only when asked, and said
+        for note in catalog.check_target(source.manifest, target, from_database, f"{url.host}:{url.port}"):
+            log(f"note: {note}")
     log(f"restore source: {source.label} ({'manifest ' + source.manifest.sha256[:12] if source.manifest else 'plain SQL file, no manifest'})")
     source.check_integrity()
     leftovers = derived_databases(url, target, "restore")

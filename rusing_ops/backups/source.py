@@ -59,11 +59,11 @@ class Source:
                                 "its manifest).", next_step="run the restore again.", key=self.label)
 
 
-def store_source(store: BackupStore, ref: str | None) -> Source:
+def store_source(store: BackupStore, ref: str | None, database: str | None = None) -> Source:
     """A backup from the store: ``latest``, a key or a partition name (must be complete), or a plain object."""
     if ref and keys.parse_key(ref) is None and store.exists(ref):
         return Source(ref, lambda: store.open_read(ref), keys.compression_of(ref))
-    entry = catalog.resolve(store, ref)
+    entry = catalog.resolve(store, ref, database)  # `latest` of ``database`` (catalog.py: scope)
     return Source(entry.key, lambda: store.open_read(entry.key), entry.compression, entry.manifest)
 
 
@@ -74,8 +74,8 @@ def file_source(path: str | os.PathLike) -> Source:
     return Source(str(p), lambda: open(p, "rb"), keys.compression_of(p.name))
 
 
-def resolve_source(store: BackupStore, ref: str | None) -> Source:
+def resolve_source(store: BackupStore, ref: str | None, database: str | None = None) -> Source:
     """``ref`` as a local file path if one exists there, else as a backup in the store."""
     if ref and ref != "latest" and Path(ref).expanduser().is_file():
         return file_source(ref)
-    return store_source(store, ref)
+    return store_source(store, ref, database)

@@ -65,7 +65,7 @@ def verify_backup(url: DatabaseURL, store: BackupStore, ref: str | None = "lates
     """
     started = time.monotonic()
     log = log or (lambda _line: None)
-    source = store_source(store, ref)
+    source = store_source(store, ref, url.database)  # `latest` of the configured database
     if source.manifest is None:
         raise ManifestError(f"{source.label!r} has no manifest: only backups taken by this tool can be "
                                     "verified.", next_step="verify a backup listed by `rusing-ops db backups`.")

@@ -1,13 +1,18 @@
 """Where backups live: a local directory or an S3 bucket, behind one small interface.
 
 Writes are all-or-nothing: a local object appears by atomic rename of a finished temp file, an S3 object by
-completing a multipart upload. A writer that is abandoned (exception, kill) leaves no object under its key.
+completing a multipart upload. A writer that is abandoned (exception) leaves no object under its key; one that is
+killed (kill -9, power loss) leaves a hidden ``.<name>.<random>.partial`` file or an open multipart upload, which
+:meth:`BackupStore.list_partial` lists and :meth:`BackupStore.discard_partial` removes (``retention.sweep``).
+
+Every failure is a :class:`StoreError` naming the store, the object and the cause (connection refused, disk full).
 """
 
 from __future__ import annotations
 
 import abc
 import datetime as dt
+import errno
 import io
 import os
 import re
@@ -22,6 +27,7 @@ from .errors import ConfigError, NotFound, StoreError
 DEFAULT_BACKUP_URL = "./backups"
 PART_SIZE = 8 * 1024 * 1024  # S3 multipart part size: 8 MiB kept boto3 under 160 MiB RSS here (research/bench.md §5)
 _KEY = re.compile(r"[A-Za-z0-9._\-/]{1,512}")
+_PARTIAL = re.compile(r"\.(?P<name>.+)\.[^.]+\.partial")  # tempfile.mkstemp(prefix=".<name>.", suffix=".partial")
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,31 @@ class StoredObject:
     key: str
     size: int
     modified: dt.datetime
+
+
+@dataclass(frozen=True)
+class PartialUpload:
+    """An unfinished write: a local ``.partial`` temp file or an S3 multipart upload that was never completed."""
+
+    key: str  # the object it would have become
+    started: dt.datetime
+    size: int  # bytes so far (local); S3 does not say without listing parts: 0
+    handle: str  # the temp file's path (local) or the upload id (S3)
+
+    def describe(self) -> str:
+        return f"unfinished upload of {self.key} started {self.started:%Y-%m-%d %H:%M}Z"
+
+
+def _os_cause(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "the disk is full (No space left on device)"
+    if exc.errno == errno.EDQUOT:
+        return "the disk quota is exceeded"
+    if exc.errno == errno.EFBIG:
+        return "the file size limit was reached (File too large)"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"permission denied ({exc.strerror})"
+    return exc.strerror or type(exc).__name__
 
 
 def check_key(key: str) -> str:
@@ -88,6 +119,14 @@ class BackupStore(abc.ABC):
     def uri(self, key: str) -> str:
         """A human-readable location of ``key`` (``s3://bucket/prefix/key`` or ``file:///dir/key``)."""
 
+    @abc.abstractmethod
+    def list_partial(self) -> list[PartialUpload]:
+        """Unfinished writes (killed writers, or ones still running), oldest first."""
+
+    @abc.abstractmethod
+    def discard_partial(self, partial: PartialUpload) -> None:
+        """Remove an unfinished write (delete the temp file / abort the multipart upload)."""
+
     def put_stream(self, key: str, chunks) -> int:
         """Write every chunk of an iterable of bytes (or a readable stream) to ``key``; return the byte count."""
         if hasattr(chunks, "read"):
@@ -115,28 +154,46 @@ class BackupStore(abc.ABC):
 
 
 class _LocalWriter(ObjectWriter):
-    def __init__(self, final: Path):
+    def __init__(self, store: "LocalStore", final: Path):
+        self.store = store
         self.final = final
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
+        self.tmp: Path | None = None
+        self.file = None
+        self.bytes_written = 0
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
+        except OSError as exc:
+            raise store._error("create", final, exc, removed=False) from None
         self.tmp = Path(tmp)
         self.file = os.fdopen(fd, "wb")
-        self.bytes_written = 0
 
     def write(self, data: bytes) -> int:
-        self.file.write(data)
+        try:
+            self.file.write(data)
+        except OSError as exc:
+            self.abort()
+            raise self.store._error("write", self.final, exc) from None
         self.bytes_written += len(data)
         return len(data)
 
     def commit(self) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        os.replace(self.tmp, self.final)
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            os.replace(self.tmp, self.final)
+        except OSError as exc:
+            self.abort()
+            raise self.store._error("finish", self.final, exc) from None
 
     def abort(self) -> None:
-        self.file.close()
-        self.tmp.unlink(missing_ok=True)
+        try:
+            self.file.close()
+        except OSError:
+            pass  # a full disk can fail the close's flush too; the file goes anyway
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
 
 
 class LocalStore(BackupStore):
@@ -149,30 +206,73 @@ class LocalStore(BackupStore):
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
+    def _error(self, action: str, path: Path, exc: OSError, removed: bool = True) -> StoreError:
+        where = path.relative_to(self.root).as_posix() if path.is_relative_to(self.root) else str(path)
+        text = f"The backup store {self.url} could not {action} {where}: {_os_cause(exc)}."
+        if action in ("write", "finish"):
+            text += " The unfinished file was removed; nothing was stored under that name."
+        return StoreError(text, changed=False if removed else None, cause=_os_cause(exc),
+                          next_step="free space in (or fix the permissions of) " + str(self.root) + ", then run the "
+                          "command again." if action != "read" else None)
+
     def open_write(self, key: str) -> ObjectWriter:
-        return _LocalWriter(self._path(key))
+        return _LocalWriter(self, self._path(key))
 
     def open_read(self, key: str) -> BinaryIO:
         try:
             return open(self._path(key), "rb")
         except FileNotFoundError:
             raise NotFound(f"No backup object {key!r} in {self.url}.") from None
+        except OSError as exc:
+            raise self._error("read", self._path(key), exc) from None
+
+    def _walk(self):
+        if not self.root.exists():
+            return
+        try:
+            yield from (p for p in self.root.rglob("*") if p.is_file())
+        except OSError as exc:
+            raise self._error("list", self.root, exc) from None
 
     def list(self, prefix: str = "") -> list[StoredObject]:
-        if not self.root.exists():
-            return []
         found = []
-        for path in self.root.rglob("*"):
-            if not path.is_file() or path.name.endswith(".partial"):
+        for path in self._walk():
+            if path.name.endswith(".partial"):
                 continue
             key = path.relative_to(self.root).as_posix()
             if key.startswith(prefix):
-                st = path.stat()
+                try:
+                    st = path.stat()
+                except FileNotFoundError:  # deleted (or renamed by a finishing writer) meanwhile
+                    continue
                 found.append(StoredObject(key, st.st_size, dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc)))
         return sorted(found, key=lambda o: o.key)
 
+    def list_partial(self) -> list[PartialUpload]:
+        found = []
+        for path in self._walk():
+            m = _PARTIAL.fullmatch(path.name)
+            if not m:
+                continue
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            key = (path.parent / m["name"]).relative_to(self.root).as_posix()
+            found.append(PartialUpload(key, dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc), st.st_size,
+                                       str(path)))
+        return sorted(found, key=lambda p: (p.started, p.key))
+
+    def discard_partial(self, partial: PartialUpload) -> None:
+        path = Path(partial.handle)
+        if path.parent.resolve().is_relative_to(self.root) and _PARTIAL.fullmatch(path.name):
+            path.unlink(missing_ok=True)
+
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise self._error("delete", self._path(key), exc) from None
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -213,7 +313,7 @@ class _S3Writer(ObjectWriter):
             etag = s3.upload_part(Bucket=bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=body)
             self.parts.append({"ETag": etag["ETag"], "PartNumber": number})
         except Exception as exc:
-            raise self.store._error("upload part of", f"s3://{bucket}/{self.key}", exc) from None
+            raise self.store._error("upload a part of", f"s3://{bucket}/{self.key}", exc) from None
 
     def commit(self) -> None:
         s3, bucket = self.store.client, self.store.bucket
@@ -231,14 +331,15 @@ class _S3Writer(ObjectWriter):
             raise
         except Exception as exc:
             self.abort()
-            raise self.store._error("complete upload of", f"s3://{bucket}/{self.key}", exc) from None
+            raise self.store._error("complete the upload of", f"s3://{bucket}/{self.key}", exc) from None
 
     def abort(self) -> None:
         if self.upload_id is not None:
             try:
-                self.store.client.abort_multipart_upload(Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id)
+                s3 = self.store.client
+                s3.abort_multipart_upload(Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id)
             except Exception:
-                pass  # an unfinished multipart upload is invisible to readers; a bucket lifecycle rule reaps it
+                pass  # invisible to readers; `rusing-ops db prune --apply` aborts it once it is old (retention.sweep)
             self.upload_id = None
 
 
@@ -261,8 +362,9 @@ class S3Store(BackupStore):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _error(self, action: str, where: str, exc: Exception) -> StoreError:
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
-        return StoreError(f"S3 could not {action} {where}: {code}.", changed=None)
+        return StoreError(f"The backup store {self.url} could not {action} {where}: {s3_cause(exc)}.", changed=None,
+                          cause=s3_cause(exc), next_step="check that the S3 endpoint is up and the credentials and "
+                          "bucket are right (`rusing-ops health`), then run the command again.")
 
     def open_write(self, key: str) -> ObjectWriter:
         return _S3Writer(self, self._key(key))
@@ -304,6 +406,46 @@ class S3Store(BackupStore):
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
+
+    def list_partial(self) -> list[PartialUpload]:
+        full = self.prefix + "/" if self.prefix else ""
+        found = []
+        try:
+            for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=full):
+                for up in page.get("Uploads", []):
+                    key = up["Key"][len(full):]
+                    found.append(PartialUpload(key, up["Initiated"], 0, up["UploadId"]))
+        except Exception as exc:
+            raise self._error("list the unfinished uploads of", self.url, exc) from None
+        return sorted(found, key=lambda p: (p.started, p.key))
+
+    def discard_partial(self, partial: PartialUpload) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=self._key(partial.key), UploadId=partial.handle)
+        except Exception as exc:
+            if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("NoSuchUpload", "404"):
+                return
+            raise self._error("abort the unfinished upload of", self.uri(partial.key), exc) from None
+
+
+def s3_cause(exc: Exception) -> str:
+    """A short, secret-free reason for a boto3/botocore failure (no request signature, no credentials)."""
+    from botocore import exceptions as bx
+
+    error = getattr(exc, "response", {}).get("Error", {})
+    if error.get("Code"):
+        message = error.get("Message") or ""
+        return f"{error['Code']}" + (f" ({message[:160]})" if message and message != error["Code"] else "")
+    if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectTimeoutError)):
+        endpoint = getattr(exc, "kwargs", {}).get("endpoint_url", "")
+        return f"cannot connect to the S3 endpoint {endpoint} (is it running?)"
+    if isinstance(exc, bx.ReadTimeoutError):
+        return "the S3 endpoint stopped answering (read timeout)"
+    if isinstance(exc, bx.NoCredentialsError):
+        return "no S3 credentials (set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or an instance role)"
+    if isinstance(exc, bx.BotoCoreError):
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+    return type(exc).__name__
 
 
 def open_store(url: str | None, *, base_dir: str | os.PathLike | None = None, s3_client=None) -> BackupStore:

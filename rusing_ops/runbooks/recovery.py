@@ -62,7 +62,7 @@ def recover_from_data_loss(url: DatabaseURL, store: BackupStore, app: AppControl
         raise RecoveryFailed(f"Stopping the app failed ({stopped.describe()}); nothing was restored.",
                              next_step="stop the app by hand (pm2 stop all / Railway pause), then run the recovery again.")
     try:
-        source = resolve_source(store, backup)  # before the backup below, which would otherwise become "latest"
+        source = resolve_source(store, backup, target)  # before the backup below, which would otherwise become "latest"
         step("choose backup", source.label)
         target_url = url.with_database(target)
         if pre_restore_backup:

@@ -30,7 +30,8 @@ def test_round_trip_preserves_every_type_and_object(every_type_db, any_store):
     assert m.bytes == len(any_store.get_bytes(m.key))
 
     copy = every_type_db.database + "__copy"
-    restored = restore_backup(every_type_db, any_store, "latest", database=copy, pre_restore_backup=False)
+    restored = restore_backup(every_type_db, any_store, "latest", database=copy, pre_restore_backup=False,
+                              from_database=every_type_db.database)
     assert restored.verified_against_manifest and restored.pre_restore_db is None
     after = snapshot(every_type_db, copy)
     assert after == before

@@ -63,7 +63,7 @@ def test_retention_keeps_daily_weekly_monthly_and_newest_verified():
     plan = plan_prune(entries, RetentionPolicy(daily=2, weekly=3, monthly=2), now=dt.datetime(2026, 3, 26, 2, tzinfo=UTC))
     kept = {k[7:24]: why for k, why in plan.keep.items()}
     assert kept == {
-        "2026-03-25T150000": ["daily", "weekly", "monthly"],
+        "2026-03-25T150000": ["daily", "weekly", "monthly", "newest complete"],
         "2026-03-17T030000": ["daily", "weekly"],
         "2026-03-09T030000": ["weekly"],
         "2026-02-25T030000": ["monthly"],
