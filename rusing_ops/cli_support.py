@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import json
 import os
+import signal
+import socket
 import sys
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .core import progress
-from .settings import PROJECT_ROOT
+from .settings import PROJECT_ROOT, env
 
 
 class CommandFailed(SystemExit):
@@ -38,6 +45,8 @@ def failure_message(result) -> str:
     for event in result.all_events:
         if event.is_step_failure:
             error = event.step_failure_data.error
+            if error and error.cls_name == "DagsterExecutionStepExecutionError" and error.cause is not None:
+                error = error.cause  # an op that let a library error through: its own text, not Dagster's wrapper
             text = error.message.strip() if error else "unknown error"
             if error and error.cls_name in ("Failure",):
                 text = text.removeprefix("dagster._core.definitions.events.Failure: ")
@@ -51,13 +60,29 @@ CONSOLE_LOG_LEVEL = os.environ.get("RUSING_OPS_LOG_LEVEL", "CRITICAL")
 
 
 def execute(job_name: str, run_config: dict | None = None, *, tags: dict | None = None, instance=None):
-    """Run ``job_name`` from the code location in this process against the configured instance; return the result."""
+    """Run ``job_name`` from the code location in this process against the configured instance; return the result.
+
+    A job with an op in the ``app_db_write`` pool first claims that slot here (:func:`claim_write_slot`): waiting
+    is announced, sleeps, frees slots of dead runs, stops on Ctrl-C / SIGTERM and gives up after RUSING_WRITE_WAIT_S.
+    """
+    from dagster._core.utils import make_new_run_id
+
     from .definitions import defs
 
     job = defs.resolve_job_def(job_name)
+    instance = instance or dagster_instance()
+    run_id = make_new_run_id()
     config = {"loggers": {"console": {"config": {"log_level": CONSOLE_LOG_LEVEL}}}, **(run_config or {})}
-    return job.execute_in_process(run_config=config, instance=instance or dagster_instance(), tags=tags,
-                                  raise_on_error=False)
+    steps = write_steps(job)
+    with sigterm_as_interrupt():
+        try:
+            if steps:
+                claim_write_slot(instance, run_id, steps[0])
+            return job.execute_in_process(run_config=config, instance=instance, run_id=run_id,
+                                          tags={**(tags or {}), **process_tags()}, raise_on_error=False)
+        finally:
+            if steps:  # a run that ended (or never started its step) keeps no slot
+                instance.event_log_storage.free_concurrency_slots_for_run(run_id)
 
 
 def run_job(job_name: str, run_config: dict | None = None, *, tags: dict | None = None, instance=None):
@@ -108,3 +133,195 @@ class TerminalProgress:
 
     def __exit__(self, *exc):
         progress.remove_listener(self)
+
+
+# ------------------------------------------------------------------------------------------- the write slot
+# CLI runs are `execute_in_process` runs: no run launcher, so run monitoring never sees them die. A process killed
+# -9 while holding the app_db_write slot would keep it forever. Every CLI run therefore records where it runs
+# (host, pid and the pid's start time, so a reused pid is not mistaken for it), and a command that needs the slot
+# frees the slots of holder runs whose process is gone before it waits. The server-side GET_LOCK still guards
+# every write: it dies with its connection, so it never needs this.
+PROCESS_TAG = "rusing/process"
+WAIT_VARIABLE = "RUSING_WRITE_WAIT_S"
+ORPHAN_AFTER_S = 120  # a slot claimed for a run that was never created (killed between claim and run start)
+
+
+def _start_ticks(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), which tells a reused pid from the original."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def process_tags() -> dict[str, str]:
+    pid = os.getpid()
+    return {PROCESS_TAG: f"{socket.gethostname()}:{pid}:{_start_ticks(pid) or ''}"}
+
+
+def process_alive(tag: str) -> bool | None:
+    """True / False for a process of this host, None when it runs elsewhere (or the tag is unreadable)."""
+    try:
+        host, pid_text, ticks = tag.rsplit(":", 2)
+        pid = int(pid_text)
+    except ValueError:
+        return None
+    if host != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return not ticks or _start_ticks(pid) in (None, ticks)
+
+
+def write_steps(job) -> list[str]:
+    """The step keys of ``job``'s ops in the app_db_write pool (one per writing job)."""
+    from .resources import DB_WRITE_POOL
+
+    return [node.name for node in job.nodes_in_topological_order if getattr(node.definition, "pool", None) == DB_WRITE_POOL]
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM stops a command the way Ctrl-C does (KeyboardInterrupt), so its cleanup runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum, _frame):
+        raise KeyboardInterrupt("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@dataclass
+class SlotHolder:
+    run_id: str
+    job: str | None
+    status: str | None
+    process: str | None
+    since: dt.datetime | None
+    dead: str | None  # why its slot can be freed, or None while it may still be running
+
+    def describe(self) -> str:
+        where = ""
+        if self.process:
+            host, pid, _ = (self.process.rsplit(":", 2) + ["", ""])[:3]
+            where = f", pid {pid} on {host}"
+        since = f", since {self.since:%Y-%m-%d %H:%M:%S} UTC" if self.since else ""
+        return f"run {self.run_id} ({self.job or 'unknown job'}, {self.status or 'not started'}{where}{since})"
+
+
+def slot_holders(instance, pool: str, *, exclude: str) -> list[SlotHolder]:
+    """The runs holding ``pool``'s slots or queued for one ahead of ``exclude``, each judged alive or dead."""
+    info = instance.event_log_storage.get_concurrency_info(pool)
+    seen: dict[str, dt.datetime | None] = {}
+    for slot in info.claimed_slots:
+        seen.setdefault(slot.run_id, None)
+    for step in info.pending_steps:
+        seen[step.run_id] = seen.get(step.run_id) or step.assigned_timestamp or step.enqueued_timestamp
+    holders = []
+    now = dt.datetime.now(dt.UTC)
+    for run_id, since in seen.items():
+        if run_id == exclude:
+            continue
+        run = instance.get_run_by_id(run_id)
+        if run is None:
+            old = since is not None and (now - since).total_seconds() > ORPHAN_AFTER_S
+            holders.append(SlotHolder(run_id, None, None, None, since,
+                                      f"no run {run_id} exists {ORPHAN_AFTER_S} s after its claim" if old else None))
+            continue
+        record = instance.get_run_record_by_id(run_id)
+        started = record.start_time if record and record.start_time else None
+        since = dt.datetime.fromtimestamp(started, dt.UTC) if started else since
+        process = run.tags.get(PROCESS_TAG)
+        dead = None
+        if run.is_finished:
+            dead = f"the run already ended ({run.status.value})"
+        elif process and process_alive(process) is False:
+            dead = "its process is gone (killed or crashed)"
+        holders.append(SlotHolder(run_id, run.job_name, run.status.value, process, since, dead))
+    return holders
+
+
+def _free_dead(instance, holder: SlotHolder) -> None:
+    from .resources import DB_WRITE_POOL
+
+    run = instance.get_run_by_id(holder.run_id)
+    if run is not None and not run.is_finished:
+        instance.report_run_failed(run, message=f"Marked failed by rusing-ops: {holder.dead}; its {DB_WRITE_POOL} "
+                                                "slot was freed.")
+    instance.event_log_storage.free_concurrency_slots_for_run(holder.run_id)
+
+
+def _ensure_pool_limit(storage, pool: str) -> bool:
+    """Create the pool's limit from the instance default the way Dagster's executor does; False if unlimited."""
+    from dagster._core.instance.config import PoolGranularity
+
+    config = storage.get_pool_config()
+    if not storage.supports_global_concurrency_limits or config.pool_granularity == PoolGranularity.RUN:
+        return False
+    limits = {p.name: p for p in storage.get_pool_limits()}
+    info = limits.get(pool)
+    if (info is None and config.default_pool_limit is not None) or (
+            info is not None and info.from_default and info.limit != config.default_pool_limit):
+        storage.initialize_concurrency_limit_to_default(pool)
+        info = {p.name: p for p in storage.get_pool_limits()}.get(pool)
+    return info is not None
+
+
+def claim_write_slot(instance, run_id: str, step_key: str, *, wait_s: float | None = None,
+                     say=lambda line: print(line, file=sys.stderr, flush=True), poll_s: float = 2.0) -> bool:
+    """Claim the app_db_write slot for step ``step_key`` of the run about to start as ``run_id``.
+
+    Dead holders (process gone on this host, run already ended, or a claim whose run never appeared) are marked
+    failed and their slots freed. While a live run holds it, says which run, process and since when, sleeps, and
+    raises :class:`CommandFailed` after ``wait_s`` (default RUSING_WRITE_WAIT_S) or on Ctrl-C / SIGTERM, having
+    withdrawn its own claim. Returns False when the instance puts no limit on the pool (nothing to claim).
+    """
+    from .resources import DB_WRITE_POOL as pool
+
+    storage = instance.event_log_storage
+    if not _ensure_pool_limit(storage, pool):
+        return False
+    wait_s = float(env(WAIT_VARIABLE)) if wait_s is None else wait_s
+    started, told = time.monotonic(), None
+    try:
+        while True:
+            if storage.claim_concurrency_slot(pool, run_id, step_key).is_claimed:
+                return True
+            holders = slot_holders(instance, pool, exclude=run_id)
+            dead = [h for h in holders if h.dead]
+            for holder in dead:
+                _free_dead(instance, holder)
+                say(f"freed the {pool} slot of {holder.describe()}: {holder.dead}; marked the run failed")
+            if dead:
+                continue
+            live = "; ".join(h.describe() for h in holders) or "a run that just released it"
+            waited = time.monotonic() - started
+            if waited >= wait_s:
+                raise CommandFailed(
+                    f"Gave up after {waited:.0f} s waiting for the database write slot ({pool}), held by {live}. "
+                    "Nothing was changed. Next: wait for that run to finish and rerun this command (its log is in "
+                    "the Dagster UI under Runs); if its process is gone on another host, terminate the run in the UI "
+                    f"(that frees its slot); or rerun with {WAIT_VARIABLE}=<seconds> to wait longer.")
+            if live != told:
+                say(f"waiting for the database write slot ({pool}): held by {live}; waiting up to {wait_s:.0f} s "
+                    f"({WAIT_VARIABLE}); Ctrl-C stops waiting and changes nothing")
+                told = live
+            time.sleep(max(0.05, min(poll_s, wait_s - waited)))
+    except KeyboardInterrupt:
+        storage.free_concurrency_slots_for_run(run_id)
+        raise CommandFailed(f"Stopped while waiting for the database write slot ({pool}). Nothing was changed. "
+                            "Next: rerun the command when the run holding it has finished.", code=130) from None
+    except BaseException:
+        storage.free_concurrency_slots_for_run(run_id)
+        raise

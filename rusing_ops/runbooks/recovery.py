@@ -13,6 +13,7 @@ from typing import Callable
 from ..backups.restore import RestoreResult, backup_live, live_counts, restore_backup
 from ..backups.source import resolve_source
 from ..core.app import AppControl
+from ..core.database import raw_connect
 from ..core.dburl import DatabaseURL
 from ..core.errors import OpsError, require_confirm
 from ..core.store import BackupStore
@@ -56,6 +57,7 @@ def recover_from_data_loss(url: DatabaseURL, store: BackupStore, app: AppControl
 
     start_hint = "start it with RUSING_APP_START_COMMAND" + (f" (`{app.commands['start']}`)" if app.commands.get("start") else "")
 
+    raw_connect(url, "").close()  # a wrong DATABASE_URL or CA refuses here, before the app is stopped
     stopped = app.run("stop")
     step("stop app", stopped.describe())
     if not stopped.ok:
