@@ -13,7 +13,9 @@ COMMAND_MODULES = [
     ("db", "rusing_ops.backups.cli"),
     ("db", "rusing_ops.migrations.cli"),
     ("db", "rusing_ops.runbooks.cli"),
+    ("db", "rusing_ops.pitr.cli"),
     ("webhooks", "rusing_ops.webhooks.cli"),
+    ("instance", "rusing_ops.instance_cli"),
 ]
 # Verbs DESIGN.md §6 promises; any not registered by a module answers "not yet available".
 PROMISED = {
@@ -22,7 +24,8 @@ PROMISED = {
     "webhooks": ["status", "reconcile", "retry"],
 }
 GROUP_HELP = {"db": "database: migrations, backups, restores, validation, rollback",
-              "webhooks": "Stripe webhook events: status, reconciliation, manual retry"}
+              "webhooks": "Stripe webhook events: status, reconciliation, manual retry",
+              "instance": "the Dagster instance folder: SQLite or Postgres storage"}
 
 
 def _not_yet(name: str):
@@ -39,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     top = parser.add_subparsers(dest="command", metavar="COMMAND")
     top.required = True
     groups = {None: top}
-    for group in ("db", "webhooks"):
+    for group in GROUP_HELP:
         gp = top.add_parser(group, help=GROUP_HELP[group], description=GROUP_HELP[group])
         groups[group] = gp.add_subparsers(dest="verb", metavar="VERB")
         groups[group].required = True

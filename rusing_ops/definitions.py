@@ -1,21 +1,26 @@
 """The code location: every capability's Definitions, merged explicitly (nothing is silently dropped), plus the
-resources and the one executor every job uses (in process: each job is one database procedure, run as one step)."""
+resources and the one executor every job uses (in process: each job is one database procedure, run as one step).
+
+The capabilities' modules are imported, not their ``defs``: Dagster refuses a module with more than one
+module-scope ``Definitions``."""
 
 import dagster as dg
 
-from .alerting.defs import defs as alerting
-from .backups.defs import defs as backups
-from .health.defs import defs as health
-from .migrations.defs import defs as migrations
+from .alerting import defs as alerting
+from .backups import defs as backups
+from .health import defs as health
+from .migrations import defs as migrations
+from .pitr import defs as pitr
 from .resources import default_resources
-from .runbooks.defs import defs as runbooks
-from .webhooks.defs import defs as webhooks
+from .runbooks import defs as runbooks
+from .webhooks import defs as webhooks
+
+CAPABILITIES = [health, alerting, backups, migrations, webhooks, runbooks, pitr]
 
 
 def build_definitions() -> dg.Definitions:
-    capabilities = [health, alerting, backups, migrations, webhooks, runbooks]
-    return dg.Definitions.merge(*capabilities, dg.Definitions(resources=default_resources(),
-                                                              executor=dg.in_process_executor))
+    return dg.Definitions.merge(*(module.defs for module in CAPABILITIES),
+                                dg.Definitions(resources=default_resources(), executor=dg.in_process_executor))
 
 
 defs = build_definitions()

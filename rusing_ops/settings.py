@@ -34,6 +34,8 @@ VARIABLES: dict[str, tuple[str, str | None]] = {
     "RUSING_SLACK_CHANNEL": ("Slack channel for alerts, e.g. #ops-alerts", None),
     "RUSING_ALERT_WEBHOOK_URL": ("generic webhook URL for alerts when Slack is not configured", None),
     "SLACK_API_BASE_URL": ("override of Slack's API base URL (tests, proxies)", None),
+    "RUSING_BINLOG_ARCHIVE_INTERVAL_S": ("seconds between binlog archive passes under writes (the RPO's bound)", "60"),
+    "RUSING_WRITE_WAIT_S": ("seconds a CLI write command waits for the database write slot before giving up", "600"),
 }
 
 

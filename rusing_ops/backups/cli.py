@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..cli_support import TerminalProgress, print_json, print_table, run_job
+from ..core.dburl import parse_database_url
 from ..core.errors import OpsError
 from ..core.store import open_store
 from ..settings import PROJECT_ROOT, env
@@ -25,9 +26,18 @@ def backup(args) -> int:
     return 0
 
 
+def _scope(args) -> str | None:
+    """The database whose backups a command sees: DATABASE_URL's, or None (every database) with --all-databases."""
+    if getattr(args, "all_databases", False):
+        return None
+    return parse_database_url(env("DATABASE_URL")).database
+
+
 def backups(args) -> int:
     try:
-        entries = catalog.list_backups(open_store(env("RUSING_BACKUP_URL"), base_dir=PROJECT_ROOT))
+        store = open_store(env("RUSING_BACKUP_URL"), base_dir=PROJECT_ROOT)
+        database = _scope(args)
+        entries = catalog.list_backups(store, database, include_partial=True)
     except OpsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -35,25 +45,54 @@ def backups(args) -> int:
     if args.json:
         print_json(rows)
         return 0
+    print(f"backups of {'every database' if database is None else f'`{database}`'} in {store.url}, newest first:")
     print_table([{"name": r["name"], "taken_at": r["taken_at"][:19].replace("T", " ") + "Z", "reason": r["reason"],
+                  **({"database": r["database"] or "?"} if database is None else {}),
                   "MB": f"{r['bytes'] / 1e6:,.1f}", "rows": f"{r['rows']:,}" if r["complete"] else "-",
-                  "complete": "yes" if r["complete"] else "NO (no manifest)",
-                  "verified": "yes" if r["verified"] else "no"} for r in rows])
+                  "verified": "yes" if r["verified"] else "no", "pinned": "yes" if r["pinned"] else "",
+                  "state": "complete" if r["complete"] else f"NOT RESTORABLE: {r['problem']}"} for r in rows])
+    return 0
+
+
+def unpin(args) -> int:
+    try:
+        entry = catalog.unpin(open_store(env("RUSING_BACKUP_URL"), base_dir=PROJECT_ROOT), args.backup)
+    except OpsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"unpinned {entry.name} (was: {'; '.join(p.get('why', '') for p in entry.pins)}); `rusing-ops db prune` "
+          "may now delete it when the retention policy does not keep it")
     return 0
 
 
 def restore(args) -> int:
+    from ..pitr import cli as pitr_cli
+
+    if pitr_cli.wants_point_in_time(args):
+        return pitr_cli.restore_to(args)
+    if args.dry_run or args.skip:
+        print("error: --dry-run and --skip go with --to / --to-position / --to-gtid (a point-in-time restore); "
+              "nothing was changed.", file=sys.stderr)
+        return 2
+    if not args.confirm:
+        print("error: --confirm NAME (the target database's name) is required to restore; nothing was changed.",
+              file=sys.stderr)
+        return 2
     ref = args.file
     if ref != "latest" and Path(ref).expanduser().is_file():
         ref = str(Path(ref).expanduser().resolve())
     config = {"backup": ref, "confirm": args.confirm, "pre_restore_backup": not args.no_pre_restore_backup}
     if args.database:
         config["database"] = args.database
+    if args.from_database:
+        config["from_database"] = args.from_database
     with TerminalProgress():
         result = run_job("restore_database", {"ops": {"restore_database_op": {"config": config}}})
     out = result.output_for_node("restore_database_op")
     print(f"restored {out['source']} into `{out['target']}`: {out['rows']:,} rows in {len(out['tables'])} tables, "
           f"{out['duration_s']:.1f}s" + (" (sha256 and manifest verified)" if out["verified_against_manifest"] else ""))
+    if args.from_database and args.from_database != out["target"]:
+        print(f"note: this was a backup of database `{args.from_database}`, restored into `{out['target']}`")
     if out["pre_restore_backup"]:
         print(f"pre-restore backup: {out['pre_restore_backup']}")
     if out["pre_restore_db"]:
@@ -72,13 +111,14 @@ def verify(args) -> int:
 
 def prune(args) -> int:
     config = {"keep_daily": args.keep_daily, "keep_weekly": args.keep_weekly, "keep_monthly": args.keep_monthly,
-              "dry_run": not args.apply}
+              "dry_run": not args.apply, "all_databases": args.all_databases}
     out = run_job("prune_backups", {"ops": {"prune_backups_op": {"config": config}}}).output_for_node("prune_backups_op")
     verb = "would delete" if out["dry_run"] else "deleted"
-    for key in out["delete"]:
-        print(f"{verb} {key}")
-    print(f"kept {out['kept']}, {verb} {out['to_delete']} ({out['freed_bytes'] / 1e6:,.1f} MB)"
-          + (" — dry run: add --apply to delete" if out["dry_run"] else ""))
+    for line in out["lines"]:
+        print(line)
+    print(f"kept {out['kept']} ({out['pinned']} pinned), {verb} {out['to_delete']} and "
+          f"{'would remove' if out['dry_run'] else 'removed'} {out['to_sweep']} leftovers "
+          f"({out['freed_bytes'] / 1e6:,.1f} MB)" + (" — dry run: add --apply to delete" if out["dry_run"] else ""))
     return 0
 
 
@@ -92,7 +132,15 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("backups", help="list backups, newest first, with size, rows and verification",
                               description="List the backups in RUSING_BACKUP_URL, newest first.")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--all-databases", action="store_true",
+                   help="list the backups of every database in the store (default: DATABASE_URL's database)")
     p.set_defaults(func=backups)
+
+    p = subparsers.add_parser("unpin", help="let prune delete a pinned backup again",
+                              description="Remove the pins of a backup (taken before a migration, restore or rollback, "
+                              "which the procedure's report points to). Nothing is deleted now.")
+    p.add_argument("backup", metavar="NAME", help="backup name or key from `db backups`")
+    p.set_defaults(func=unpin)
 
     p = subparsers.add_parser("restore", help="restore a backup through a staging database (job restore_database)",
                               description="Verify a backup, load it into a staging database, check row counts, back up "
@@ -100,8 +148,14 @@ def register(subparsers) -> None:
     p.add_argument("--file", default="latest", metavar="KEY|PATH",
                    help="backup name/key from `db backups`, or a local .sql/.sql.gz/.sql.zst file (default: latest)")
     p.add_argument("--database", help="restore into this database instead of DATABASE_URL's")
-    p.add_argument("--confirm", required=True, metavar="NAME", help="the target database's name, to confirm")
+    p.add_argument("--from-database", metavar="NAME", help="allow a backup taken from this other database (e.g. the "
+                   "app's backup into a drill --database); `latest` then means its latest")
+    p.add_argument("--confirm", metavar="NAME", help="the target database's name, to confirm (required unless "
+                   "--dry-run)")
     p.add_argument("--no-pre-restore-backup", action="store_true", help="skip backing up the live database first")
+    from ..pitr.cli import add_restore_arguments
+
+    add_restore_arguments(p)
     p.set_defaults(func=restore)
 
     p = subparsers.add_parser("verify", help="prove a backup restores (job verify_backup)",
@@ -111,10 +165,13 @@ def register(subparsers) -> None:
     p.set_defaults(func=verify)
 
     p = subparsers.add_parser("prune", help="apply the retention policy (job prune_backups; dry run unless --apply)",
-                              description="Keep the newest backup of each of the last N days, weeks and months, and "
-                              "always the newest verified one; list (or, with --apply, delete) the rest.")
+                              description="Per database: keep the newest backup of each of the last N days, weeks and "
+                              "months, and always the newest complete, the newest verified and every pinned one; list "
+                              "(or, with --apply, delete) the rest, and leftovers of killed backups older than 24 h.")
     p.add_argument("--keep-daily", type=int, default=7, metavar="N")
     p.add_argument("--keep-weekly", type=int, default=4, metavar="N")
     p.add_argument("--keep-monthly", type=int, default=6, metavar="N")
     p.add_argument("--apply", action="store_true", help="really delete (default: only list)")
+    p.add_argument("--all-databases", action="store_true",
+                   help="prune every database's backups, each on its own (default: DATABASE_URL's database)")
     p.set_defaults(func=prune)
