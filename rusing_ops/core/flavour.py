@@ -315,5 +315,5 @@ def paused_cluster_message(code: int | None, detail: str) -> str | None:
     the exact wording is not in the documentation found, so this matches its words, not a code.
     """
     if detail and _PAUSED_WORDS.search(detail):
-        return PAUSED + (" (it is resuming: rerun in a minute)" if "resum" in detail.lower() else "")
+        return PAUSED + (" (it is resuming: rerun in a minute)" if "resuming" in detail.lower() else "")
     return None
