@@ -205,8 +205,13 @@ def archive_once(url: DatabaseURL, store: BackupStore, *, start: tuple[str, int]
     server = read_server_log(url)
     have = segments(store, server.server_key)
     on_server = [name for name, _size in server.files]
-    if not have and start is None:
-        start = oldest_backup_position(store, on_server)
+    marker = f"{PREFIX}/{server.server_key}/start.json"
+    if not have and start is None:  # an archive that began but copied nothing yet keeps its starting point
+        if store.exists(marker):
+            saved = json.loads(store.get_bytes(marker))
+            start = (saved["file"], int(saved["position"]))
+        else:
+            start = oldest_backup_position(store, on_server)
     if have:
         last = have[-1]
         todo = [(last.file, last.end)] if not last.final else []
@@ -219,6 +224,8 @@ def archive_once(url: DatabaseURL, store: BackupStore, *, start: tuple[str, int]
                            "cannot start there.", next_step="take a new backup (`rusing-ops db backup`), then run "
                                                             "`rusing-ops db binlogs archive`.")
         todo = [(begin[0], begin[1])] + [(f, 4) for f in on_server if file_number(f) > file_number(begin[0])]
+        if not store.exists(marker):
+            store.put_bytes(marker, json.dumps({"file": begin[0], "position": begin[1]}).encode())
     written = []
     with tempfile.TemporaryDirectory(prefix="rusing-binlog-") as tmp:
         for file, pos in todo:
