@@ -49,12 +49,12 @@ def _load_time_url():
 
 
 def configured_target() -> str:
-    """The application database as the UI names it before `confirm`: ``name`` on ``host:port`` from DATABASE_URL
+    """The application database as the UI names it before `confirm`: ``name on host:port`` from DATABASE_URL
     when the code location loaded (never the user or password), or a note that it is unset or malformed."""
     url = _load_time_url()
     if url is None:
         return "(DATABASE_URL is unset or malformed: no target database)"
-    return f"`{url.database}` on {url.host}:{url.port}"
+    return f"{url.database} on {url.host}:{url.port}"
 
 
 def configured_database() -> str | None:
@@ -79,3 +79,11 @@ def table_of(rows: list[dict]) -> dg.TableMetadataValue:
 def max_runtime(hours: float) -> dict:
     """The run tag that makes run monitoring fail a run still going after ``hours`` (a hung dump or restore)."""
     return {"dagster/max_runtime": str(int(hours * 3600))}
+
+
+TARGET_TAG = "rusing/target-database"
+
+
+def target_tags() -> dict:
+    """A run tag naming the target database: the Launchpad shows it above the config, the Runs list beside the run."""
+    return {TARGET_TAG: configured_target()}

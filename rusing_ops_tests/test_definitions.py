@@ -9,12 +9,12 @@ EXPECTED_JOBS = {
     "health_check", "backup_database", "restore_database", "verify_backup", "prune_backups", "check_backup_freshness",
     "recover_from_data_loss", "migrate_database", "validate_schema", "rollback_migration", "reconcile_webhook_events",
     "retry_webhook_event", "sweep_stripe_events", "report_webhook_processing_stats", "check_coach_accounts",
-    "setup_webhook_tables",
+    "setup_webhook_tables", "restore_to_time", "archive_binlogs", "undo_changes",
 }
 EXPECTED_SCHEDULES = {"health_check_every_5_minutes", "nightly_backup", "backup_freshness_schedule", "stripe_event_sweep"}
 EXPECTED_SENSORS = {"alert_on_run_failure", "failed_webhook_events", "migrate_database_on_new_journal_entries",
-                    "backup_store_partitions"}
-EXPECTED_ASSETS = {"database_backup", "newest_backup", "app_database_schema", "webhook_processing_stats", "rusing_app", "app_database",
+                    "backup_store_partitions", "archive_binlogs_when_the_server_moved"}
+EXPECTED_ASSETS = {"database_backup", "newest_backup", "binlog_archive", "app_database_schema", "webhook_processing_stats", "rusing_app", "app_database",
                    "stripe_account"}
 
 
@@ -55,7 +55,8 @@ def test_db_writing_jobs_share_the_tag_and_pool():
     repo = defs.get_repository_def()
     writers = [j for j in repo.get_all_jobs() if j.tags.get(DB_WRITE_TAG_KEY)]
     assert {j.name for j in writers} == {"migrate_database", "restore_database", "rollback_migration",
-                                         "recover_from_data_loss", "setup_webhook_tables"}
+                                         "recover_from_data_loss", "setup_webhook_tables", "restore_to_time",
+                                         "undo_changes"}
     for job in writers:
         pools = {node.definition.pool for node in job.graph.nodes if getattr(node.definition, "pool", None)}
         assert pools == {DB_WRITE_POOL}, job.name
@@ -91,3 +92,11 @@ def test_library_modules_import_no_dagster():
             if any(n == "dagster" or n.startswith(("dagster.", "dagster_")) for n in names):
                 offenders.append(str(path.relative_to(package)))
     assert offenders == []
+
+
+def test_the_module_holds_one_definitions_object():
+    """`dagster dev` / `dagster-webserver` refuse a module with more than one module-scope Definitions."""
+    import rusing_ops.definitions as module
+
+    assert [name for name, value in vars(module).items() if isinstance(value, dg.Definitions)] == ["defs"]
+    assert defs.executor is dg.in_process_executor

@@ -17,7 +17,7 @@ import dagster as dg
 from pydantic import Field
 
 from ..core.errors import ConfigError, OpsError, require_confirm
-from ..dagster_support import configured_target, failure, max_runtime, table_of
+from ..dagster_support import configured_target, failure, max_runtime, table_of, target_tags
 from ..resources import DB_WRITE_POOL, DB_WRITE_TAGS, BackupStoreResource, DatabaseResource
 from ..settings import env, resolve_path
 from . import catalog, keys, record
@@ -53,9 +53,9 @@ VERIFIED = dg.AssetCheckSpec(
 def backup_metadata(rec: record.BackupRecord) -> dict:
     """What an operator checks on a backup partition, the same for every backup (DESIGN.md §3 / STYLE.md §4)."""
     plain = rec.metadata()
-    rows = plain.pop("table_rows")
-    return {**plain, "taken_at": dg.MetadataValue.timestamp(rec.taken_at), "dagster/row_count": plain.pop("rows"),
-            "tables": table_of([{"table": name, "rows": n} for name, n in rows.items()])}
+    tables, rows = plain.pop("table_rows"), plain.pop("rows")
+    return {**plain, "taken_at": dg.MetadataValue.timestamp(rec.taken_at), "dagster/row_count": rows,
+            "tables": table_of([{"table": name, "rows": n} for name, n in tables.items()])}
 
 
 def verified_evaluation(rec: record.BackupRecord) -> dg.AssetCheckEvaluation:
@@ -171,7 +171,7 @@ def backup_store_partitions(context: dg.SensorEvaluationContext, backup_store: B
     return dg.SkipReason(f"reconciled: +{len(diff.add)} -{len(diff.remove)}; {len(diff.complete)} complete backups")
 
 
-def _chosen_backup(context: dg.OpExecutionContext, configured: str) -> str:
+def chosen_backup(context: dg.OpExecutionContext, configured: str) -> str:
     """The partition picked in the Launchpad, else the config's backup (a conflict between them is refused)."""
     if not context.has_partition_key:
         return configured
@@ -215,7 +215,7 @@ class VerifyBackupConfig(dg.Config):
 def verify_backup_op(context: dg.OpExecutionContext, config: VerifyBackupConfig, database: DatabaseResource,
                      backup_store: BackupStoreResource) -> dict:
     try:
-        result, rec, metadata = _verify(context, database, backup_store, _chosen_backup(context, config.backup))
+        result, rec, metadata = _verify(context, database, backup_store, chosen_backup(context, config.backup))
     except OpsError as exc:
         raise failure(exc) from None
     context.log_event(verified_evaluation(rec))
@@ -264,6 +264,9 @@ class RestoreDatabaseConfig(dg.Config):
     confirm: str = Field(description=f"Type the target database's name: the application database {TARGET}, or the "
                          "`database` field when set. Anything else refuses before anything is touched.")
     pre_restore_backup: bool = Field(default=True, description="Back up the live target first (reason pre-restore).")
+    from_database: str | None = Field(default=None, description="Restore a backup taken from this OTHER database "
+                                      "(e.g. the application database's backup into a drill `database`). Without it "
+                                      "a backup of another database is refused, and `latest` is the target's own.")
 
 
 @dg.op(pool=DB_WRITE_POOL, description=f"Restore into {TARGET}: verify the backup, load it into a staging database, "
@@ -273,9 +276,9 @@ def restore_database_op(context: dg.OpExecutionContext, config: RestoreDatabaseC
     try:
         require_confirm(config.confirm, config.database or database.parsed.database, "nothing was restored")
         store = backup_store.get_store()
-        result = restore_backup(database.parsed, store, _chosen_backup(context, config.backup), database=config.database,
+        result = restore_backup(database.parsed, store, chosen_backup(context, config.backup), database=config.database,
                                 pre_restore_backup=config.pre_restore_backup, lock=database.write_lock,
-                                run_id=context.run.run_id, log=context.log.info)
+                                run_id=context.run.run_id, log=context.log.info, from_database=config.from_database)
     except OpsError as exc:
         raise failure(exc) from None
     if result.pre_restore_backup:
@@ -288,7 +291,7 @@ def restore_database_op(context: dg.OpExecutionContext, config: RestoreDatabaseC
     return {**summary, "tables": result.tables}
 
 
-@dg.job(name="restore_database", partitions_def=PARTITIONS, tags={**DB_WRITE_TAGS, **max_runtime(6)},
+@dg.job(name="restore_database", partitions_def=PARTITIONS, tags={**DB_WRITE_TAGS, **max_runtime(6), **target_tags()},
         description=f"Runbook §3 `pnpm db:restore` into {TARGET}: pick the backup (partition of database_backup), type "
         "the database's name in confirm. Restores through a staging database and one atomic RENAME; the replaced "
         "tables stay in <db>__pre_restore_<ts>. Also `rusing-ops db restore`.")
@@ -300,25 +303,34 @@ class PruneBackupsConfig(dg.Config):
     keep_daily: int = Field(default=7, description="Keep the newest backup of each of this many most recent days.")
     keep_weekly: int = Field(default=4, description="Keep the newest backup of each of this many most recent ISO weeks.")
     keep_monthly: int = Field(default=6, description="Keep the newest backup of each of this many most recent months.")
-    dry_run: bool = Field(default=True, description="Only report what would be deleted (default). The newest verified backup is never deleted.")
+    dry_run: bool = Field(default=True, description="Only report what would be deleted (default). The newest complete, the newest verified and pinned backups are never deleted.")
+    all_databases: bool = Field(default=False, description="Prune the backups of every database in the store (each "
+                                "kept on its own), not only the application database's.")
 
 
 @dg.op(description="Apply the retention policy to the backup store and remove deleted backups' partitions.")
-def prune_backups_op(context: dg.OpExecutionContext, config: PruneBackupsConfig, backup_store: BackupStoreResource) -> dict:
+def prune_backups_op(context: dg.OpExecutionContext, config: PruneBackupsConfig, backup_store: BackupStoreResource,
+                     database: DatabaseResource) -> dict:
     policy = RetentionPolicy(config.keep_daily, config.keep_weekly, config.keep_monthly)
-    plan = prune(backup_store.get_store(), policy, dry_run=config.dry_run)
+    try:
+        plan = prune(backup_store.get_store(), policy, dry_run=config.dry_run,
+                     database=None if config.all_databases else _app_database(database))
+    except OpsError as exc:
+        raise failure(exc) from None
     gone = [keys.parse_key(k).name for k in plan.deleted]
     existing = set(context.instance.get_dynamic_partitions(PARTITIONS.name))
     for name in gone:
         if name in existing:
             context.instance.delete_dynamic_partition(PARTITIONS.name, name)
-    for entry in plan.delete:
-        context.log.info(f"{'would delete' if config.dry_run else 'deleted'} {entry.key} ({entry.size:,} bytes)")
+    lines = plan.lines(config.dry_run)
+    for line in lines:
+        context.log.info(line)
     summary = {"dry_run": config.dry_run, "kept": len(plan.keep), "to_delete": len(plan.delete),
-               "deleted": len(plan.deleted), "freed_bytes": plan.freed_bytes}
+               "deleted": len(plan.deleted), "freed_bytes": plan.freed_bytes, "pinned": len(plan.pinned),
+               "swept": len(plan.swept), "to_sweep": len(plan.partial) + len(plan.orphans)}
     context.add_output_metadata({**summary, "keep": table_of([{"key": k, "why": ", ".join(w)} for k, w in plan.keep.items()]),
                                  "delete": table_of([{"key": e.key, "bytes": e.size} for e in plan.delete])})
-    return {**summary, "keep": plan.keep, "delete": [e.key for e in plan.delete]}
+    return {**summary, "keep": plan.keep, "delete": [e.key for e in plan.delete], "lines": lines}
 
 
 @dg.job(name="prune_backups", tags=max_runtime(1),

@@ -4,10 +4,10 @@
 import dagster as dg
 from pydantic import Field
 
-from ..backups.defs import record_stored
+from ..backups.defs import PARTITIONS, chosen_backup, record_stored
 from ..core.database import create_engine
 from ..core.errors import OpsError
-from ..dagster_support import failure, max_runtime
+from ..dagster_support import configured_target, failure, max_runtime, target_tags
 from ..migrations.defs import drizzle_folder
 from ..migrations.validate import validate_schema
 from ..resources import DB_WRITE_POOL, DB_WRITE_TAGS, AppResource, BackupStoreResource, DatabaseResource
@@ -21,14 +21,16 @@ def _schema_validator(drizzle_dir: str | None):
             report = validate_schema(engine, url, drizzle_folder(drizzle_dir))
         finally:
             engine.dispose()
-        return report.ok, report.lines()
+        return report
 
     return validate
 
 
 class RecoverFromDataLossConfig(dg.Config):
-    confirm: str = Field(description="Must equal the target database name; anything else refuses before the app is stopped.")
-    backup: str = Field(default="latest", description="`latest` (newest complete backup), a backup name/key from `rusing-ops db backups`, or a local SQL file.")
+    confirm: str = Field(description=f"Type the target database's name: the application database {configured_target()}, "
+                         "or the `database` field when set. Anything else refuses before the app is stopped.")
+    backup: str = Field(default="latest", description="Used when no partition is picked: `latest` (newest complete "
+                        "backup), a backup name/key from `rusing-ops db backups`, or a local SQL file.")
     database: str | None = Field(default=None, description="Recover this database instead of the application database.")
     pre_restore_backup: bool = Field(default=True, description="Back up what is left in the database before restoring over it.")
     validate_schema: bool = Field(default=True, description="After the restore, validate the schema against the Drizzle folder (runbook `pnpm db:validate`); findings leave the app stopped.")
@@ -40,7 +42,8 @@ def recover_from_data_loss_op(context: dg.OpExecutionContext, config: RecoverFro
                               database: DatabaseResource, backup_store: BackupStoreResource) -> dict:
     try:
         result = recover_from_data_loss(
-            database.parsed, backup_store.get_store(), app.get_control(), confirm=config.confirm, backup=config.backup,
+            database.parsed, backup_store.get_store(), app.get_control(), confirm=config.confirm,
+            backup=chosen_backup(context, config.backup),
             database=config.database, pre_restore_backup=config.pre_restore_backup, lock=database.write_lock,
             run_id=context.run.run_id, log=context.log.info,
             validate=_schema_validator(config.drizzle_dir) if config.validate_schema else None)
@@ -55,11 +58,11 @@ def recover_from_data_loss_op(context: dg.OpExecutionContext, config: RecoverFro
     return {**summary, "steps": result.lines()}
 
 
-@dg.job(name="recover_from_data_loss", tags={**DB_WRITE_TAGS, **max_runtime(8)},
-        description="Runbook §6 Data Loss Recovery: stop the app, back up what is left, restore the latest (or a named) "
-        "backup through a staging database, validate row counts and the schema (pending migrations or drift leave the app "
-        "stopped), start the app and check its health. Started by hand; "
-        "requires confirm = database name.")
+@dg.job(name="recover_from_data_loss", partitions_def=PARTITIONS, tags={**DB_WRITE_TAGS, **max_runtime(8), **target_tags()},
+        description=f"Runbook §6 Data Loss Recovery of {configured_target()}: stop the app, back up what is left, "
+        "restore the picked backup (partition of database_backup; without one, the config's backup, latest) through a "
+        "staging database, validate row counts and the schema (pending migrations or drift leave the app stopped), "
+        "start the app and check its health. Started by hand; requires confirm = database name.")
 def recover_from_data_loss_job():
     recover_from_data_loss_op()
 

@@ -14,7 +14,7 @@ from rusing_ops.backups.defs import (ASSET, PARTITIONS, TARGET, RestoreDatabaseC
                                      restore_database)
 from rusing_ops.backups.defs import defs as backups_defs
 from rusing_ops.backups.dump import backup_database as take_library_backup
-from rusing_ops.dagster_support import REFUSAL_KEY, configured_target, is_refusal
+from rusing_ops.dagster_support import REFUSAL_KEY, TARGET_TAG, configured_target, is_refusal
 from rusing_ops.resources import DB_WRITE_TAG_KEY, DB_WRITE_TAGS, BackupStoreResource, DatabaseResource
 from rusing_ops_tests.conftest import admin_connection
 
@@ -66,7 +66,7 @@ def test_backup_job_records_a_partition_named_by_the_clock(every_type_db, s3_sto
     assert md["key"] == name + ".sql.gz" and md["uri"] == f"{s3_store.url}/{name}.sql.gz"
     assert md["dagster/row_count"] == 3015 and md["migration_head"] == "bbb" and md["reason"] == "manual"
     assert {r.data["table"]: r.data["rows"] for r in md["tables"].records}["payments"] == 3003
-    assert "verified" not in md  # one truth for "verified": the backup_verified check
+    assert "verified" not in md and "rows" not in md  # one truth for "verified": the backup_verified check
     assert len(md["sha256"]) == 64 and md["bytes"] > 0 and md["compressed_ratio"] > 1
     assert md["taken_at"] == keys.parse_name(name).taken_at.timestamp()
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
@@ -165,11 +165,12 @@ def test_restore_job_picks_a_partition_and_refuses_a_wrong_confirm_cleanly(every
 
 def test_restore_config_names_the_target_before_confirm(monkeypatch):
     monkeypatch.setenv("DATABASE_URL", "mysql://ops:Pa55word@db.example.com:4000/rusing_prod")
-    assert configured_target() == "`rusing_prod` on db.example.com:4000"
+    assert configured_target() == "rusing_prod on db.example.com:4000"
     monkeypatch.delenv("DATABASE_URL")
     assert "not set" in configured_target() or "unset" in configured_target()
     fields = RestoreDatabaseConfig.model_fields
     assert TARGET in fields["confirm"].description and TARGET in restore_database.description
+    assert restore_database.tags[TARGET_TAG] == TARGET  # shown above the Launchpad's config editor
     assert "Pa55word" not in fields["confirm"].description
 
 
@@ -286,7 +287,8 @@ def test_definitions_names_and_write_tags():
                         "prune_backups": 3600, "check_backup_freshness": 900}
     recovery = dg.Definitions.merge(recovery_defs, dg.Definitions(resources=code_location.resources))
     job = recovery.resolve_job_def("recover_from_data_loss")
-    assert job.tags == {**DB_WRITE_TAGS, "dagster/max_runtime": str(8 * 3600)}
+    assert job.tags == {**DB_WRITE_TAGS, "dagster/max_runtime": str(8 * 3600), TARGET_TAG: TARGET}
+    assert job.partitions_def == PARTITIONS
 
 
 @pytest.mark.parametrize("age_hours, passed", [(1, True), (30, False)])
