@@ -1,9 +1,11 @@
-"""Load SQL statements into one database: INSERTs on parallel autocommit connections, everything else in order.
+"""Load a file's checked statements (confine.py) into one database: INSERTs on parallel autocommit connections,
+everything else in order.
 
 Statements that define views, triggers, routines or events are not run here: they are returned, to be run in
 the target database after the swap (triggers and views cannot move between databases with RENAME TABLE).
-``USE``, ``CREATE DATABASE``, ``ALTER DATABASE`` and ``LOCK``/``UNLOCK TABLES`` are skipped: the load goes to
-the database it was given, and parallel connections must not lock each other out.
+``USE``, ``CREATE``/``DROP``/``ALTER DATABASE`` and ``LOCK``/``UNLOCK TABLES`` come as ``skip``: the load goes to
+the database it was given, and parallel connections must not lock each other out. An error names the line and the
+kind of statement, never its text (a server message quoting the text is cut).
 """
 
 from __future__ import annotations
@@ -11,14 +13,15 @@ from __future__ import annotations
 import queue
 import re
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import pymysql
 
 from ..core.dburl import DatabaseURL
 from ..core.errors import OpsError
 from ..core.progress import Progress
+from .confine import Action
 from .connection import open_connection
 from .schema import strip_definer
 
@@ -26,12 +29,7 @@ WORKERS = 2  # research/bench.md §3: two loaders (myloader -t 2) beat one strea
 RETRIES = 3
 SESSION = ("SET NAMES utf8mb4, time_zone = '+00:00', FOREIGN_KEY_CHECKS = 0, UNIQUE_CHECKS = 0, "
            "sql_mode = 'NO_AUTO_VALUE_ON_ZERO', net_read_timeout = 3600")
-_VERSIONED = re.compile(rb"/\*!\d*|\*/")
-_DEFERRED = re.compile(
-    rb"\s*(?:CREATE|DROP)\s+(?:OR\s+REPLACE\s+)?(?:ALGORITHM\s*=\s*\w+\s+)?(?:SQL\s+SECURITY\s+\w+\s+)?"
-    rb"(?:VIEW|TRIGGER|FUNCTION|PROCEDURE|EVENT)\b", re.I)
-_SKIPPED = re.compile(rb"\s*(?:USE\b|CREATE\s+(?:DATABASE|SCHEMA)\b|ALTER\s+(?:DATABASE|SCHEMA)\b|LOCK\s+TABLES?\b|"
-                      rb"UNLOCK\s+TABLES?\b)", re.I)
+_QUOTED = re.compile(r"(near|entry) '.*?'( at line \d+| for key)", re.DOTALL)  # server messages that quote the text
 
 
 class LoadFailed(OpsError):
@@ -46,34 +44,17 @@ class LoadResult:
     deferred: list[str] = field(default_factory=list)
 
 
-def classify(statement: bytes) -> str:
-    """``data`` (INSERT/REPLACE), ``session`` (SET), ``deferred``, ``skip`` or ``ddl``."""
-    if statement[:7].upper() in (b"INSERT ", b"REPLACE"):  # the common case, decided without decoding
-        return "data"
-    head = _VERSIONED.sub(b" ", statement[:400]).lstrip()
-    head = strip_definer(head.decode("utf-8", "replace")).encode()
-    if head[:6].upper().startswith((b"INSERT", b"REPLACE")):
-        return "data"
-    if head[:4].upper() in (b"SET ", b"SET\t", b"SET\n"):
-        return "session"
-    if _DEFERRED.match(head):
-        return "deferred"
-    if _SKIPPED.match(head):
-        return "skip"
-    return "ddl"
-
-
 class _Worker(threading.Thread):
-    def __init__(self, loader: "Loader", conn):
+    def __init__(self, loader: Loader, conn):
         super().__init__(daemon=True, name="restore-load")
         self.loader, self.conn = loader, conn
 
-    def execute(self, stmt: bytes) -> int:
+    def execute(self, action: Action) -> int:
         """Run one autocommit INSERT; a deadlock rolled it back whole, so it is simply run again."""
         for attempt in range(RETRIES + 1):
             try:
                 with self.conn.cursor() as cur:
-                    return cur.execute(stmt)
+                    return cur.execute(action.sql)
             except pymysql.err.OperationalError as exc:
                 if exc.args[0] not in (1205, 1213) or attempt == RETRIES:  # lock wait timeout, deadlock
                     raise
@@ -81,19 +62,19 @@ class _Worker(threading.Thread):
 
     def run(self) -> None:
         q = self.loader.queue
-        while (stmt := q.get()) is not None:
+        while (action := q.get()) is not None:
             try:
                 if self.loader.error is None:
-                    self.loader.done(self.execute(stmt), len(stmt))
-            except BaseException as exc:
-                self.loader.error = self.loader.error or (exc, stmt)
+                    self.loader.done(self.execute(action), len(action.sql))
+            except BaseException as exc:  # noqa: BLE001 - handed to the loading thread, which raises it
+                self.loader.error = self.loader.error or (exc, action)
             finally:
                 q.task_done()
         q.task_done()
 
 
 class Loader:
-    """Run a file's statements in ``database``; ``load()`` returns the deferred schema statements."""
+    """Run a file's checked statements in ``database``; ``load()`` returns the deferred schema statements."""
 
     def __init__(self, url: DatabaseURL, database: str, *, workers: int = WORKERS, progress: Progress | None = None):
         self.url, self.database, self.progress = url, database, progress
@@ -102,7 +83,7 @@ class Loader:
             with conn.cursor() as cur:
                 cur.execute(SESSION)
         self.queue: queue.Queue = queue.Queue(maxsize=2 * len(self.conns))
-        self.error: tuple[BaseException, bytes] | None = None
+        self.error: tuple[BaseException, Action] | None = None
         self.result = LoadResult()
         self._lock = threading.Lock()
         self.workers = [_Worker(self, c) for c in self.conns]
@@ -118,37 +99,40 @@ class Loader:
 
     def _raise_if_failed(self) -> None:
         if self.error is not None:
-            exc, stmt = self.error
+            exc, action = self.error
             detail = exc.args[-1] if isinstance(exc, pymysql.err.MySQLError) and exc.args else exc
-            raise LoadFailed(f"Loading into `{self.database}` failed: {detail} (statement: "
-                             f"{stmt[:120].decode('utf-8', 'replace')}...).")
+            if isinstance(exc, OpsError):
+                raise exc
+            detail = _QUOTED.sub(lambda m: f"{m.group(1)} (text not shown){m.group(2)}", str(detail))
+            raise LoadFailed(f"Loading into `{self.database}` failed at line {action.line} ({action.what}): "
+                             f"{detail}.")
 
     def _barrier(self) -> None:
         self.queue.join()
         self._raise_if_failed()
 
-    def load(self, statements: Iterable[bytes]) -> LoadResult:
+    def load(self, actions: Iterable[Action]) -> LoadResult:
         try:
-            for stmt in statements:
+            for action in actions:
                 self.result.statements += 1
-                kind = classify(stmt)
+                kind = action.kind
                 if kind == "data":
                     self._raise_if_failed()
-                    self.queue.put(stmt)
+                    self.queue.put(action)
                     continue
                 if kind == "skip":
                     continue
                 if kind == "deferred":
-                    self.result.deferred.append(strip_definer(stmt.decode()))
+                    self.result.deferred.append(strip_definer(action.sql.decode("utf-8", "replace")))
                     continue
                 self._barrier()
                 targets = self.conns if kind == "session" else self.conns[:1]
                 try:
                     for conn in targets:
                         with conn.cursor() as cur:
-                            cur.execute(stmt)
+                            cur.execute(action.sql)
                 except pymysql.err.MySQLError as exc:
-                    self.error = (exc, stmt)
+                    self.error = (exc, action)
                     self._raise_if_failed()
             self._barrier()
             return self.result
@@ -164,5 +148,5 @@ class Loader:
         for conn in self.conns:
             try:
                 conn.close()
-            except Exception:
+            except Exception:  # noqa: BLE001, S110 - closing after a failure; the failure is what is reported
                 pass

@@ -1,22 +1,43 @@
-"""Where a restore reads from: a backup in the store (with its manifest), or a plain SQL file (mysqldump)."""
+"""Where a restore reads from: a backup in the store (with its manifest), or a plain SQL file (mysqldump).
+
+A local file is taken only when it is a dump (README "Restore: what a dump file may contain"): a regular file named
+``*.sql``, ``*.sql.gz`` or ``*.sql.zst``, not under ``/proc``, ``/sys``, ``/dev`` or ``/run`` (symbolic links
+resolved), whose decompressed text starts as SQL and holds no NUL byte. Nothing of a refused file reaches a server
+and no error shows its content. (Through the UI's run config this is the same rule: a path is a dump or nothing.)
+"""
 
 from __future__ import annotations
 
+import functools
 import os
+import re
+import stat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 from ..core.errors import NotFound, OpsError
 from ..core.store import BackupStore
 from . import catalog, keys
 from .manifest import Manifest
-from .sqlsplit import SqlSyntaxError, split_statements
+from .sqlsplit import SqlSyntaxError, numbered_statements
 from .streams import HashingReader, decompressed_chunks
 
 
 class BackupCorrupt(OpsError):
     """The data object does not match its manifest (truncated, altered) or cannot be decompressed."""
+
+
+class NotADump(OpsError):
+    """A path given as a restore source is not a SQL dump file (or is in a place dumps are never read from)."""
+
+
+DUMP_SUFFIXES = (".sql", ".sql.gz", ".sql.zst")
+FORBIDDEN_ROOTS = ("/proc", "/sys", "/dev", "/run")
+SNIFF_BYTES = 64 * 1024
+_HEADER_DATABASE = re.compile(rb"^-- Host: \S*\s+Database: (\S+)[ \t]*$", re.MULTILINE)
+_SQL_START = re.compile(rb"\s*(?:--|/\*|#|[A-Za-z])")
 
 
 @dataclass
@@ -41,7 +62,12 @@ class Source:
                 next_step=f"restore another backup ({catalog.NEXT_LIST}).", key=self.label)
 
     def statements(self) -> Iterator[bytes]:
-        """The statements of the decompressed SQL text; a damaged stream raises :class:`BackupCorrupt`.
+        """The statements of the decompressed SQL text (see :meth:`numbered_statements`)."""
+        for _line, stmt in self.numbered_statements():
+            yield stmt
+
+    def numbered_statements(self) -> Iterator[tuple[int, bytes]]:
+        """``(line, statement)`` of the decompressed SQL text; a damaged stream raises :class:`BackupCorrupt`.
 
         Once exhausted, the bytes read were compared with the manifest again (the object could have been
         replaced since :meth:`check_integrity`).
@@ -49,7 +75,7 @@ class Source:
         with self.opener() as stream:
             reader = HashingReader(stream)
             try:
-                yield from split_statements(decompressed_chunks(reader, self.compression))
+                yield from numbered_statements(decompressed_chunks(reader, self.compression))
             except (ValueError, SqlSyntaxError) as exc:
                 raise BackupCorrupt(f"{self.label!r} cannot be read as SQL: {exc}.",
                                     next_step="check the file, or restore another backup.") from None
@@ -57,6 +83,42 @@ class Source:
         if self.manifest is not None and reader.hash.hexdigest() != self.manifest.sha256:
             raise BackupCorrupt(f"Backup {self.label!r} changed while it was being restored (sha256 differs from "
                                 "its manifest).", next_step="run the restore again.", key=self.label)
+
+    def head(self) -> bytes:
+        """The first decompressed bytes (up to 64 KiB)."""
+        out = b""
+        with self.opener() as stream:
+            try:
+                for chunk in decompressed_chunks(stream, self.compression):
+                    out += chunk
+                    if len(out) >= SNIFF_BYTES:
+                        break
+            except ValueError as exc:
+                if not out:
+                    raise BackupCorrupt(f"{self.label!r} cannot be decompressed ({exc}).",
+                                        next_step="check the file, or restore another backup.") from None
+        return out[:SNIFF_BYTES]
+
+    def own_database(self) -> str | None:
+        """The database the dump was taken of: the manifest's, or the ``Database:`` of mysqldump's header.
+
+        Also refuses (:class:`NotADump`) a text that does not start as SQL or holds a NUL byte (dumps escape it).
+        """
+        head = self.head()
+        why = ("it holds binary data (a NUL byte)" if b"\0" in head else
+               "its text does not start as SQL" if head.strip() and not _SQL_START.match(head) else
+               "it is empty" if not head.strip() else "")
+        if why:
+            raise NotADump(f"{self.label!r} is not a SQL dump: {why}; its content is not shown and none of it was "
+                           "sent to a server.", next_step=_NEXT_FILE)
+        if self.manifest is not None:
+            return self.manifest.database
+        m = _HEADER_DATABASE.search(head[:4096])
+        return m.group(1).decode("utf-8", "replace").strip("`") if m else None
+
+
+_NEXT_FILE = ("name a dump file (*.sql, *.sql.gz, *.sql.zst written by mariadb-dump, mysqldump or `rusing-ops db "
+              "backup`) with --file, or a backup from `rusing-ops db backups`.")
 
 
 def store_source(store: BackupStore, ref: str | None, database: str | None = None) -> Source:
@@ -68,10 +130,28 @@ def store_source(store: BackupStore, ref: str | None, database: str | None = Non
 
 
 def file_source(path: str | os.PathLike) -> Source:
+    """A local dump file, refused (:class:`NotADump`) unless it is a regular ``*.sql[.gz|.zst]`` file outside
+    ``/proc``, ``/sys``, ``/dev`` and ``/run`` whose text starts as SQL (nothing of it is read into an error)."""
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise NotFound(f"There is no file {str(p)!r}.", next_step="check the path given to --file.")
-    return Source(str(p), lambda: open(p, "rb"), keys.compression_of(p.name))
+    real = os.path.realpath(p)
+    shown = str(p)
+    for root in FORBIDDEN_ROOTS:
+        if real == root or real.startswith(root + "/"):
+            raise NotADump(f"{shown!r} is not a dump file: it is under {root}, where no dump is read from. None of "
+                           "it was read.", next_step=_NEXT_FILE)
+    try:
+        st = os.stat(real)
+    except OSError:
+        raise NotFound(f"There is no file {shown!r}.", next_step="check the path given to --file.") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise NotADump(f"{shown!r} is not a regular file. None of it was read.", next_step=_NEXT_FILE)
+    name = os.path.basename(real)
+    if not name.endswith(DUMP_SUFFIXES):
+        raise NotADump(f"{shown!r} is not named like a dump ({', '.join(DUMP_SUFFIXES)}). None of it was read.",
+                       next_step=_NEXT_FILE)
+    source = Source(shown, functools.partial(open, real, "rb"), keys.compression_of(name))
+    source.own_database()  # refuses a binary or non-SQL file before anything else happens
+    return source
 
 
 def resolve_source(store: BackupStore, ref: str | None, database: str | None = None) -> Source:

@@ -192,7 +192,8 @@ def _unclosed(tok: bytes, data: bytes, i: int) -> bool:
 def split_text(text: str) -> list[str]:
     """The statements of a hand-written script (``DELIMITER`` understood, the last ``;`` optional), stripped."""
     return [s.decode("utf-8", "surrogateescape").strip()
-            for _line, s in numbered_statements([text.encode("utf-8", "surrogateescape")], final_delimiter=False)
+            for _line, s in numbered_statements([(text + "\n").encode("utf-8", "surrogateescape")],
+                                                final_delimiter=False)
             if s.strip()]
 
 

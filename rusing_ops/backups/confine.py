@@ -1,0 +1,542 @@
+"""What a statement read from a backup or dump file may do: act on the staging (or scratch) database, nothing else.
+
+Every statement is checked twice. A first pass over the whole file runs nothing: the first statement that breaks a
+rule refuses the restore, naming its line and the kind of statement (never its text). The load pass checks again
+what it sends, so a file replaced between the passes cannot slip a statement through either.
+
+What a dump may contain (README "Restore: what a dump file may contain"):
+
+- data: ``INSERT``/``REPLACE [IGNORE] INTO <table> [(<columns>)] VALUES`` followed by literal tuples only (numbers,
+  strings, ``X'..'``, ``0x..``, ``NULL``): no function, subquery or comment among the values;
+- schema, run in staging: ``CREATE``/``ALTER``/``DROP``/``RENAME``/``TRUNCATE TABLE``, ``CREATE``/``DROP INDEX``,
+  ``CREATE``/``ALTER``/``DROP SEQUENCE``, ``DO``/``SELECT SETVAL(<sequence>, n, n)``; storage engines InnoDB,
+  MyISAM, Aria, MEMORY, ARCHIVE, BLACKHOLE, SEQUENCE, RocksDB; no ``DATA``/``INDEX DIRECTORY``, no ``CONNECTION``;
+- schema, deferred until after the swap: ``CREATE``/``DROP VIEW | TRIGGER | FUNCTION | PROCEDURE | EVENT``;
+- session: ``SET`` of user variables and of the session's character sets, time zone, ``sql_mode`` (not a mode that
+  changes how text is read: ``ANSI_QUOTES``, ``NO_BACKSLASH_ESCAPES``, ``ANSI``, ``ORACLE``...), foreign-key and
+  unique checks, ``sql_notes``; ``SET sql_log_bin`` / ``autocommit`` are skipped;
+- mapped to staging: ``DROP``/``CREATE``/``ALTER DATABASE`` and ``USE`` of the dump's own database (the manifest's,
+  else the one the file creates or uses) are skipped; a name qualified with it loses the qualifier;
+  ``LOCK``/``UNLOCK TABLES``, ``COMMIT``, ``START TRANSACTION`` are skipped.
+
+Refused: every other statement (``GRANT``, ``CREATE USER``, ``SET GLOBAL``, ``SET PASSWORD``, ``SHUTDOWN``, ``KILL``,
+``INSTALL PLUGIN``, ``LOAD DATA``, ``SELECT``, ``CALL``, ``PREPARE``, ``FLUSH``, ``CHANGE MASTER``, ``PURGE``,
+``HANDLER``...), these words anywhere in a schema statement (``OUTFILE``, ``DUMPFILE``, ``INFILE``, ``LOAD_FILE``,
+``GRANT``, ``REVOKE``, ``PREPARE``, ``EXECUTE``, ``SHUTDOWN``, ``KILL``, ``INSTALL``, ``FLUSH``, ``PURGE``,
+``HANDLER``, ``SONAME``...), and any name qualified with another database of the server, reads included: a view or
+routine reading another database would tie the restored database to it. A second database in one file is refused.
+
+Versioned comments are resolved as the server resolves them (MariaDB runs ``/*!NNNNN`` when NNNNN <= its version
+and not 50700-99999, ``/*M!NNNNNN`` when <= its version; MySQL and TiDB run ``/*!NNNNN`` when <= theirs) and a
+schema or session statement is sent without them: what runs is exactly what was checked.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..core.errors import OpsError
+from .sqlsplit import Token, tokens
+
+SYSTEM_SCHEMAS = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
+NEXT = ("restore a backup taken by `rusing-ops db backup` (`rusing-ops db backups` lists them), or a "
+        "mariadb-dump / mysqldump file of one database (README: what a dump file may contain).")
+
+_NAME = rb"`[^`]*(?:``[^`]*)*`|[0-9A-Za-z_$\x80-\xff]+"
+_INSERT_HEAD = re.compile(
+    rb"\s*(?:INSERT|REPLACE)(?:\s+IGNORE)?\s+INTO\s+(?P<q>(?P<qual>" + _NAME + rb")\s*\.\s*)?(?P<table>" + _NAME +
+    rb")\s*(?:\(\s*(?:" + _NAME + rb")(?:\s*,\s*(?:" + _NAME + rb"))*\s*\)\s*)?VALUES\s*(?=\()", re.IGNORECASE)
+_VALUE_STRING = re.compile(rb"'[^'\\]*(?:(?:\\.|'')[^'\\]*)*'")
+_VALUE_BYTES = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_ \t\r\n(),.+-"
+_VALUE_WORD = re.compile(rb"(?<![0-9A-Za-z_])[A-Za-z_][0-9A-Za-z_]*")
+_LITERAL_WORDS = frozenset({b"NULL", b"X", b"B", b"N", b"_BINARY", b"_UTF8MB4", b"_UTF8MB3", b"_UTF8", b"_LATIN1"})
+_VERSION = re.compile(rb"/\*(M?)!(\d*)")
+# A value too large for one statement is built in a user variable by SETs of literals, then inserted (pieces.py).
+_PIECE_VAR = re.compile(rb"@rusing_ops_b[0-9]+_[0-9]+(?![0-9A-Za-z_$])")
+
+OBJECTS = frozenset({"TABLE", "TABLES", "INDEX", "SEQUENCE", "VIEW", "TRIGGER", "FUNCTION", "PROCEDURE", "EVENT",
+                     "DATABASE", "SCHEMA", "USER", "ROLE", "SERVER", "TABLESPACE", "PACKAGE", "LOGFILE"})
+SCHEMA_RUN = {("CREATE", "TABLE"), ("ALTER", "TABLE"), ("DROP", "TABLE"), ("RENAME", "TABLE"), ("TRUNCATE", "TABLE"),
+              ("CREATE", "INDEX"), ("DROP", "INDEX"), ("CREATE", "SEQUENCE"), ("ALTER", "SEQUENCE"),
+              ("DROP", "SEQUENCE")}
+DEFERRED = {(verb, obj) for verb in ("CREATE", "DROP") for obj in ("VIEW", "TRIGGER", "FUNCTION", "PROCEDURE", "EVENT")}
+FORBIDDEN = frozenset({"OUTFILE", "DUMPFILE", "INFILE", "LOAD_FILE", "GRANT", "REVOKE", "PREPARE", "EXECUTE",
+                       "DEALLOCATE", "SHUTDOWN", "KILL", "INSTALL", "UNINSTALL", "FLUSH", "PURGE", "HANDLER", "SONAME",
+                       "BINLOG", "MASTER", "REPLICA", "SLAVE"})
+ENGINES = frozenset({"INNODB", "MYISAM", "ARIA", "MEMORY", "HEAP", "ARCHIVE", "BLACKHOLE", "SEQUENCE", "ROCKSDB"})
+KEYWORDS = frozenset({"GRANT", "REVOKE", "SHUTDOWN", "KILL", "INSTALL", "UNINSTALL", "LOAD", "SELECT", "FLUSH",
+                      "CHANGE", "PURGE", "HANDLER", "CALL", "PREPARE", "EXECUTE", "DEALLOCATE", "DO", "UPDATE",
+                      "DELETE", "RESET", "START", "STOP", "BINLOG", "CREATE", "DROP", "ALTER", "RENAME", "SHOW",
+                      "DESCRIBE", "EXPLAIN", "OPTIMIZE", "ANALYZE", "REPAIR", "CHECK", "CHECKSUM", "BACKUP", "XA",
+                      "SAVEPOINT", "ROLLBACK", "RELEASE", "WITH", "VALUES", "TABLE", "IMPORT", "SIGNAL", "GET",
+                      "HELP", "CACHE", "SET", "INSERT", "REPLACE", "TRUNCATE", "USE", "LOCK", "UNLOCK"})
+SESSION_VARS = frozenset({"character_set_client", "character_set_results", "character_set_connection",
+                          "collation_connection", "time_zone", "sql_mode", "foreign_key_checks", "unique_checks",
+                          "sql_notes", "sql_warnings", "check_constraint_checks", "sql_quote_show_create",
+                          "innodb_strict_mode", "sql_auto_is_null", "explicit_defaults_for_timestamp"})
+SKIPPED_VARS = frozenset({"sql_log_bin", "autocommit"})
+TEXT_VARS = frozenset({"character_set_client", "character_set_results", "character_set_connection",
+                       "collation_connection", "sql_mode"})  # values that change how the next statements are read
+BAD_MODES = frozenset({"ANSI_QUOTES", "NO_BACKSLASH_ESCAPES", "ANSI", "ORACLE", "MSSQL", "DB2", "POSTGRESQL",
+                       "MAXDB", "MYSQL323", "MYSQL40"})
+_CHARSET_OK = re.compile(r"(?:utf8|latin1|ascii|binary|default)\w*", re.IGNORECASE)
+SET_FUNCTIONS = frozenset({"IFNULL", "IF", "COALESCE", "CONCAT"})
+
+
+class DumpRefused(OpsError):
+    """A statement of a backup or dump file would act outside the staging database, or is not data or schema."""
+
+
+class _Refuse(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Scope:
+    """What a check needs to know about the server and the file."""
+
+    label: str  # the backup key or file path, for messages
+    staging: str  # the database the file's statements go to
+    others: frozenset[str]  # lower-cased names of the server's databases (system schemas included)
+    version: int = 101100  # server version as versioned comments count it (10.11.0 -> 101100)
+    mariadb: bool = True
+    own: str | None = None  # the dump's own database (manifest's, or the file's header, USE, CREATE DATABASE)
+
+
+@dataclass
+class Action:
+    kind: str  # data | session | ddl | deferred | skip
+    sql: bytes
+    line: int
+    what: str  # the statement's kind, for messages (never its text)
+
+
+def server_scope(conn, label: str, staging: str, own: str | None) -> Scope:
+    """A :class:`Scope` from the server behind ``conn`` (read only: the version and the databases' names)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT VERSION()")
+        version = _text(cur.fetchone()[0])
+        cur.execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA")
+        names = {_text(r[0]).lower() for r in cur.fetchall()}
+    m = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
+    number = int(m.group(1)) * 10000 + int(m.group(2)) * 100 + int(m.group(3)) if m else 50700
+    return Scope(label, staging, frozenset(names | SYSTEM_SCHEMAS), number, "mariadb" in version.lower(), own)
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, (bytes, bytearray)) else str(value)
+
+
+class Confiner:
+    """Checks a file's statements in order (it follows the file's ``USE`` and ``SET``); one per pass."""
+
+    def __init__(self, scope: Scope, *, loading: bool = False):
+        self.scope, self.loading = scope, loading
+        self.own = scope.own
+        self.learned = scope.own is not None
+        self.pending: list[tuple[int, str, str]] = []  # (line, what, name): a database named before the file's own
+        self.copies: dict[str, str] = {}  # user variable -> the session variable it holds a copy of
+        self.created: set[str] = set()  # tables the file creates
+        self.filled: dict[str, int] = {}  # table -> line of its first INSERT
+        self.count = 0
+
+    # --------------------------------------------------------------------------------------------- interface
+
+    def check(self, line: int, stmt: bytes) -> Action:
+        """The action for one statement, or :class:`DumpRefused` naming its line."""
+        self.count += 1
+        try:
+            if stmt[:7].upper() in (b"INSERT ", b"REPLACE", b"INSERT\n"):
+                return self._insert(line, stmt)
+            return self._statement(line, stmt)
+        except _Refuse as exc:
+            raise self.refusal(line, exc.reason) from None
+
+    def finish(self) -> None:
+        """After the last statement: a database dropped or altered but never the file's own is refused."""
+        for line, what, name in self.pending:
+            if name != self.own:
+                raise self.refusal(line, f"{what} names a database that is not the dump's own ({self._named(name)})")
+
+    def refusal(self, line: int, reason: str) -> DumpRefused:
+        if self.loading:
+            done = (f"The statements before it ran in `{self.scope.staging}` only (it is dropped); the target "
+                    "database was not touched.")
+        else:
+            done = "No statement of the file was run."
+        return DumpRefused(f"{self.scope.label!r} line {line}: {reason}; the restore is refused. {done}",
+                           next_step=NEXT, line=line)
+
+    # --------------------------------------------------------------------------------------------- data
+
+    def _insert(self, line: int, stmt: bytes) -> Action:
+        m = _INSERT_HEAD.match(stmt)
+        if m is None:
+            raise _Refuse("an INSERT in a form dumps do not write (only INSERT/REPLACE [IGNORE] INTO <table> "
+                          "[(<columns>)] VALUES ...)")
+        sql = stmt
+        if m.group("qual") is not None:
+            qual = _unquote(m.group("qual"))
+            if qual != self.own:
+                raise _Refuse(f"an INSERT into another database ({self._named(qual)})")
+            sql = stmt[:m.start("q")] + stmt[m.end("q"):]
+        rest = _PIECE_VAR.sub(b"NULL", _VALUE_STRING.sub(b"", stmt[m.end():]))
+        if rest.translate(None, _VALUE_BYTES) or b"--" in rest:
+            raise _Refuse("an INSERT whose values are not plain literals")
+        if {w.upper() for w in _VALUE_WORD.findall(rest)} - _LITERAL_WORDS:
+            raise _Refuse("an INSERT whose values are not plain literals (a function, subquery or keyword)")
+        self.filled.setdefault(_unquote(m.group("table")), line)
+        return Action("data", sql, line, "INSERT")
+
+    # --------------------------------------------------------------------------------------------- the rest
+
+    def _statement(self, line: int, stmt: bytes) -> Action:
+        out = self._resolved(tokens(stmt))
+        code = [i for i, t in enumerate(out) if t.kind not in ("space", "comment")]
+        if not code:
+            return Action("skip", b"", line, "comment")
+        words = [out[i].upper if out[i].kind == "word" else "" for i in code]
+        first = words[0]
+        if first in ("INSERT", "REPLACE"):
+            return self._insert(line, b"".join(t.text for t in out))
+        if first == "SET":
+            kind = self._set(out, code)
+            return Action(kind, _join(out), line, "SET")
+        if first in ("LOCK", "UNLOCK") and len(words) > 1 and words[1] in ("TABLE", "TABLES"):
+            return Action("skip", b"", line, f"{first} TABLES")
+        if first == "COMMIT" or (first == "START" and words[1:2] == ["TRANSACTION"]) or words == ["BEGIN"]:
+            return Action("skip", b"", line, first)
+        if first == "USE":
+            self._database(line, "USE", out[code[1]] if len(code) > 1 else None, learn=True)
+            return Action("skip", b"", line, "USE")
+        obj = next((w for w in words[1:12] if w in OBJECTS), "")
+        what = (f"{first} {obj}".strip() if first in ("CREATE", "DROP", "ALTER", "RENAME", "TRUNCATE") else first
+                ) if first in KEYWORDS else "an unrecognised statement"
+        if first in ("CREATE", "DROP", "ALTER") and obj in ("DATABASE", "SCHEMA"):
+            at = words.index(obj)
+            rest = [out[i] for i in code[at + 1:]]
+            while rest and rest[0].upper in ("IF", "NOT", "EXISTS"):
+                rest = rest[1:]
+            if first == "ALTER" and (not rest or rest[0].upper in ("DEFAULT", "CHARACTER", "CHARSET", "COLLATE",
+                                                                   "COMMENT", "UPGRADE")):
+                return Action("skip", b"", line, what)  # the default database: staging
+            self._database(line, what, rest[0] if rest else None, learn=first == "CREATE")
+            return Action("skip", b"", line, what)
+        if first in ("DO", "SELECT") and self._setval(out, code):
+            self._qualifiers(out, code)
+            return Action("ddl", _join(out), line, f"{first} SETVAL")
+        if first == "TRUNCATE":
+            obj = "TABLE"
+        key = (first, obj)
+        if key not in SCHEMA_RUN and key not in DEFERRED:
+            shown = what if what.startswith("an ") else f"{'an' if what[0] in 'AEIOU' else 'a'} {what} statement"
+            raise _Refuse(f"{shown} (only data and schema statements may be in a dump)")
+        for i, w in enumerate(words):
+            if w in FORBIDDEN:
+                raise _Refuse(f"{what} containing {w}")
+            if w in ("CREATE", "ALTER", "DROP", "RENAME") and words[i + 1:i + 2] and words[i + 1] in (
+                    "USER", "ROLE", "SERVER"):
+                raise _Refuse(f"{what} containing {w} {words[i + 1]}")
+            if w == "SET" and words[i + 1:i + 2] and words[i + 1] in ("GLOBAL", "PASSWORD", "ROLE", "PERSIST"):
+                raise _Refuse(f"{what} containing SET {words[i + 1]}")
+        for n, i in enumerate(code):
+            t = out[i]
+            if t.kind == "var" and t.upper.startswith("@@GLOBAL.") and n + 1 < len(code) \
+                    and out[code[n + 1]].text in (b"=", b":"):
+                raise _Refuse(f"{what} setting a global server variable")
+        if obj in ("TABLE", "SEQUENCE") and first in ("CREATE", "ALTER"):
+            self._table_options(words, out, code, what)
+        self._qualifiers(out, code)
+        if key == ("CREATE", "TABLE"):
+            name = self._created_name(out, code)
+            if name:
+                self.created.add(name)
+        return Action("deferred" if key in DEFERRED else "ddl", _join(out), line, what)
+
+    def _resolved(self, toks: list[Token]) -> list[Token]:
+        """The tokens the server would run: versioned comments resolved, their markers turned into spaces."""
+        out: list[Token] = []
+        state = None  # None outside a versioned comment, else "run" or "skip"
+        for t in toks:
+            if t.kind == "vopen":
+                if state is not None:
+                    raise _Refuse("a versioned comment inside another")
+                state = "run" if self._runs(t.text) else "skip"
+                out.append(Token("space", b" "))
+            elif t.kind == "vclose" and state is not None:
+                state = None
+                out.append(Token("space", b" "))
+            elif state == "skip":
+                continue
+            elif t.kind == "comment" and state == "run":
+                raise _Refuse("a comment inside a versioned comment")
+            elif t.kind == "punct" and t.text in (b"'", b'"', b"`"):
+                raise _Refuse("an unclosed quote")
+            else:
+                out.append(t)
+        if state is not None:
+            raise _Refuse("an unclosed versioned comment")
+        return out
+
+    def _runs(self, marker: bytes) -> bool:
+        m = _VERSION.match(marker)
+        maria, digits = m.group(1) == b"M", m.group(2)
+        if maria and not self.scope.mariadb:
+            return False  # a plain comment for MySQL and TiDB
+        if not digits:
+            return True
+        if len(digits) not in (5, 6):
+            raise _Refuse("a versioned comment with a malformed version")
+        version = int(digits)
+        if self.scope.mariadb:
+            return version <= self.scope.version and (version < 50700 or version > 99999 or maria)
+        return version <= self.scope.version
+
+    def _named(self, name: str) -> str:
+        """A database name for a message: only one the server has (the file's other text is never printed)."""
+        return f"`{name}`" if name.lower() in self.scope.others else "a database this server does not have"
+
+    def _database(self, line: int, what: str, tok: Token | None, *, learn: bool) -> None:
+        if tok is None or tok.kind not in ("word", "ident"):
+            raise _Refuse(f"{what} without a database name")
+        name = tok.name
+        if name.lower() in SYSTEM_SCHEMAS:
+            raise _Refuse(f"{what} of the system database `{name}`")
+        if self.own is None:
+            if not learn:
+                self.pending.append((line, what, name))
+                return
+            self.own = name
+            for p_line, p_what, p_name in self.pending:
+                if p_name != name:
+                    raise self.refusal(p_line, f"{p_what} names a database that is not the dump's own "
+                                               f"({self._named(p_name)})")
+            self.pending = []
+        elif name != self.own:
+            raise _Refuse(f"{what} of a second database ({self._named(name)}; the dump's own is `{self.own}`)")
+
+    def _qualifiers(self, out: list[Token], code: list[int]) -> None:
+        """``own.x`` loses its qualifier; ``other.x`` naming a database of the server is refused."""
+        drop: list[int] = []
+        for n, i in enumerate(code):
+            t = out[i]
+            if t.kind not in ("word", "ident") or n + 2 >= len(code) or out[code[n + 1]].text != b".":
+                continue
+            if n > 0 and out[code[n - 1]].text == b".":
+                continue  # the middle of a.b.c: only a names a database
+            if t.kind == "word" and t.text.isdigit():
+                continue  # a number: 1.5
+            name = t.name
+            if name == self.own:
+                drop.extend(range(i, code[n + 1] + 1))
+            elif name.lower() in self.scope.others and name != self.scope.staging:
+                raise _Refuse(f"a name in another database ({self._named(name)})")
+        for i in reversed(drop):
+            del out[i]
+        if drop:  # indexes moved
+            code[:] = [i for i, t in enumerate(out) if t.kind not in ("space", "comment")]
+
+    def _table_options(self, words: list[str], out: list[Token], code: list[int], what: str) -> None:
+        for n, w in enumerate(words):
+            if w in ("DIRECTORY", "CONNECTION"):
+                raise _Refuse(f"{what} with a {w} option")
+            if w == "ENGINE":
+                rest = [out[i] for i in code[n + 1:n + 3] if out[i].text != b"="]
+                if not rest or rest[0].name.upper() not in ENGINES:
+                    raise _Refuse(f"{what} with a storage engine other than {', '.join(sorted(ENGINES))}")
+
+    @staticmethod
+    def _created_name(out: list[Token], code: list[int]) -> str | None:
+        for n, i in enumerate(code):
+            if out[i].upper == "TABLE":
+                rest = [out[j] for j in code[n + 1:]]
+                while rest and rest[0].upper in ("IF", "NOT", "EXISTS"):
+                    rest = rest[1:]
+                return rest[0].name if rest and rest[0].kind in ("word", "ident") else None
+        return None
+
+    @staticmethod
+    def _setval(out: list[Token], code: list[int]) -> bool:
+        """``DO SETVAL(`seq`, 1001, 0)`` as mariadb-dump writes for a sequence (qualified or not)."""
+        t = [out[i] for i in code[1:]]
+        if not t or t[0].upper != "SETVAL" or t[1:2] != [Token("punct", b"(")] or t[-1].text != b")":
+            return False
+        inner = t[2:-1]
+        while len(inner) >= 3 and inner[1].text == b".":
+            inner = inner[2:]
+        args = [x for x in inner[1:] if x.text != b","]
+        return bool(inner) and inner[0].kind in ("word", "ident") and 2 <= len(args) <= 3 and all(
+            x.kind == "word" and x.text.isdigit() or x.text == b"-" for x in args)
+
+    # --------------------------------------------------------------------------------------------- SET
+
+    def _set(self, out: list[Token], code: list[int]) -> str:
+        toks = [out[i] for i in code[1:]]
+        if not toks:
+            raise _Refuse("a SET without an assignment")
+        if toks[0].upper in ("GLOBAL", "PERSIST", "PERSIST_ONLY", "PASSWORD", "ROLE", "DEFAULT", "TRANSACTION",
+                             "STATEMENT") and toks[0].kind == "word":
+            raise _Refuse(f"a SET {toks[0].upper} statement (only session settings may be in a dump)")
+        parts, depth, cur = [], 0, []
+        for t in toks:
+            depth += (t.text == b"(") - (t.text == b")")
+            if t.text == b"," and depth == 0:
+                parts.append(cur)
+                cur = []
+            else:
+                cur.append(t)
+        parts.append(cur)
+        skipped = []
+        for part in parts:
+            skipped.append(self._assignment(part))
+        if any(skipped):
+            if not all(skipped):
+                raise _Refuse("a SET of sql_log_bin or autocommit together with other settings")
+            return "skip"
+        return "session"
+
+    def _assignment(self, part: list[Token]) -> bool:
+        """Check one ``target = value``; True when the statement is to be skipped (sql_log_bin, autocommit)."""
+        if not part:
+            raise _Refuse("a SET with an empty assignment")
+        head = part[0]
+        if head.kind == "word" and head.upper in ("NAMES", "CHARSET") or (
+                head.upper == "CHARACTER" and len(part) > 1 and part[1].upper == "SET"):
+            values = part[2:] if head.upper == "CHARACTER" else part[1:]
+            if not values or not all(v.kind in ("word", "str") and self._charset_ok(v) or v.upper == "COLLATE"
+                                     for v in values):
+                raise _Refuse("a SET NAMES with a character set other than utf8, latin1, ascii or binary")
+            return False
+        if head.kind == "var":
+            name = head.text.decode("utf-8", "replace").lower()
+            rest = part[1:]
+            if name.startswith("@@"):
+                name = name[2:]
+                if name.startswith("global."):
+                    raise _Refuse("a SET of a global server variable")
+                name = name.split(".", 1)[1] if name.startswith(("session.", "local.")) else name
+                user = False
+            else:
+                user = True
+                name = name[1:].strip("`'\"")
+        elif head.kind == "word":
+            rest, name, user = part[1:], head.upper.lower(), False
+            if name in ("session", "local") and rest:
+                name, rest = rest[0].upper.lower(), rest[1:]
+            elif name == "global":
+                raise _Refuse("a SET of a global server variable")
+        else:
+            raise _Refuse("a SET in a form dumps do not write")
+        if rest[:1] and rest[0].text == b":":
+            rest = rest[1:]
+        if not rest or rest[0].text != b"=":
+            raise _Refuse("a SET in a form dumps do not write")
+        value = rest[1:]
+        self._value(value)
+        if user:
+            source = value[0].text.decode("utf-8", "replace").lower() if len(value) == 1 else ""
+            if source.startswith("@@"):
+                self.copies[name] = source[2:].split(".", 1)[-1]
+            else:
+                self.copies.pop(name, None)
+            return False
+        if name in SKIPPED_VARS:
+            return True
+        if name not in SESSION_VARS:
+            shown = name if re.fullmatch(r"[a-z_]{1,64}", name) else "an unknown variable"
+            raise _Refuse(f"a SET of the server variable {shown} (not a setting a dump needs)")
+        if name in TEXT_VARS:
+            self._text_setting(name, value)
+        return False
+
+    def _value(self, value: list[Token]) -> None:
+        if not value:
+            raise _Refuse("a SET without a value")
+        for n, t in enumerate(value):
+            nxt = value[n + 1].text if n + 1 < len(value) else b""
+            if t.kind == "word":
+                if t.upper == "SELECT" or (nxt == b"(" and t.upper not in SET_FUNCTIONS) or nxt == b".":
+                    raise _Refuse("a SET whose value is not a literal or a variable")
+            elif t.kind == "punct" and t.text not in b"()+-," or t.kind not in ("word", "str", "var", "punct", "ident"):
+                raise _Refuse("a SET whose value is not a literal or a variable")
+
+    def _text_setting(self, name: str, value: list[Token]) -> None:
+        """Character sets and sql_mode decide how the next statements are read: only values this lexer reads alike."""
+        if len(value) == 1 and value[0].kind == "var":
+            var = value[0].text.decode("utf-8", "replace").lower()
+            copied = var[2:].split(".", 1)[-1] if var.startswith("@@") else self.copies.get(var[1:].strip("`'\""))
+            family = "sql_mode" if name == "sql_mode" else "charset"
+            if copied and ("sql_mode" if copied == "sql_mode" else "charset") == family:
+                return
+            raise _Refuse(f"a SET {name} from a variable that is not a saved copy of it")
+        if len(value) != 1 or value[0].kind not in ("str", "word"):
+            raise _Refuse(f"a SET {name} whose value is not a literal")
+        if name == "sql_mode":
+            text = value[0].name.strip("'\"") if value[0].kind == "word" else value[0].text[1:-1].decode()
+            modes = {m.strip().upper() for m in text.split(",")}
+            if modes & BAD_MODES:
+                raise _Refuse(f"a SET sql_mode with {', '.join(sorted(modes & BAD_MODES))} (it changes how the "
+                              "file's text is read)")
+        elif not self._charset_ok(value[0]):
+            raise _Refuse(f"a SET {name} to a character set other than utf8, latin1, ascii or binary")
+
+    @staticmethod
+    def _charset_ok(tok: Token) -> bool:
+        text = tok.text[1:-1].decode("utf-8", "replace") if tok.kind == "str" else tok.name
+        return bool(_CHARSET_OK.fullmatch(text))
+
+
+def _unquote(raw: bytes) -> str:
+    text = raw.decode("utf-8", "replace")
+    return text[1:-1].replace("``", "`") if text.startswith("`") else text
+
+
+def _join(out: list[Token]) -> bytes:
+    return b"".join(t.text for t in out).strip()
+
+
+# ------------------------------------------------------------------------------------------------- the passes
+
+
+class _Statements(Protocol):
+    label: str
+
+    def numbered_statements(self) -> Iterator[tuple[int, bytes]]: ...
+
+
+@dataclass
+class Plan:
+    """A file that passed the first pass: :meth:`actions` reads it again, checking each statement it yields."""
+
+    source: _Statements
+    scope: Scope
+    statements: int
+
+    def actions(self) -> Iterator[Action]:
+        confiner = Confiner(self.scope, loading=True)
+        for line, stmt in self.source.numbered_statements():
+            yield confiner.check(line, stmt)
+        confiner.finish()
+
+
+def preflight(source: _Statements, scope: Scope) -> Plan:
+    """Check every statement of ``source`` without running any; :class:`DumpRefused` names the first bad line."""
+    confiner = Confiner(scope)
+    for line, stmt in source.numbered_statements():
+        confiner.check(line, stmt)
+    confiner.finish()
+    if confiner.count == 0:
+        raise DumpRefused(f"{scope.label!r} holds no SQL statement; the restore is refused.", next_step=NEXT)
+    missing = sorted(set(confiner.filled) - confiner.created)
+    if missing:
+        line = min(confiner.filled[t] for t in missing)
+        raise confiner.refusal(line, f"rows for {len(missing)} table(s) the file does not create (a data-only dump, "
+                                     "--no-create-info): a restore replaces whole tables, so it needs their CREATE "
+                                     "TABLE in the same file")
+    scope.own = confiner.own
+    return Plan(source, scope, confiner.count)
