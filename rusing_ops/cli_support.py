@@ -45,8 +45,11 @@ def failure_message(result) -> str:
     for event in result.all_events:
         if event.is_step_failure:
             error = event.step_failure_data.error
-            if error and error.cls_name == "DagsterExecutionStepExecutionError" and error.cause is not None:
-                error = error.cause  # an op that let a library error through: its own text, not Dagster's wrapper
+            if (error and error.cls_name in ("DagsterExecutionStepExecutionError", "RetryRequestedFromPolicy")
+                    and error.cause is not None):
+                # an op that let a library error through, or the last failure of a retried op ("Exceeded
+                # max_retries"): its own text, not Dagster's wrapper
+                error = error.cause
             text = error.message.strip() if error else "unknown error"
             if error and error.cls_name in ("Failure",):
                 text = text.removeprefix("dagster._core.definitions.events.Failure: ")

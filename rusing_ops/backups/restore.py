@@ -1,28 +1,35 @@
 """The restore engine: verify -> load into a staging database -> check row counts -> (backup) -> atomic swap.
 
 A failure at any step before the swap leaves the target database untouched and drops the staging database
-(DESIGN.md §3). The swap is one ``RENAME TABLE`` statement under the database write lock; the replaced tables
-are kept in ``<target>__pre_restore_<ts>`` until an operator drops them.
+(DESIGN.md §3). The database write lock is held for the whole restore, and the target's fingerprint (table
+definitions, server checksums, objects) taken when it began is compared before the backup and again just before the
+swap: a change refuses the swap rather than silently replace it. The swap is one ``RENAME TABLE`` statement, made
+crash-safe by the intent journal of :mod:`.swap`; the replaced tables are kept in ``<target>__pre_restore_<ts>``
+until an operator drops them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ..core.database import quote_ident
 from ..core.dburl import DatabaseURL
 from ..core.errors import LockBusy, OpsError
+from ..core.faults import pause_point
 from ..core.progress import Progress
 from ..core.store import BackupStore
-from . import catalog
+from . import catalog, confine
+from .changes import describe_changes, fingerprint
+from .checksum import checksum_mismatches
 from .connection import open_connection
 from .dump import backup_database
 from .load import Loader
 from .source import Source, resolve_source
-from .swap import swap_in
+from .swap import interrupted_swaps, repair_swap, swap_in, write_lock
 
 
 class RestoreRefused(OpsError):
@@ -34,6 +41,7 @@ class StageResult:
     database: str
     tables: dict[str, int]
     deferred: list[str]
+    checksums: dict[str, str] = field(default_factory=dict)  # server checksums of the loaded tables (checksum.py)
 
 
 @dataclass
@@ -50,7 +58,7 @@ class RestoreResult:
 
 
 def stamp(now: dt.datetime | None = None) -> str:
-    return (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y%m%d%H%M%S")
+    return (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%d%H%M%S")
 
 
 def derived_name(target: str, what: str, ts: str) -> str:
@@ -63,7 +71,7 @@ def derived_name(target: str, what: str, ts: str) -> str:
 def table_counts(conn, database: str) -> dict[str, int]:
     with conn.cursor() as cur:
         cur.execute("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
-                    "AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME", (database,))
+                    "AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') ORDER BY TABLE_NAME", (database,))
         names = [r[0].decode() for r in cur.fetchall()]
         counts = {}
         for name in names:
@@ -77,7 +85,8 @@ def derived_databases(url: DatabaseURL, target: str, what: str) -> list[str]:
     conn = open_connection(url, "")
     try:
         with conn.cursor() as cur:
-            pattern = quote_ident(target).strip("`").replace("_", "\\_") + f"\\_\\_{what}\\_%"
+            pattern = (target.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")  # any name: LIKE-escaped
+                       + f"\\_\\_{what}\\_%")
             cur.execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE %s "
                         "ORDER BY SCHEMA_NAME", (pattern,))
             return [r[0].decode() for r in cur.fetchall()]
@@ -103,13 +112,15 @@ def stage(url: DatabaseURL, source: Source, database: str, *, log: Callable[[str
     quote_ident(database)
     admin = open_connection(url, "")
     try:
+        # Every statement checked before any runs; each acts on `database` only (confine.py).
+        plan = confine.preflight(source, confine.server_scope(admin, source.label, database, source.own_database()))
         with admin.cursor() as cur:
             cur.execute(f"CREATE DATABASE {quote_ident(database)} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
         try:
             manifest = source.manifest
             total = manifest.total_rows if manifest else None
             progress = Progress(f"restore {source.label} into {database}", total=total, log=log)
-            loaded = Loader(url, database, workers=workers, progress=progress).load(source.statements())
+            loaded = Loader(url, database, workers=workers, progress=progress).load(plan.actions())
             progress.finish()
             counts = table_counts(admin, database)
             if manifest is not None:
@@ -121,6 +132,17 @@ def stage(url: DatabaseURL, source: Source, database: str, *, log: Callable[[str
                         f"The loaded copy of {source.label!r} does not match its manifest: (loaded, expected) rows "
                         f"per table {diff}. The target database was not touched.",
                         next_step="restore another backup (`rusing-ops db backups` lists them).", diff=diff)
+                # The values, not only the counts: the server's checksums of the loaded copy against the ones the
+                # backup's server computed in its snapshot (checksum.py). A wrong rendering or edit fails here.
+                differ, sums = checksum_mismatches(admin, database, {n: t.server_checksum
+                                                                     for n, t in manifest.tables.items()})
+                if differ:
+                    raise RestoreRefused(
+                        f"The loaded copy of {source.label!r} does not hold the values its backup read: the server "
+                        f"checksum of table(s) {', '.join(differ)} differs from the manifest's (the backup was "
+                        "altered, or a value was not written exactly). The target database was not touched.",
+                        next_step="restore another backup (`rusing-ops db backups` lists them).", tables=differ)
+                return StageResult(database, counts, loaded.deferred, sums)
             return StageResult(database, counts, loaded.deferred)
         except BaseException:
             with admin.cursor() as cur:
@@ -133,14 +155,18 @@ def stage(url: DatabaseURL, source: Source, database: str, *, log: Callable[[str
 def restore_backup(url: DatabaseURL, store: BackupStore, ref: str | None = "latest", *, database: str | None = None,
                    pre_restore_backup: bool = True, lock: Callable | None = None, run_id: str | None = None,
                    log: Callable[[str], None] | None = None, workers: int = 2,
-                   from_database: str | None = None) -> RestoreResult:
+                   from_database: str | None = None,
+                   after_stage: Callable[[str], None] | None = None) -> RestoreResult:
     """Restore backup ``ref`` (``latest``, a key or name in ``store``, or a local .sql/.sql.gz/.sql.zst path).
 
     :param database: restore into this database instead of the one in ``url`` (created if missing).
     :param pre_restore_backup: back up the live target first (reason ``pre-restore``) when it holds tables.
-    :param lock: a context-manager factory held around the swap; default: the DB_WRITE_LOCK ``GET_LOCK``.
+    :param lock: a context-manager factory held for the whole restore (from before staging to after the swap);
+        default: the DB_WRITE_LOCK ``GET_LOCK``. A swap an earlier restore left half done is repaired first.
     :param from_database: allow a backup of this other database (``latest`` then means its latest); without it a
         backup of another database is refused (catalog.check_target).
+    :param after_stage: called with the staging database's name once it is loaded and checked, before the
+        pre-restore backup and the swap (point-in-time recovery replays the binlog archive there).
     """
     started = time.monotonic()
     target = database or url.database
@@ -152,6 +178,45 @@ def restore_backup(url: DatabaseURL, store: BackupStore, ref: str | None = "late
             log(f"note: {note}")
     log(f"restore source: {source.label} ({'manifest ' + source.manifest.sha256[:12] if source.manifest else 'plain SQL file, no manifest'})")
     source.check_integrity()
+    with contextlib.ExitStack() as held:
+        try:  # held from here to the end of the swap: no migration or other restore can run meanwhile
+            held.enter_context(lock() if lock else write_lock(url))
+        except LockBusy as exc:
+            raise RestoreRefused(f"{exc.message} Nothing was changed: no backup was taken and `{target}` was not "
+                                 "touched.", next_step=exc.next_step, changed=False) from None
+        for repaired in repair_swap(url, target, log=log):
+            log(f"an earlier restore of `{target}` was interrupted during its swap; {repaired.line()}")
+        baseline = _fingerprint(url, target)
+        staging, staged = _stage_new(url, source, target, log, workers)
+        pre_key = None
+        try:
+            if after_stage is not None:
+                after_stage(staging)
+            _refuse_if_changed(url, target, baseline, staging, None)
+            if pre_restore_backup:
+                pre_key = backup_live(url.with_database(target), store, run_id, log)
+            pause_point("restore-before-swap")
+            swap = swap_in(url, staging, target, derived_name(target, "pre_restore", stamp()), staged.deferred,
+                           check=lambda cur: _refuse_if_changed(url, target, baseline, None, pre_key, cur), log=log)
+        except BaseException:
+            if not interrupted_swaps(url, target):  # a swap that failed half-way keeps staging for its repair
+                drop_database(url, staging)
+            raise
+    return RestoreResult(source.label, target, swap.pre_restore_db, pre_key, staged.tables,
+                         source.manifest is not None, round(time.monotonic() - started, 3),
+                         swap.tables, swap.recreated)
+
+
+def repair(url: DatabaseURL, target: str, *, lock: Callable | None = None,
+           log: Callable[[str], None] | None = None) -> list[str]:
+    """Undo or finish a swap into ``target`` that a killed restore left half done (``db restore --repair``)."""
+    log = log or (lambda _line: None)
+    with (lock() if lock else write_lock(url)):
+        done = [r.line() for r in repair_swap(url, target, log=log)]
+    return done or [f"no interrupted swap into `{target}`: nothing to repair, nothing was changed"]
+
+
+def _stage_new(url: DatabaseURL, source: Source, target: str, log, workers: int) -> tuple[str, StageResult]:
     leftovers = derived_databases(url, target, "restore")
     if leftovers:
         log(f"warning: staging database(s) left by an interrupted restore: {', '.join(leftovers)}. They are not "
@@ -170,23 +235,37 @@ def restore_backup(url: DatabaseURL, store: BackupStore, ref: str | None = "late
         raise RestoreRefused(f"Restore of {source.label!r} stopped before the swap: {exc.message} "
                              f"The target database `{target}` was not touched.", next_step=exc.next_step) from None
     log(f"staged {sum(staged.tables.values()):,} rows in {len(staged.tables)} tables into `{staging}`")
-    pre_key = None
+    pause_point("restore-staged")
+    return staging, staged
+
+
+def _fingerprint(url: DatabaseURL, target: str, cur=None) -> dict[str, str]:
+    if cur is not None:
+        return fingerprint(cur, target)
+    conn = open_connection(url, "")
     try:
-        if pre_restore_backup:
-            pre_key = backup_live(url.with_database(target), store, run_id, log)
-    except BaseException:
-        drop_database(url, staging)
-        raise
-    try:
-        swap = swap_in(url, staging, target, derived_name(target, "pre_restore", ts), staged.deferred, lock=lock,
-                       log=log)
-    except LockBusy as exc:
-        drop_database(url, staging)
-        raise RestoreRefused(f"{exc.message} The target database `{target}` was not touched; the staged copy was "
-                             "dropped.", next_step=exc.next_step, changed=False) from None
-    return RestoreResult(source.label, target, swap.pre_restore_db, pre_key, staged.tables,
-                         source.manifest is not None, round(time.monotonic() - started, 3),
-                         swap.tables, swap.recreated)
+        with conn.cursor() as c:
+            return fingerprint(c, target)
+    finally:
+        conn.close()
+
+
+def _refuse_if_changed(url: DatabaseURL, target: str, baseline: dict, staging: str | None, pre_key: str | None,
+                       cur=None) -> None:
+    """Refuse the swap when ``target`` changed since the restore began (the swap would silently replace it)."""
+    changes = describe_changes(baseline, _fingerprint(url, target, cur))
+    if not changes:
+        return
+    kept = (f" The pre-restore backup {pre_key} was kept (reason pre-restore: `latest` never picks it)."
+            if pre_key else "")
+    raise RestoreRefused(
+        f"`{target}` changed while the restore was running ({'; '.join(changes[:10])}"
+        + (f"; and {len(changes) - 10} more" if len(changes) > 10 else "") + "): something wrote to it that the "
+        "swap would have silently replaced. The swap was refused: nothing was restored, those writes are still in "
+        f"`{target}`, and the staged copy was dropped." + kept,
+        next_step="find and stop the writer (another restore or migration through another Dagster instance, the "
+                  "app: stop it first with its stop command), then run the restore again.",
+        changed=False, changes=changes)
 
 
 def live_counts(url: DatabaseURL) -> dict[str, int]:

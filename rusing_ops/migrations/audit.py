@@ -2,6 +2,10 @@
 
 drizzle-orm records a migration only once all of it ran; this table also says how far a failed one got, so the
 report can name what is already in the database and a rerun can resume at the failing statement when asked.
+
+Each statement is written twice: ``statement_started = k`` BEFORE it is sent and ``statements_applied = k`` after it
+returned. A row left ``running`` by a killed process with ``statement_started > statements_applied`` says exactly
+which statement was in flight (it may have completed on the server after the client died).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ CREATE_AUDIT_TABLE = f"""CREATE TABLE IF NOT EXISTS `{AUDIT_TABLE}` (
   `statements_total` int NOT NULL,
   `first_statement` int NOT NULL DEFAULT 1,
   `statements_applied` int NOT NULL DEFAULT 0,
+  `statement_started` int NULL,
   `status` varchar(16) NOT NULL,
   `error` text NULL,
   `failed_statement` text NULL,
@@ -51,6 +56,14 @@ class AuditRow:
     backup_key: str | None
     started_at: datetime
     finished_at: datetime | None
+    statement_started: int | None = None
+
+    @property
+    def in_flight(self) -> int | None:
+        """The statement a killed run had sent without seeing it return (None when the row is not ``running``)."""
+        if self.status == RUNNING and self.statement_started and self.statement_started > self.statements_applied:
+            return self.statement_started
+        return None
 
     def as_dict(self) -> dict:
         return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in self.__dict__.items()}
@@ -58,6 +71,12 @@ class AuditRow:
 
 def ensure_table(conn: Connection) -> None:
     conn.exec_driver_sql(CREATE_AUDIT_TABLE)
+    has_column = conn.execute(sa.text(
+        "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :t "
+        "AND COLUMN_NAME = 'statement_started'"), {"t": AUDIT_TABLE}).scalar_one()
+    if not has_column:  # a table created by an earlier version of this tool
+        conn.exec_driver_sql(f"ALTER TABLE `{AUDIT_TABLE}` ADD COLUMN `statement_started` int NULL "
+                             "AFTER `statements_applied`")
 
 
 def table_exists(conn: Connection) -> bool:
@@ -78,7 +97,13 @@ def start(conn: Connection, *, run_id: str, migration: str, hash: str, created_a
     return int(result.lastrowid)
 
 
+def starting(conn: Connection, audit_id: int, number: int) -> None:
+    """Written before statement ``number`` is sent: a kill from here on leaves it marked as in flight."""
+    conn.execute(sa.text(f"UPDATE `{AUDIT_TABLE}` SET statement_started = :n WHERE id = :i"), {"n": number, "i": audit_id})
+
+
 def progress(conn: Connection, audit_id: int, applied: int) -> None:
+    """Written after statement ``applied`` returned."""
     conn.execute(sa.text(f"UPDATE `{AUDIT_TABLE}` SET statements_applied = :a WHERE id = :i"), {"a": applied, "i": audit_id})
 
 

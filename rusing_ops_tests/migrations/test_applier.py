@@ -92,7 +92,7 @@ def test_failing_rename_stops_where_drizzle_stopped_and_says_so(fresh_db, engine
     assert str(again.value).startswith(
         "Migration 0004_drop_hourly_rate_rename_certificates stopped at statement 6 of 11 in run ")
     assert "Next: fix the cause, then rerun with --resume to continue at statement 6, or restore the pre-migration " \
-           f"backup: `rusing-ops db restore --file {key} --confirm {fresh_db.database}` (if you undid" in str(again.value)
+           f"backup taken before that run's first statement: `rusing-ops db restore --file {key} --confirm {fresh_db.database}` (if you undid" in str(again.value)
 
 
 def test_resume_continues_at_the_failing_statement_only_when_asked(fresh_db, engine, tmp_path):
