@@ -9,6 +9,8 @@ def recover(args) -> int:
     config = {"confirm": args.confirm, "backup": args.file, "pre_restore_backup": not args.no_pre_restore_backup}
     if args.database:
         config["database"] = args.database
+    if args.to or args.skip:
+        config.update(to=args.to, skip=args.skip or [])
     with TerminalProgress():
         result = run_job("recover_from_data_loss", {"ops": {"recover_from_data_loss_op": {"config": config}}})
     out = result.output_for_node("recover_from_data_loss_op")
@@ -28,4 +30,8 @@ def register(subparsers) -> None:
     p.add_argument("--database", help="recover this database instead of DATABASE_URL's")
     p.add_argument("--confirm", required=True, metavar="NAME", help="the target database's name, to confirm")
     p.add_argument("--no-pre-restore-backup", action="store_true", help="skip backing up what is left first")
+    p.add_argument("--to", metavar="TIME", help="point in time: restore the newest backup before it plus the binlog "
+                   "archive up to it ('YYYY-MM-DD HH:MM:SS', UTC unless a zone follows)")
+    p.add_argument("--skip", action="append", metavar="GTID|FILE:POS",
+                   help="with --to: leave this transaction out (repeatable; `db restore --to ... --dry-run` lists them)")
     p.set_defaults(func=recover)

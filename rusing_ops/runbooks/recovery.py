@@ -1,5 +1,10 @@
-"""Runbook §6 "Data Loss Recovery": stop the app -> back up what is left -> restore -> validate (row counts, then the
-schema as `pnpm db:validate` does) -> start the app.
+"""Runbook §6 "Data Loss Recovery": stop the app -> back up what is left -> restore -> validate the schema as
+`pnpm db:validate` does -> start the app.
+
+The procedure composes the capabilities: the restore (``backups.restore.restore_backup``, or with ``stop`` the
+point-in-time restore ``pitr.recover.restore_to``) takes the pre-restore backup, checks the staged copy against
+the manifest's row counts and checksums and swaps it in with one rename; the validation is the migrations
+capability's report, read as data.
 
 Every step is logged as it happens and listed in the result. When the restore or the validation fails, the app
 is left stopped (starting it on the wrong data would make things worse) and the error says how to start it.
@@ -7,11 +12,10 @@ is left stopped (starting it on the wrong data would make things worse) and the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
-from ..backups.restore import RestoreResult, backup_live, live_counts, restore_backup
-from ..backups.source import resolve_source
+from ..backups.restore import RestoreResult, restore_backup
 from ..core.app import AppControl
 from ..core.database import raw_connect
 from ..core.dburl import DatabaseURL
@@ -37,15 +41,18 @@ class RecoveryResult:
 def recover_from_data_loss(url: DatabaseURL, store: BackupStore, app: AppControl, *, confirm: str,
                            backup: str = "latest", database: str | None = None, pre_restore_backup: bool = True,
                            lock: Callable | None = None, run_id: str | None = None,
-                           validate: Callable[[DatabaseURL], tuple[bool, list[str]]] | None = None,
+                           validate: Callable[[DatabaseURL], object] | None = None, stop=None, skip: list[str] = (),
                            log: Callable[[str], None] = lambda _line: None) -> RecoveryResult:
     """Run the data-loss recovery procedure against ``database`` (default: the one in ``url``).
 
     :param confirm: must equal the target database name, else nothing happens.
-    :param backup: ``latest``, a backup name/key, or a local SQL file.
+    :param backup: ``latest``, a backup name/key, or a local SQL file (ignored with ``stop``).
     :param lock: context-manager factory held around the swap (the database write lock).
-    :param validate: schema validation of the restored database (``(ok, report lines)``); not ok leaves the app
-        stopped, since the app's code expects the schema its migrations made. None skips the step.
+    :param validate: schema validation of the restored database, returning the migrations capability's
+        ``ValidationReport`` (``ok``, ``pending``, ``lines()``); not ok leaves the app stopped, since the app's code
+        expects the schema its migrations made. None skips the step.
+    :param stop: a ``pitr.replay.Stop``: restore to that point in time from the newest backup before it plus the
+        binlog archive, leaving out the ``skip`` transactions.
     """
     target = database or url.database
     require_confirm(confirm, target, "the app was not stopped and nothing was restored")
@@ -64,34 +71,31 @@ def recover_from_data_loss(url: DatabaseURL, store: BackupStore, app: AppControl
         raise RecoveryFailed(f"Stopping the app failed ({stopped.describe()}); nothing was restored.",
                              next_step="stop the app by hand (pm2 stop all / Railway pause), then run the recovery again.")
     try:
-        source = resolve_source(store, backup, target)  # before the backup below, which would otherwise become "latest"
-        step("choose backup", source.label)
-        target_url = url.with_database(target)
-        if pre_restore_backup:
-            result.pre_restore_backup = backup_live(target_url, store, run_id, log)
-        step("back up what is left", result.pre_restore_backup or (
+        if stop is not None:
+            from ..pitr.recover import restore_to
+
+            out = restore_to(url, store, stop, confirm=target, database=target, skip=list(skip),
+                             pre_restore_backup=pre_restore_backup, run_id=run_id, log=log)
+            restored = RestoreResult(f"{out['backup']} + binlogs to {out['to']}", target, out["pre_restore_db"],
+                                     out["pre_restore_backup"], out["tables"], True, out["duration_s"])
+        else:
+            restored = restore_backup(url, store, backup, database=database, pre_restore_backup=pre_restore_backup,
+                                      lock=lock, run_id=run_id, log=log)
+        result.restore, result.pre_restore_backup = restored, restored.pre_restore_backup
+        step("back up what is left", restored.pre_restore_backup or (
             "skipped (pre_restore_backup is off)" if not pre_restore_backup else "skipped (no tables)"))
-        restored = restore_backup(url, store, source.label, database=database, pre_restore_backup=False, lock=lock,
-                                  run_id=run_id, log=log)
-        result.restore = restored
-        step("restore", f"{restored.source} -> `{target}`, {sum(restored.tables.values()):,} rows; replaced tables "
-                        f"in `{restored.pre_restore_db or '(none)'}`")
-        live = live_counts(target_url)
-        if live != restored.tables:
-            diff = {t: (live.get(t), restored.tables.get(t)) for t in sorted(set(live) | set(restored.tables))
-                    if live.get(t) != restored.tables.get(t)}
-            raise RecoveryFailed(f"Validation failed: (live, restored) rows differ for {diff}.", changed=True)
-        step("validate row counts", f"{len(live)} tables match the backup")
+        step("restore", f"{restored.source} -> `{target}`, {sum(restored.tables.values()):,} rows checked against "
+                        f"the backup in staging; replaced tables in `{restored.pre_restore_db or '(none)'}`")
         if validate is not None:
-            ok, lines = validate(target_url)
+            report = validate(url.with_database(target))
+            lines = report.lines()
             findings = lines[1:-1]  # between the header line and the verdict
-            step("validate schema", lines[-1] if ok else "; ".join(findings))
-            if not ok:
-                pending = any(line.startswith("PENDING") for line in findings)
+            step("validate schema", lines[-1] if report.ok else "; ".join(findings))
+            if not report.ok:
                 raise RecoveryFailed(
                     f"The data was restored, but schema validation of `{target}` found: {'; '.join(findings)}.",
                     changed=True,
-                    next_step=("apply the pending migrations with `rusing-ops db migrate`" if pending else
+                    next_step=("apply the pending migrations with `rusing-ops db migrate`" if report.pending else
                                "review with `rusing-ops db validate`"))
     except OpsError as exc:
         step("stopped", "the app is left stopped")

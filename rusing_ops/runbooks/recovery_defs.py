@@ -11,6 +11,7 @@ from ..dagster_support import configured_target, failure, max_runtime, target_ta
 from ..migrations.defs import drizzle_folder
 from ..migrations.validate import validate_schema
 from ..resources import DB_WRITE_POOL, DB_WRITE_TAGS, AppResource, BackupStoreResource, DatabaseResource
+from ..pitr import replay
 from .recovery import recover_from_data_loss
 
 
@@ -35,6 +36,10 @@ class RecoverFromDataLossConfig(dg.Config):
     pre_restore_backup: bool = Field(default=True, description="Back up what is left in the database before restoring over it.")
     validate_schema: bool = Field(default=True, description="After the restore, validate the schema against the Drizzle folder (runbook `pnpm db:validate`); findings leave the app stopped.")
     drizzle_dir: str | None = Field(default=None, description="The Drizzle folder to validate against; default DRIZZLE_DIR.")
+    to: str | None = Field(default=None, description="Point in time instead of a backup: 'YYYY-MM-DD HH:MM:SS' (UTC "
+                           "unless a zone follows): the newest backup before it plus the binlog archive up to it.")
+    skip: list[str] = Field(default_factory=list, description="With `to`: transactions to leave out (GTIDs or "
+                            "FILE:POS; the restore_to_time job's dry run lists them).")
 
 
 @dg.op(pool=DB_WRITE_POOL, description="Stop the app, back up what is left, restore, validate row counts and schema, start the app, check health.")
@@ -46,7 +51,8 @@ def recover_from_data_loss_op(context: dg.OpExecutionContext, config: RecoverFro
             backup=chosen_backup(context, config.backup),
             database=config.database, pre_restore_backup=config.pre_restore_backup, lock=database.write_lock,
             run_id=context.run.run_id, log=context.log.info,
-            validate=_schema_validator(config.drizzle_dir) if config.validate_schema else None)
+            validate=_schema_validator(config.drizzle_dir) if config.validate_schema else None,
+            stop=replay.parse_stop(config.to) if config.to else None, skip=config.skip)
     except OpsError as exc:
         raise failure(exc) from None
     if result.pre_restore_backup:

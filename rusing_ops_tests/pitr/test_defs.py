@@ -54,3 +54,27 @@ def test_restore_to_time_job_dry_run_then_real(history, dagster_instance):
     # the pre-restore backup is a partition of database_backup like any other
     key = real.output_for_node("restore_to_time_op")["pre_restore_backup"]
     assert any(key.startswith(p) or p in key for p in dagster_instance.get_dynamic_partitions("database_backup"))
+
+
+def test_data_loss_recovery_to_a_time_runs_the_whole_procedure(history, dagster_instance, tmp_path):
+    """Runbook §6 with --to: stop the app, restore backup + binlogs to one second before the DELETE, start."""
+    import datetime as dt
+
+    from rusing_ops.resources import AppResource
+    from rusing_ops.runbooks.recovery_defs import defs as recovery_defs
+
+    events = tmp_path / "app-events"
+    defs = dg.Definitions.merge(backups_defs, recovery_defs, dg.Definitions(resources={
+        "database": DatabaseResource(url=history.server.url(history.url.database)),
+        "backup_store": BackupStoreResource(url=str(history.store.root)),
+        "app": AppResource(stop_command=f"sh -c 'echo stop >> {events}'",
+                           start_command=f"sh -c 'echo start >> {events}'")}))
+    to = dt.datetime.fromtimestamp(history.t2 - 1, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    result = defs.resolve_job_def("recover_from_data_loss").execute_in_process(
+        instance=dagster_instance, run_config={"ops": {"recover_from_data_loss_op": {"config": {
+            "confirm": history.url.database, "to": to, "validate_schema": False}}}})
+    assert result.success
+    steps = result.output_for_node("recover_from_data_loss_op")["steps"]
+    assert steps[2].startswith(f"3. restore: {history.backup_key} + binlogs to {to}Z")
+    assert events.read_text() == "stop\nstart\n"
+    assert rows(history.server, history.url.database) == history.before_delete
