@@ -45,21 +45,26 @@ class DatabaseResource(dg.ConfigurableResource):
     url: str = Field(description="DATABASE_URL: mysql://user:password@host:port/db (set through an environment variable).")
     lock_timeout_seconds: float = Field(default=10.0, description="How long to wait for the database write lock.")
 
-    _engine: Optional[Engine] = PrivateAttr(default=None)
+    _db: Optional[dbmod.Database] = PrivateAttr(default=None)
 
     @property
     def parsed(self) -> DatabaseURL:
         return parse_database_url(self.url)
 
     @property
+    def db(self) -> dbmod.Database:
+        """The connection layer for DATABASE_URL (engine, raw connections, write lock, masked name, flavour)."""
+        if self._db is None:
+            self._db = dbmod.Database(self.parsed)
+        return self._db
+
+    @property
     def engine(self) -> Engine:
-        if self._engine is None:
-            self._engine = dbmod.create_engine(self.parsed)
-        return self._engine
+        return self.db.engine
 
     def teardown_after_execution(self, context) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
+        if self._db is not None:
+            self._db.dispose()
 
     def ping(self) -> dbmod.PingResult:
         return dbmod.ping(self.engine, self.parsed)
@@ -72,8 +77,7 @@ class DatabaseResource(dg.ConfigurableResource):
     @contextlib.contextmanager
     def write_lock(self, timeout_s: float | None = None) -> Iterator[Connection]:
         """Hold the database-wide write lock (``GET_LOCK``) shared by migrate, restore, rollback and recovery."""
-        with dbmod.named_lock(self.engine, self.parsed, DB_WRITE_LOCK,
-                              self.lock_timeout_seconds if timeout_s is None else timeout_s) as conn:
+        with self.db.write_lock(self.lock_timeout_seconds if timeout_s is None else timeout_s) as conn:
             yield conn
 
 

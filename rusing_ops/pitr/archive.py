@@ -186,12 +186,13 @@ def backup_position(manifest) -> tuple[str, int] | None:
     return None
 
 
-def oldest_backup_position(store: BackupStore, on_server: list[str]) -> tuple[str, int] | None:
-    """The oldest position recorded by a complete backup whose binlog file the server still has."""
+def oldest_backup_position(store: BackupStore, on_server: list[str] | None = None) -> tuple[str, int] | None:
+    """The oldest position recorded by a complete backup in the store (whose binlog file the server still has,
+    when ``on_server`` is given): where the archive must begin, and what its retention keeps."""
     from ..backups import catalog  # the archive starts where the backups need it to
 
     positions = [backup_position(e.manifest) for e in catalog.list_backups(store) if e.manifest is not None]
-    positions = [p for p in positions if p is not None and p[0] in on_server]
+    positions = [p for p in positions if p is not None and (on_server is None or p[0] in on_server)]
     return min(positions, key=lambda p: (file_number(p[0]), p[1]), default=None)
 
 

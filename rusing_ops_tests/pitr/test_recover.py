@@ -176,3 +176,28 @@ def test_the_backup_position_matches_its_snapshot_under_concurrent_writes(binlog
         cur.execute("SELECT id, v FROM other ORDER BY id")
         assert cur.fetchall() == live_other
     conn.close()
+
+
+def test_archive_retention_follows_the_oldest_retained_backup(history):
+    """Files wholly older than the oldest backup's position go; the file holding it stays."""
+    from rusing_ops.backups import catalog, keys
+    from rusing_ops.backups.dump import backup_database
+
+    from .conftest import run
+
+    db = history.url.database
+    run(history.server, db, "FLUSH BINARY LOGS", "INSERT INTO payments (amount, note) VALUES (4.00,'x')")
+    archive.archive_once(history.url, history.store)
+    newer = backup_database(history.url, history.store, reason="nightly")
+    server = archive.read_server_log(history.url).server_key
+    first_file = archive.segments(history.store, server)[0].file
+    assert archive.prune(history.store, server, archive.oldest_backup_position(history.store), apply=True) == []
+    for entry in catalog.list_backups(history.store):  # retention deleted the older backup
+        if entry.key != newer.manifest.key:
+            history.store.delete(keys.manifest_key(entry.key))
+            history.store.delete(entry.key)
+    oldest = archive.oldest_backup_position(history.store)
+    assert oldest == archive.backup_position(newer.manifest) and oldest[0] != first_file
+    gone = archive.prune(history.store, server, oldest, apply=True)
+    assert gone and all(f"/{first_file}/" in key for key in gone)
+    assert {s.file for s in archive.segments(history.store, server)} == {oldest[0]}
