@@ -11,15 +11,29 @@ from dataclasses import dataclass, field
 from ..core.database import quote_ident
 from ..core.errors import OpsError
 
-NUMERIC = {"tinyint", "smallint", "mediumint", "int", "integer", "bigint", "decimal", "numeric", "float", "double",
-           "real", "year"}
+NUMERIC = {"tinyint", "smallint", "mediumint", "int", "integer", "bigint", "decimal", "numeric", "year"}
+FLOATING = {"float", "double", "real", "double precision"}
 BINARY = {"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob", "geometry", "point", "linestring",
           "polygon", "multipoint", "multilinestring", "multipolygon", "geometrycollection"}
-_DEFINER = re.compile(r"\s*DEFINER\s*=\s*(?:`(?:[^`]|``)*`|'[^']*'|\S+?)@(?:`(?:[^`]|``)*`|'[^']*'|[^\s*]+)", re.I)
+# Types whose values can reach max_allowed_packet; every other column of a row fits in InnoDB's 64 KiB row.
+LARGE = {"blob", "mediumblob", "longblob", "text", "mediumtext", "longtext", "json", "geometry", "linestring",
+         "polygon", "multipoint", "multilinestring", "multipolygon", "geometrycollection"}
+_QUOTE_CHARSETS = {"utf8mb4", "utf8mb3", "utf8", "ascii"}  # QUOTE() in utf8mb4 is exact; others go as hex
+_GENERATED = re.compile(r"\b(?:VIRTUAL|STORED|PERSISTENT)\s+GENERATED\b", re.IGNORECASE)  # not DEFAULT_GENERATED
+_DEFINER = re.compile(r"\s*DEFINER\s*=\s*(?:`(?:[^`]|``)*`|'[^']*'|\S+?)@(?:`(?:[^`]|``)*`|'[^']*'|[^\s*]+)", re.IGNORECASE)
 
 
 class SchemaUnreadable(OpsError):
     """The server hid an object's definition from the backup user."""
+
+
+class SchemaRefused(OpsError):
+    """The database holds an object this tool cannot back up: the backup is refused, naming it."""
+
+
+def sql_string(text: str) -> str:
+    """``text`` as an SQL string literal (for the server to echo back verbatim)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 @dataclass
@@ -27,18 +41,37 @@ class Column:
     name: str
     data_type: str
     charset: str | None
+    nullable: bool = True
+
+    @property
+    def large(self) -> bool:
+        return self.data_type in LARGE
+
+    @property
+    def text_charset(self) -> str | None:
+        """The character set of a text column (None for binary and non-string types)."""
+        return None if self.data_type in BINARY or self.charset in (None, "binary") else self.charset
 
     def sql_text(self) -> str:
-        """A server-side expression rendering this column as an SQL literal (never NULL itself)."""
+        """A server-side expression rendering this column as an SQL literal that restores it bit for bit.
+
+        Never NULL for a NULL value (that is ``'NULL'``); NULL only when the server could not build the text (over
+        ``max_allowed_packet``), which makes the whole row NULL so that the dump notices (never a silent NULL).
+        """
         q = quote_ident(self.name)
         if self.data_type in NUMERIC:
             return f"IFNULL({q},'NULL')"
+        if self.data_type in FLOATING:
+            # CAST(.. AS DOUBLE) prints the exact binary value with enough digits (a FLOAT column prints 6);
+            # -0 prints as 0, so it is written as a value that rounds to -0 (MariaDB keeps FLOAT -0 only so).
+            neg_zero = "'-1e-50'" if self.data_type == "float" else "'-0e0'"
+            return f"IF({q} IS NULL,'NULL',IF({q}=0 AND ATAN2({q},-1)<0,{neg_zero},CAST({q} AS DOUBLE)))"
         if self.data_type == "bit":
             return f"IFNULL(CONCAT('0x',HEX({q})),'NULL')"
         if self.data_type in BINARY:
-            return f"IFNULL(CONCAT('X''',HEX({q}),''''),'NULL')"
-        if self.charset and self.charset not in ("utf8mb4", "utf8mb3", "utf8", "ascii", "binary"):
-            q = f"CONVERT({q} USING utf8mb4)"
+            return f"IF({q} IS NULL,'NULL',CONCAT('X''',HEX({q}),''''))"
+        if self.charset and self.charset not in _QUOTE_CHARSETS:  # the column's own bytes, announced as such
+            return f"IF({q} IS NULL,'NULL',CONCAT('_{self.charset} X''',HEX({q}),''''))"
         return f"QUOTE({q})"
 
 
@@ -49,17 +82,52 @@ class Table:
     columns: list[Column]  # stored columns only: generated columns are computed again by the server
     order_by: list[str]
     estimated_rows: int = 0
+    key: list[str] | None = None  # primary key, or a unique key of NOT NULL columns: addresses one row
+    kind: str = "BASE TABLE"
+
+    @property
+    def large_columns(self) -> list[Column]:
+        return [c for c in self.columns if c.large]
 
     def row_expression(self) -> str:
         return "CONCAT('('," + ",',',".join(c.sql_text() for c in self.columns) + ",')')"
+
+    def key_condition(self) -> str:
+        """A server-side expression giving the SQL condition that selects this row (``\\`id\\`<=>42``)."""
+        by_name = {c.name: c for c in self.columns}
+        parts = []
+        for i, name in enumerate(self.key or []):
+            parts.append(sql_string((" AND " if i else "") + quote_ident(name) + "<=>"))
+            parts.append(by_name[name].sql_text())
+        return "CONCAT(" + ",".join(parts) + ")"
 
     def insert_head(self) -> bytes:
         cols = ",".join(quote_ident(c.name) for c in self.columns)
         return f"INSERT INTO {quote_ident(self.name)} ({cols}) VALUES ".encode()
 
-    def select_sql(self) -> str:
+    def select_sql(self, large_bytes: int | None = None) -> str:
+        """One text column per row: the row as an SQL tuple ``(...)``; a row whose large values add up to more
+        than ``large_bytes`` comes as ``!`` and its key condition instead (then dumped in pieces, pieces.py)."""
         order = ",".join(quote_ident(c) for c in self.order_by)
-        return f"SELECT {self.row_expression()} FROM {quote_ident(self.name)} ORDER BY {order}"
+        expr = self.row_expression()
+        large = self.large_columns
+        if large and large_bytes:
+            size = "+".join(f"IFNULL(LENGTH({quote_ident(c.name)}),0)" for c in large)
+            marker = f"CONCAT('!',{self.key_condition()})" if self.key else "'!'"
+            expr = f"IF({size}>{int(large_bytes)},{marker},{expr})"
+        return f"SELECT {expr} FROM {quote_ident(self.name)} ORDER BY {order}"
+
+
+@dataclass
+class Sequence:
+    name: str
+    create_sql: str
+    next_value: int  # next_not_cached_value: no value handed out before the backup is handed out again
+
+    def sql(self) -> str:
+        q = quote_ident(self.name)
+        return (f"DROP SEQUENCE IF EXISTS {q};\n{self.create_sql};\n"
+                f"ALTER SEQUENCE {q} RESTART WITH {self.next_value};\n")
 
 
 @dataclass
@@ -68,6 +136,9 @@ class Schema:
     views: list[tuple[str, str]] = field(default_factory=list)  # (name, CREATE VIEW) in dependency order
     triggers: list[tuple[str, str]] = field(default_factory=list)
     routines: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, name, CREATE ...)
+    events: list[tuple[str, str]] = field(default_factory=list)
+    sequences: list[Sequence] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the backup holds differently from the database
 
 
 def strip_definer(sql: str) -> str:
@@ -79,9 +150,10 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, (bytes, bytearray)) else str(value)
 
 
-def _definition(cur, what: str, column: int) -> str:
-    """``SHOW CREATE <what>``'s DDL; the server returns NULL when the user may not read it (not its definer)."""
-    cur.execute(f"SHOW CREATE {what}")
+def _definition(cur, kind: str, database: str, name: str, column: int) -> str:
+    """``SHOW CREATE <kind> <name>``'s DDL; the server returns NULL when the user may not read it (not its definer)."""
+    what = f"{kind} {quote_ident(name)}"
+    cur.execute(f"SHOW CREATE {kind} {quote_ident(database)}.{quote_ident(name)}")
     value = cur.fetchone()[column]
     if value is None:
         raise SchemaUnreadable(
@@ -96,48 +168,94 @@ def _rows(cur, sql: str, args=()) -> list[tuple]:
     return [tuple(_text(v) if v is not None else None for v in row) for row in cur.fetchall()]
 
 
-def read_schema(cur, database: str) -> Schema:
-    """Read every schema object of ``database`` through cursor ``cur`` (inside the snapshot transaction)."""
-    tables = []
-    base = _rows(cur, "SELECT TABLE_NAME, IFNULL(TABLE_ROWS, 0) FROM information_schema.TABLES "
-                      "WHERE TABLE_SCHEMA = %s AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME", (database,))
+def read_tables(cur, database: str, *, with_ddl: bool = True) -> list[Table]:
+    """The tables of ``database`` that hold rows (base and system-versioned), with their stored columns and keys."""
+    q = quote_ident(database)
+    base = _rows(cur, "SELECT TABLE_NAME, IFNULL(TABLE_ROWS, 0), TABLE_TYPE FROM information_schema.TABLES "
+                      "WHERE TABLE_SCHEMA = %s AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') "
+                      "ORDER BY TABLE_NAME", (database,))
     columns: dict[str, list[Column]] = {}
-    for table, name, dtype, charset, extra in _rows(
-        cur, "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, CHARACTER_SET_NAME, EXTRA FROM information_schema.COLUMNS "
-             "WHERE TABLE_SCHEMA = %s ORDER BY TABLE_NAME, ORDINAL_POSITION", (database,)):
-        if "GENERATED" in (extra or "").upper():
+    for table, name, dtype, charset, extra, nullable in _rows(
+        cur, "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, CHARACTER_SET_NAME, EXTRA, IS_NULLABLE "
+             "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s ORDER BY TABLE_NAME, ORDINAL_POSITION",
+            (database,)):
+        if _GENERATED.search(extra or ""):
             continue
-        columns.setdefault(table, []).append(Column(name, dtype.lower(), charset))
+        columns.setdefault(table, []).append(Column(name, dtype.lower(), charset, nullable == "YES"))
     keys: dict[str, dict[str, list[str]]] = {}
     for table, index, column in _rows(
         cur, "SELECT TABLE_NAME, INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS "
              "WHERE TABLE_SCHEMA = %s AND NON_UNIQUE = 0 AND SUB_PART IS NULL ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX",
         (database,)):
         keys.setdefault(table, {}).setdefault(index, []).append(column)
-    for name, estimate in base:
-        cur.execute(f"SHOW CREATE TABLE {quote_ident(name)}")
-        create = _text(cur.fetchone()[1])
+    tables = []
+    for name, estimate, kind in base:
+        create = ""
+        if with_ddl:
+            cur.execute(f"SHOW CREATE TABLE {q}.{quote_ident(name)}")
+            create = _text(cur.fetchone()[1])
         cols = columns.get(name, [])
-        uniques = keys.get(name, {})
-        # Primary key, else the first unique key, else every column: rows always come out in one stable order.
-        order = uniques.get("PRIMARY") or next(iter(uniques.values()), None) or [c.name for c in cols]
-        tables.append(Table(name, create, cols, order, int(estimate)))
+        nullable = {c.name for c in cols if c.nullable}
+        stored = {c.name for c in cols}
+        uniques = {i: k for i, k in keys.get(name, {}).items() if set(k) <= stored}
+        # A key addresses one row: the primary key, else a unique key without NULLs (several NULLs are allowed).
+        key = uniques.get("PRIMARY") or next((k for k in uniques.values() if not set(k) & nullable), None)
+        # Rows always come out in one stable order: by that key, else the first unique key, else every column.
+        order = key or next(iter(uniques.values()), None) or [c.name for c in cols]
+        tables.append(Table(name, create, cols, order, int(estimate), key, kind))
+    return tables
+
+
+def read_schema(cur, database: str) -> Schema:
+    """Read every schema object of ``database`` through cursor ``cur`` (inside the snapshot transaction).
+
+    Every object is either in the returned schema or named in :class:`SchemaRefused`: nothing is left out silently.
+    """
+    q = quote_ident(database)
+    tables = read_tables(cur, database)
+    notes = [f"table {t.name!r} is system-versioned: its current rows are backed up, its history is not (it "
+             "restores as a versioned table whose history starts at the restore)" for t in tables
+             if t.kind == "SYSTEM VERSIONED"]
+    refused = [f"{kind.lower()} {name!r}" for name, kind in _rows(
+        cur, "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+             "AND TABLE_TYPE NOT IN ('BASE TABLE', 'SYSTEM VERSIONED', 'VIEW', 'SEQUENCE') ORDER BY TABLE_NAME",
+        (database,))]
+
+    sequences = []
+    for (name,) in _rows(cur, "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                              "AND TABLE_TYPE = 'SEQUENCE' ORDER BY TABLE_NAME", (database,)):
+        create = _definition(cur, "SEQUENCE", database, name, 1)
+        cur.execute(f"SELECT next_not_cached_value FROM {q}.{quote_ident(name)}")
+        sequences.append(Sequence(name, create, int(cur.fetchone()[0])))
 
     views = []
     for (name,) in _rows(cur, "SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = %s "
                               "ORDER BY TABLE_NAME", (database,)):
-        views.append((name, _definition(cur, f"VIEW {quote_ident(name)}", 1)))
+        views.append((name, _definition(cur, "VIEW", database, name, 1)))
 
     triggers = []
     for (name,) in _rows(cur, "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s "
                               "ORDER BY EVENT_OBJECT_TABLE, ACTION_ORDER", (database,)):
-        triggers.append((name, _definition(cur, f"TRIGGER {quote_ident(name)}", 2)))
+        triggers.append((name, _definition(cur, "TRIGGER", database, name, 2)))
 
     routines = []
     for kind, name in _rows(cur, "SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES "
                                  "WHERE ROUTINE_SCHEMA = %s ORDER BY ROUTINE_TYPE, ROUTINE_NAME", (database,)):
-        routines.append((kind, name, _definition(cur, f"{kind} {quote_ident(name)}", 2)))
-    return Schema(tables, order_views(views), triggers, routines)
+        if kind not in ("FUNCTION", "PROCEDURE"):
+            refused.append(f"{kind.lower()} {name!r}")
+            continue
+        routines.append((kind, name, _definition(cur, kind, database, name, 2)))
+
+    events = []
+    for (name,) in _rows(cur, "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s "
+                              "ORDER BY EVENT_NAME", (database,)):
+        events.append((name, _definition(cur, "EVENT", database, name, 3)))
+    if refused:
+        raise SchemaRefused(
+            f"Database `{database}` holds objects this tool cannot back up: {', '.join(refused)}. No backup was "
+            "written.", next_step="back them up with `mariadb-dump` (or drop them), then run `rusing-ops db backup` "
+                                  "again.", objects=refused)
+    return Schema(tables, order_views(views), triggers, routines, events, sequences, notes)
 
 
 def order_views(views: list[tuple[str, str]]) -> list[tuple[str, str]]:
