@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from rusing_ops.core.errors import ConfigError, NotFound
+from rusing_ops.core.errors import ConfigError, NotFound, StoreError
 from rusing_ops.core.store import PART_SIZE, LocalStore, S3Store, open_store
 
 
@@ -62,3 +62,48 @@ def test_open_store_parses_urls(tmp_path, s3_server):
     assert s3.uri("x.sql.zst") == "s3://my-bucket/prod/db/x.sql.zst"
     with pytest.raises(ConfigError, match="scheme 'ftp' is not supported"):
         open_store("ftp://host/x")
+
+
+def test_a_killed_writer_leaves_an_unfinished_upload_that_is_listed_and_discarded(any_store):
+    writer = any_store.open_write("daily/killed.sql.zst")
+    writer.write(os.urandom(PART_SIZE + 10))  # S3: one part uploaded, the multipart upload stays open
+    writer.write(b"x")
+    # no commit, no abort: what a kill -9 leaves behind
+    [partial] = any_store.list_partial()
+    assert partial.key == "daily/killed.sql.zst"
+    assert partial.describe().startswith("unfinished upload of daily/killed.sql.zst started ")
+    assert not any_store.exists("daily/killed.sql.zst")
+    assert any_store.list() == []  # never listed as an object
+    any_store.discard_partial(partial)
+    any_store.discard_partial(partial)  # twice: already gone is fine
+    assert any_store.list_partial() == []
+    assert any_store.list() == []
+
+
+def test_local_store_errors_name_the_store_and_the_cause(tmp_path):
+    store = LocalStore(tmp_path / "backups")
+    (tmp_path / "backups").mkdir()
+    (tmp_path / "backups" / "x.sql.zst").mkdir()  # a directory where the object should go
+    with pytest.raises(StoreError) as err:
+        store.put_bytes("x.sql.zst", b"data")
+    assert str(err.value).startswith(f"The backup store {store.url} could not finish x.sql.zst: ")
+    assert "The unfinished file was removed; nothing was stored under that name." in str(err.value)
+    assert store.list_partial() == []
+
+
+def test_s3_store_unreachable_names_the_endpoint(tmp_path):
+    import boto3
+    from botocore.config import Config
+
+    from rusing_ops_tests.conftest import free_port
+
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="AKIA-TEST-ID", aws_secret_access_key="s3cr3t-do-not-show",
+                          region_name="us-east-1", config=Config(retries={"max_attempts": 1}))
+    store = S3Store("bucket", "prod", client=client)
+    with pytest.raises(StoreError) as err:
+        store.list()
+    assert str(err.value).startswith(f"The backup store s3://bucket/prod could not list s3://bucket/prod: cannot "
+                                     f"connect to the S3 endpoint {endpoint} (is it running?).")
+    assert "(is it running?)" in str(err.value) and "Next: check that the S3 endpoint is up" in str(err.value)
+    assert "s3cr3t" not in str(err.value) and "AKIA" not in str(err.value)

@@ -437,7 +437,8 @@ def s3_cause(exc: Exception) -> str:
         message = error.get("Message") or ""
         return f"{error['Code']}" + (f" ({message[:160]})" if message and message != error["Code"] else "")
     if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectTimeoutError)):
-        endpoint = getattr(exc, "kwargs", {}).get("endpoint_url", "")
+        endpoint = urlsplit(getattr(exc, "kwargs", {}).get("endpoint_url", "") or "")
+        endpoint = f"{endpoint.scheme}://{endpoint.netloc}" if endpoint.netloc else "(unknown)"
         return f"cannot connect to the S3 endpoint {endpoint} (is it running?)"
     if isinstance(exc, bx.ReadTimeoutError):
         return "the S3 endpoint stopped answering (read timeout)"
