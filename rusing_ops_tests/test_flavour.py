@@ -124,31 +124,6 @@ def test_snapshot_point_is_the_binlog_position_of_the_shared_snapshot(binlog_ser
         admin.close()
 
 
-def test_tidb_checksum_sql_runs_on_mariadb_and_compares_across_schemas(fresh_db, db_conn, server_url):
-    other = fresh_db.database + "__copy"
-    with db_conn.cursor() as cur:
-        for db in (fresh_db.database, other):
-            cur.execute(f"CREATE DATABASE IF NOT EXISTS `{db}`")
-            cur.execute(f"CREATE TABLE `{db}`.t (id INT PRIMARY KEY, a VARCHAR(10), b DOUBLE)")
-            cur.execute(f"INSERT INTO `{db}`.t VALUES (1, 'x', 0.1), (2, NULL, -2.5), (3, '', NULL)")
-    algorithm, sql = fl.table_checksum_sql(TIDB, fresh_db.database, "t", ["id", "a", "b"])
-    assert algorithm == "crc32-xor" and "CHECKSUM TABLE" not in sql and sql.startswith("SELECT COUNT(*), BIT_XOR(")
-
-    def run(db: str):
-        with db_conn.cursor() as cur:
-            cur.execute(fl.table_checksum_sql(TIDB, db, "t", ["id", "a", "b"])[1])
-            return cur.fetchone()
-
-    first, copy = run(fresh_db.database), run(other)
-    assert first == copy and first[0] == 3
-    with db_conn.cursor() as cur:
-        cur.execute(f"UPDATE `{other}`.t SET a = NULL WHERE id = 3")  # '' -> NULL must change the checksum
-    assert run(other) != first
-    assert fl.table_checksum_sql(MARIADB, "d", "t", ["id"]) == ("checksum-table", "CHECKSUM TABLE `d`.`t`")
-    with db_conn.cursor() as cur:
-        cur.execute(f"DROP DATABASE `{other}`")
-
-
 def test_statement_bytes_from_max_allowed_packet_and_tidb_limits(fresh_db):
     conn = dbmod.raw_connect(fresh_db)
     try:

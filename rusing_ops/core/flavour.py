@@ -248,28 +248,7 @@ def _restore_gc(conn, connect, original: str, log) -> None:
     log(f"could not set TiDB tidb_gc_life_time back to {original}: run SET GLOBAL tidb_gc_life_time = '{original}'")
 
 
-# ------------------------------------------------------------------------------------------------ checksums, sizes
-
-
-def _q(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
-
-
-def table_checksum_sql(flavour: Flavour, schema: str, table: str, columns: list[str]) -> tuple[str, str]:
-    """``(algorithm, sql)`` of a server-side checksum of a table's stored values, comparable across schemas.
-
-    MariaDB / MySQL: ``CHECKSUM TABLE``. TiDB has no ``CHECKSUM TABLE`` and ``ADMIN CHECKSUM TABLE`` depends on the
-    table id, so it gets sync-diff-inspector's row hash: ``BIT_XOR(CRC32(CONCAT_WS(',', cols, ISNULL flags)))``
-    with the row count (one row, two columns).
-    """
-    if not flavour.is_tidb:
-        return "checksum-table", f"CHECKSUM TABLE {_q(schema)}.{_q(table)}"
-    if not columns:
-        raise ValueError("a checksum needs the table's columns")
-    cols = ", ".join(_q(c) for c in columns)
-    nulls = ", ".join(f"ISNULL({_q(c)})" for c in columns)
-    return "crc32-xor", (f"SELECT COUNT(*), BIT_XOR(CAST(CRC32(CONCAT_WS(',', {cols}, CONCAT({nulls}))) AS UNSIGNED)) "
-                         f"FROM {_q(schema)}.{_q(table)}")
+# ------------------------------------------------------------------------------------------------ sizes
 
 
 @dataclass(frozen=True)
