@@ -98,8 +98,9 @@ def test_s3_store_unreachable_names_the_endpoint(tmp_path):
     from rusing_ops_tests.conftest import free_port
 
     endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="AKIA-TEST-ID", aws_secret_access_key="s3cr3t-do-not-show",
-                          region_name="us-east-1", config=Config(retries={"max_attempts": 1}))
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="AKIA-TEST-ID",
+                          aws_secret_access_key="s3cr3t-do-not-show", region_name="us-east-1",
+                          config=Config(retries={"max_attempts": 1}))
     store = S3Store("bucket", "prod", client=client)
     with pytest.raises(StoreError) as err:
         store.list()

@@ -72,7 +72,8 @@ def test_latest_listing_freshness_and_verify_see_only_the_configured_database(ap
 
     with pytest.raises(NotFound) as err:
         catalog.resolve(any_store, "latest", "rot_none")
-    assert f"There is no complete backup in {any_store.url} of database `rot_none` (it holds backups of " in str(err.value)
+    assert f"There is no complete backup in {any_store.url} of database `rot_none` (it holds backups of " \
+        in str(err.value)
 
 
 def test_manifest_records_the_server_and_an_old_manifest_still_reads(app_db, local_store):
@@ -100,7 +101,7 @@ def test_a_backup_of_another_database_is_restored_only_when_named(app_db, other_
         f"restored. Nothing was changed. Next: restore a backup of `{app_db.database}` (`rusing-ops db backups` lists "
         f"the backups), or, to put `{other_db.database}`'s data into `{app_db.database}` on purpose, add "
         f"`--from-database {other_db.database}`.")
-    with pytest.raises(catalog.OtherDatabase, match=f"--from-database names `nope`"):
+    with pytest.raises(catalog.OtherDatabase, match="--from-database names `nope`"):
         restore_backup(app_db, local_store, theirs.key, pre_restore_backup=False, from_database="nope")
     with pytest.raises(NotFound, match=f"of database `{app_db.database}`"):
         restore_backup(app_db, local_store, "latest", pre_restore_backup=False)  # the app has no backup
