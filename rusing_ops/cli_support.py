@@ -255,14 +255,18 @@ def slot_holders(instance, pool: str, *, exclude: str) -> list[SlotHolder]:
     return holders
 
 
-def _free_dead(instance, holder: SlotHolder) -> None:
+def _free_dead(instance, holder: SlotHolder) -> str:
+    """Free a dead holder's slots (marking its run failed if it never ended); say what was done."""
     from .resources import DB_WRITE_POOL
 
     run = instance.get_run_by_id(holder.run_id)
-    if run is not None and not run.is_finished:
+    marked = run is not None and not run.is_finished
+    if marked:
         instance.report_run_failed(run, message=f"Marked failed by rusing-ops: {holder.dead}; its {DB_WRITE_POOL} "
                                                 "slot was freed.")
     instance.event_log_storage.free_concurrency_slots_for_run(holder.run_id)
+    return (f"freed the {DB_WRITE_POOL} slot of {holder.describe()}: {holder.dead}"
+            + ("; marked the run failed" if marked else ""))
 
 
 def _ensure_pool_limit(storage, pool: str) -> bool:
@@ -304,8 +308,7 @@ def claim_write_slot(instance, run_id: str, step_key: str, *, wait_s: float | No
             holders = slot_holders(instance, pool, exclude=run_id)
             dead = [h for h in holders if h.dead]
             for holder in dead:
-                _free_dead(instance, holder)
-                say(f"freed the {pool} slot of {holder.describe()}: {holder.dead}; marked the run failed")
+                say(_free_dead(instance, holder))
             if dead:
                 continue
             live = "; ".join(h.describe() for h in holders) or "a run that just released it"

@@ -4,6 +4,7 @@ in-process run on the same instance, and GET_LOCK stops anything that bypasses D
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -90,7 +91,7 @@ def test_queue_keeps_a_second_writer_queued_until_the_first_ends(writes_table, d
 
         def launch(label):
             config = f'{{"ops": {{"hold_write": {{"config": {{"label": "{label}", "release_file": "{release[label]}"}}}}}}}}'
-            done = subprocess.run([str(BIN / "dagster"), "job", "launch", "-w", str(workspace), "-j", "exclusive_writer",
+            done = subprocess.run(check=False, args=[str(BIN / "dagster"), "job", "launch", "-w", str(workspace), "-j", "exclusive_writer",
                                    "--config-json", config], env=env, cwd=tmp_path, capture_output=True, text=True)
             assert done.returncode == 0, done.stdout + done.stderr
 
@@ -115,3 +116,81 @@ def test_queue_keeps_a_second_writer_queued_until_the_first_ends(writes_table, d
             daemon.wait(20)
         except subprocess.TimeoutExpired:
             os.killpg(daemon.pid, 9)
+
+
+# ----------------------------------------------------------------- the CLI's claim of the write slot (in process)
+
+
+def _holder_run(instance, process_tag: str | None, status=dg.DagsterRunStatus.STARTED) -> str:
+    """A run record like a CLI run leaves, holding the app_db_write slot."""
+    from dagster._core.storage.dagster_run import DagsterRun
+    from dagster._core.utils import make_new_run_id
+
+    from rusing_ops.cli_support import PROCESS_TAG, claim_write_slot
+
+    run = DagsterRun(job_name="migrate_database", run_id=make_new_run_id(), status=status,
+                     tags={PROCESS_TAG: process_tag} if process_tag else {})
+    instance.add_run(run)
+    assert claim_write_slot(instance, run.run_id, "apply_migrations", wait_s=0, say=lambda _l: None)
+    return run.run_id
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_dead_holder_is_marked_failed_and_its_slot_freed(dagster_instance):
+    from dagster._core.utils import make_new_run_id
+
+    from rusing_ops.cli_support import claim_write_slot
+
+    storage = dagster_instance.event_log_storage
+    for status, tag, why in [(dg.DagsterRunStatus.STARTED, f"{socket.gethostname()}:{_dead_pid()}:",
+                              "its process is gone (killed or crashed)"),
+                             (dg.DagsterRunStatus.SUCCESS, None, "the run already ended (SUCCESS)")]:
+        holder = _holder_run(dagster_instance, tag, status)
+        said, mine = [], make_new_run_id()
+        assert claim_write_slot(dagster_instance, mine, "apply_migrations", wait_s=30, say=said.append, poll_s=0.05)
+        assert len(said) == 1 and said[0].startswith(f"freed the app_db_write slot of run {holder} (migrate_database, ")
+        assert said[0].endswith(f": {why}" + ("; marked the run failed" if status == dg.DagsterRunStatus.STARTED else ""))
+        assert [s.run_id for s in storage.get_concurrency_info("app_db_write").claimed_slots] == [mine]
+        expected = dg.DagsterRunStatus.FAILURE if status == dg.DagsterRunStatus.STARTED else status
+        assert dagster_instance.get_run_by_id(holder).status == expected
+        storage.free_concurrency_slots_for_run(mine)
+
+
+def test_a_live_holder_is_waited_for_named_and_given_up_on(dagster_instance):
+    from dagster._core.utils import make_new_run_id
+
+    from rusing_ops.cli_support import CommandFailed, claim_write_slot
+
+    alive = _holder_run(dagster_instance, f"{socket.gethostname()}:{os.getpid()}:")
+    elsewhere = make_new_run_id()
+    said = []
+    with pytest.raises(CommandFailed):
+        claim_write_slot(dagster_instance, elsewhere, "apply_migrations", wait_s=0.3, say=said.append, poll_s=0.05)
+    assert said and said[0].startswith(f"waiting for the database write slot (app_db_write): held by run {alive} "
+                                       f"(migrate_database, STARTED, pid {os.getpid()} on {socket.gethostname()}")
+    info = dagster_instance.event_log_storage.get_concurrency_info("app_db_write")
+    assert [s.run_id for s in info.claimed_slots] == [alive]
+    assert [p.run_id for p in info.pending_steps] == [alive]  # the waiter that gave up withdrew its claim
+    assert dagster_instance.get_run_by_id(alive).status == dg.DagsterRunStatus.STARTED  # a live run is left alone
+
+
+def test_a_claim_whose_run_never_started_is_freed_after_a_while(dagster_instance, monkeypatch):
+    from dagster._core.utils import make_new_run_id
+
+    from rusing_ops import cli_support
+
+    orphan = make_new_run_id()  # killed between its claim and the creation of its run
+    assert cli_support.claim_write_slot(dagster_instance, orphan, "apply_migrations", wait_s=0, say=lambda _l: None)
+    with pytest.raises(cli_support.CommandFailed):  # young: it may be a run that is just starting
+        cli_support.claim_write_slot(dagster_instance, make_new_run_id(), "apply_migrations", wait_s=0.2,
+                                     say=lambda _l: None, poll_s=0.05)
+    monkeypatch.setattr(cli_support, "ORPHAN_AFTER_S", -1)
+    said = []
+    assert cli_support.claim_write_slot(dagster_instance, make_new_run_id(), "apply_migrations", wait_s=5,
+                                        say=said.append, poll_s=0.05)
+    assert any(f"no run {orphan} exists" in line for line in said)

@@ -78,6 +78,12 @@ def restore(args) -> int:
         print("error: --confirm NAME (the target database's name) is required to restore; nothing was changed.",
               file=sys.stderr)
         return 2
+    if args.repair:
+        config = {"confirm": args.confirm, "repair": True, **({"database": args.database} if args.database else {})}
+        result = run_job("restore_database", {"ops": {"restore_database_op": {"config": config}}})
+        for line in result.output_for_node("restore_database_op")["repaired"]:
+            print(line)
+        return 0
     ref = args.file
     if ref != "latest" and Path(ref).expanduser().is_file():
         ref = str(Path(ref).expanduser().resolve())
@@ -153,6 +159,8 @@ def register(subparsers) -> None:
     p.add_argument("--confirm", metavar="NAME", help="the target database's name, to confirm (required unless "
                    "--dry-run)")
     p.add_argument("--no-pre-restore-backup", action="store_true", help="skip backing up the live database first")
+    p.add_argument("--repair", action="store_true", help="only finish or undo the swap of a restore that was killed "
+                   "half-way (every restore also does this first)")
     from ..pitr.cli import add_restore_arguments
 
     add_restore_arguments(p)

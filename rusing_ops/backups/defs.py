@@ -21,7 +21,7 @@ from ..dagster_support import configured_target, failure, max_runtime, table_of,
 from ..resources import DB_WRITE_POOL, DB_WRITE_TAGS, BackupStoreResource, DatabaseResource
 from ..settings import env, resolve_path
 from . import catalog, keys, record
-from .restore import restore_backup
+from .restore import repair as repair_restore, restore_backup
 from .retention import RetentionPolicy, prune_backups as prune
 from .verify import verify_backup as verify
 
@@ -267,6 +267,8 @@ class RestoreDatabaseConfig(dg.Config):
     from_database: str | None = Field(default=None, description="Restore a backup taken from this OTHER database "
                                       "(e.g. the application database's backup into a drill `database`). Without it "
                                       "a backup of another database is refused, and `latest` is the target's own.")
+    repair: bool = Field(default=False, description="Only finish or undo the swap of a restore that was killed half-way "
+                         "(its journal says which); restores nothing else.")
 
 
 @dg.op(pool=DB_WRITE_POOL, description=f"Restore into {TARGET}: verify the backup, load it into a staging database, "
@@ -275,6 +277,11 @@ def restore_database_op(context: dg.OpExecutionContext, config: RestoreDatabaseC
                         backup_store: BackupStoreResource) -> dict:
     try:
         require_confirm(config.confirm, config.database or database.parsed.database, "nothing was restored")
+        if config.repair:
+            lines = repair_restore(database.parsed, config.database or database.parsed.database,
+                                   lock=database.write_lock, log=context.log.info)
+            context.add_output_metadata({"repaired": "\n".join(lines)})
+            return {"repaired": lines}
         store = backup_store.get_store()
         result = restore_backup(database.parsed, store, chosen_backup(context, config.backup), database=config.database,
                                 pre_restore_backup=config.pre_restore_backup, lock=database.write_lock,

@@ -196,7 +196,7 @@ def restore_backup(url: DatabaseURL, store: BackupStore, ref: str | None = "late
             if pre_restore_backup:
                 pre_key = backup_live(url.with_database(target), store, run_id, log)
             pause_point("restore-before-swap")
-            swap = swap_in(url, staging, target, derived_name(target, "pre_restore", stamp()), staged.deferred,
+            swap = swap_in(url, staging, target, free_name(url, target, "pre_restore"), staged.deferred,
                            check=lambda cur: _refuse_if_changed(url, target, baseline, None, pre_key, cur), log=log)
         except BaseException:
             if not interrupted_swaps(url, target):  # a swap that failed half-way keeps staging for its repair
@@ -221,12 +221,7 @@ def _stage_new(url: DatabaseURL, source: Source, target: str, log, workers: int)
     if leftovers:
         log(f"warning: staging database(s) left by an interrupted restore: {', '.join(leftovers)}. They are not "
             "used; drop them (DROP DATABASE) once no other restore is running.")
-    ts = stamp()
-    staging = derived_name(target, "restore", ts)
-    n = 1
-    while staging in leftovers:  # a killed restore started in this very second
-        n += 1
-        staging = derived_name(target, "restore", f"{ts}_{n}")
+    staging = free_name(url, target, "restore")
     try:
         staged = stage(url, source, staging, log=log, workers=workers)
     except OpsError as exc:
@@ -237,6 +232,16 @@ def _stage_new(url: DatabaseURL, source: Source, target: str, log, workers: int)
     log(f"staged {sum(staged.tables.values()):,} rows in {len(staged.tables)} tables into `{staging}`")
     pause_point("restore-staged")
     return staging, staged
+
+
+def free_name(url: DatabaseURL, target: str, what: str) -> str:
+    """``<target>__<what>_<ts>``, suffixed when a (killed) restore already used that second."""
+    taken, ts = set(derived_databases(url, target, what)), stamp()
+    name, n = derived_name(target, what, ts), 1
+    while name in taken:
+        n += 1
+        name = derived_name(target, what, f"{ts}_{n}")
+    return name
 
 
 def _fingerprint(url: DatabaseURL, target: str, cur=None) -> dict[str, str]:

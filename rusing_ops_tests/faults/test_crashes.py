@@ -16,6 +16,7 @@ import dagster as dg
 import pymysql
 import pytest
 
+from rusing_ops.backups import catalog
 from rusing_ops.backups.dump import backup_database
 from rusing_ops.backups.restore import RestoreRefused, repair, restore_backup
 from rusing_ops.backups.swap import JOURNAL, interrupted_swaps
@@ -292,6 +293,20 @@ def test_a_kill_anywhere_in_the_swap_is_undone_or_finished(point, outcome, swap_
     assert staging_left == []
 
 
+def test_db_restore_repair_finishes_a_swap_killed_after_its_rename(swap_case, fresh_db, database_url_str, cli_env,
+                                                                   tmp_path):
+    store, key, backed_up, _live = swap_case
+    kill9(paused(library(RESTORE, database_url_str, str(store.root), key, "0"), os.environ, "swap-after-rename",
+                 tmp_path))
+    assert snapshot(fresh_db, fresh_db.database)["triggers"] == {}  # the live database without its triggers
+    done = subprocess.run(check=False, args=cli("db", "restore", "--repair", "--confirm", fresh_db.database),
+                          env=cli_env, cwd=ROOT, text=True, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("finished the interrupted swap: the target holds the restored copy (journal "
+                                  f"`{fresh_db.database}__pre_restore_")
+    assert snapshot(fresh_db, fresh_db.database) == backed_up
+
+
 def test_the_next_restore_repairs_an_interrupted_swap_first(swap_case, fresh_db, database_url_str, tmp_path):
     store, key, backed_up, _live = swap_case
     kill9(paused(library(RESTORE, database_url_str, str(store.root), key, "0"), os.environ,
@@ -302,25 +317,29 @@ def test_the_next_restore_repairs_an_interrupted_swap_first(swap_case, fresh_db,
                                "finished the interrupted swap") for line in said), said
     assert result.swapped_tables == len(backed_up["tables"])
     assert snapshot(fresh_db, fresh_db.database) == backed_up
-    journals = rows(fresh_db, "SELECT TABLE_SCHEMA FROM information_schema.TABLES WHERE TABLE_NAME = %s", (JOURNAL,))
-    assert all(r[0].startswith(fresh_db.database + "__pre_restore_") for r in journals)
+    journals = rows(fresh_db, "SELECT TABLE_SCHEMA FROM information_schema.TABLES WHERE TABLE_NAME = %s AND "
+                              "TABLE_SCHEMA LIKE %s", (JOURNAL, fresh_db.database + "\\_\\_%"))
+    assert len(journals) == 2  # the repaired swap's and this restore's, both kept with the replaced tables
+    assert [rows(fresh_db, f"SELECT state FROM `{db}`.`{JOURNAL}`") for (db,) in journals] == [[("done",)]] * 2
     assert interrupted_swaps(fresh_db, fresh_db.database) == []
 
 
-def test_a_restore_refuses_to_swap_over_writes_made_while_it_ran(swap_case, fresh_db, tmp_path, monkeypatch):
-    """A write to the target between the start of the restore and the swap (here: after staging, before the
-    pre-restore backup) refuses the swap, keeps the write, and leaves no backup that `latest` would pick."""
-    store, key, _backed_up, _live = swap_case
+@pytest.mark.parametrize("when", ["after staging", "after the pre-restore backup"])
+def test_a_restore_refuses_to_swap_over_writes_made_while_it_ran(when, swap_case, fresh_db, monkeypatch):
+    """A write to the target between the start of the restore and the swap (the app, a migration through another
+    Dagster instance, a person) refuses the swap, keeps the write, and leaves no backup `latest` would pick."""
+    store, key, _backed_up, live = swap_case
     import rusing_ops.backups.restore as restore_mod
 
-    real_stage = restore_mod._stage_new
+    name = "_stage_new" if when == "after staging" else "backup_live"
+    real = getattr(restore_mod, name)
 
-    def stage_then_write(*args, **kwargs):
-        staged = real_stage(*args, **kwargs)
-        rows(fresh_db, "INSERT INTO `added_after_backup` VALUES (2)")  # the app, a migration, a person
-        return staged
+    def then_write(*args, **kwargs):
+        out = real(*args, **kwargs)
+        rows(fresh_db, "INSERT INTO `added_after_backup` VALUES (2)")
+        return out
 
-    monkeypatch.setattr(restore_mod, "_stage_new", stage_then_write)
+    monkeypatch.setattr(restore_mod, name, then_write)
     with pytest.raises(RestoreRefused) as refused:
         restore_backup(fresh_db, store, key)
     assert f"`{fresh_db.database}` changed while the restore was running (table `added_after_backup` changed)" \
@@ -328,6 +347,13 @@ def test_a_restore_refuses_to_swap_over_writes_made_while_it_ran(swap_case, fres
     assert "The swap was refused: nothing was restored, those writes are still in" in str(refused.value)
     assert refused.value.data["changes"] == ["table `added_after_backup` changed"]
     assert rows(fresh_db, "SELECT id FROM added_after_backup ORDER BY id") == [(1,), (2,)]
-    assert [e for e in store.list("") if "pre-restore" in e.key] == []  # refused before the backup was taken
+    live["tables"].pop("added_after_backup")
+    now = snapshot(fresh_db, fresh_db.database)
+    now["tables"].pop("added_after_backup")
+    assert now == live  # nothing else moved
+    pre_restore = [o.key for o in store.list("") if "-pre-restore." in o.key and o.key.endswith(".manifest.json")]
+    assert len(pre_restore) == (0 if when == "after staging" else 1)
+    assert catalog.resolve(store, "latest", fresh_db.database).key == key  # never the refused restore's backup
+    assert "pre-restore backup" in str(refused.value) if pre_restore else "pre-restore" not in str(refused.value)
     assert rows(fresh_db, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE %s",
                 (fresh_db.database + "\\_\\_%",)) == []
