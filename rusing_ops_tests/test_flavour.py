@@ -189,3 +189,28 @@ def test_snapshot_start_takes_the_flavour_statement(fresh_db):
             assert err.value.args[0] == 1792  # ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION
     finally:
         conn.close()
+
+
+def test_health_says_the_runbook_words_for_a_paused_cluster():
+    from rusing_ops.health.checks import check_database
+
+    url = parse_database_url("mysql://u:pw-123@gateway01.us-east-1.prod.aws.tidbcloud.com:4000/app")
+
+    def ping():
+        raise dbmod.explain_connection_error(pymysql.err.OperationalError(1105, "cluster is paused"), url)
+
+    group = check_database(ping)
+    assert group.failed and "cluster is paused: resume it in the TiDB Cloud console" in group.rows[0].detail
+    assert "pw-123" not in group.rows[0].detail
+
+
+def test_start_snapshot_reads_the_flavour_from_the_handshake(fresh_db):
+    conn = dbmod.raw_connect(fresh_db)
+    try:
+        assert fl.kind_from_version(conn.server_version) == fl.MARIADB
+        start_snapshot(conn)
+        with conn.cursor() as cur:
+            cur.execute("SELECT @@in_transaction")
+            assert cur.fetchone() == (b"1",)
+    finally:
+        conn.close()

@@ -29,6 +29,7 @@ from ..core.flavour import (
     binlog_point,
     current_tso,
     detect_flavour,
+    kind_from_version,
     lock_held,
     locked_binlog_point,
     start_transaction_sql,
@@ -58,10 +59,10 @@ def start_snapshot(conn, flavour: Flavour | None = None, tso: int | None = None)
     with conn.cursor() as cur:
         cur.execute(_SESSION)
         cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        if flavour is None:
-            cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-        else:
-            cur.execute(start_transaction_sql(flavour, tso))
+        if flavour is None:  # from the handshake's version string: no query needed
+            version = getattr(conn, "server_version", "") or ""
+            flavour = Flavour(kind=kind_from_version(version), version=version)
+        cur.execute(start_transaction_sql(flavour, tso))
 
 
 def _hold_writes(locker, database: str) -> tuple[str | None, str]:
@@ -78,7 +79,7 @@ def _hold_writes(locker, database: str) -> tuple[str | None, str]:
         except pymysql.err.MySQLError as exc:
             refusals.append(f"FLUSH TABLES WITH READ LOCK refused ({exc.args[-1]!s:.120})")
         cur.execute("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
-                    "AND TABLE_TYPE = 'BASE TABLE'", (database,))
+                    "AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED')", (database,))
         names = [r[0].decode() if isinstance(r[0], bytes) else r[0] for r in cur.fetchall()]
         if not names:
             return "no tables", ""
