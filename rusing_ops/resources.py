@@ -18,7 +18,7 @@ from .core import database as dbmod
 from .core.app import AppControl
 from .core.dburl import DatabaseURL, parse_database_url
 from .core.store import BackupStore, open_store
-from .core.stripe_api import key_mode, make_stripe_client
+from .core.stripe_api import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, StripeAPI, connect_stripe, key_mode
 from .settings import PROJECT_ROOT, VARIABLES
 
 # Every job that writes to the application database carries this tag (queued, one at a time, by the
@@ -96,6 +96,8 @@ class StripeResource(dg.ConfigurableResource):
     api_key: Optional[str] = Field(default=None, description="STRIPE_SECRET_KEY (environment variable only).")
     webhook_secret: Optional[str] = Field(default=None, description="STRIPE_WEBHOOK_SECRET: the app endpoint's signing secret (environment variable only).")
     api_base: Optional[str] = Field(default=None, description="STRIPE_API_BASE: override of https://api.stripe.com (local servers, tests).")
+    connect_timeout_seconds: float = Field(default=CONNECT_TIMEOUT_S, description="Connect timeout of each Stripe call.")
+    read_timeout_seconds: float = Field(default=READ_TIMEOUT_S, description="Read timeout of each Stripe call (a Stripe that accepts and never answers fails after this, once per SDK attempt).")
 
     @property
     def configured(self) -> bool:
@@ -105,8 +107,9 @@ class StripeResource(dg.ConfigurableResource):
     def mode(self) -> str:
         return key_mode(self.api_key)
 
-    def get_client(self):
-        return make_stripe_client(self.api_key, self.api_base)
+    def get_client(self) -> StripeAPI:
+        return connect_stripe(self.api_key, self.api_base, connect_timeout_s=self.connect_timeout_seconds,
+                              read_timeout_s=self.read_timeout_seconds)
 
 
 class AppResource(dg.ConfigurableResource):

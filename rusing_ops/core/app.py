@@ -74,7 +74,9 @@ class AppControl:
                            next_step="set APP_BASE_URL, e.g. https://www.rusingacademy.ca")
         started = time.perf_counter()
         try:
-            resp = requests.get(url, timeout=self.timeout_s, headers={"Accept": "application/json"})
+            # (connect, read): an app that accepts and never answers fails after timeout_s, naming host and timeout.
+            resp = requests.get(url, timeout=(min(5.0, self.timeout_s), self.timeout_s),
+                                headers={"Accept": "application/json"})
         except requests.RequestException as exc:
             return HealthResponse(url, None, None, f"{type(exc).__name__}: {scrub_secret(str(exc))[:300]}",
                                   round((time.perf_counter() - started) * 1000, 1))

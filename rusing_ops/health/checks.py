@@ -1,15 +1,15 @@
 """Runbook §5, health checks: the app's /api/health, the database, and Stripe. Each check returns rows; an
-unconfigured part is reported as "not configured", never as a crash."""
+unconfigured part is reported as "not configured" (never a crash, and never a pass: nothing was checked)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ..core.app import AppControl
-from ..core.dburl import scrub_secret
 from ..core.errors import OpsError
+from ..core.stripe_api import StripeAPI
 
 OK, FAIL, WARN, SKIP = "ok", "FAIL", "warn", "not configured"
 EXPECTED_APP_HEALTH = {"status": "ok", "db": "connected", "stripe": "configured"}
@@ -46,11 +46,22 @@ class CheckGroup:
     def configured(self) -> bool:
         return not all(r.status == SKIP for r in self.rows)
 
+    @property
+    def warned(self) -> bool:
+        return any(r.status == WARN for r in self.rows)
+
+    @property
+    def passed(self) -> bool:
+        """Green only when something was checked and nothing failed or warned: "not configured" is not a pass."""
+        return self.configured and not self.failed and not self.warned
+
     def summary(self) -> str:
-        bad = [r for r in self.rows if r.failed]
+        bad = [r for r in self.rows if r.failed] or [r for r in self.rows if r.status == WARN]
         if bad:
-            return "; ".join(f"{r.check}: {r.detail}" for r in bad)
-        return "not configured" if not self.configured else "all checks passed"
+            return ("" if self.failed else "warning: ") + "; ".join(f"{r.check}: {r.detail}" for r in bad)
+        if not self.configured:
+            return "not configured, nothing checked: " + "; ".join(r.detail for r in self.rows)
+        return "all checks passed"
 
 
 def check_app(control: AppControl) -> CheckGroup:
@@ -96,31 +107,25 @@ def check_database(ping: Callable[[], object]) -> CheckGroup:
     return group
 
 
-def check_stripe(make_client: Callable[[], object] | None, mode: str, webhook_url: str | None,
-                 api_key: str | None = None) -> CheckGroup:
+def check_stripe(api: StripeAPI | None, mode: str, webhook_url: str | None) -> CheckGroup:
     """Key validity (``GET /v1/balance``) and, when the app URL is known, an enabled webhook endpoint for it."""
     group = CheckGroup("stripe")
-    if make_client is None:
+    if api is None:
         group.add("stripe key", SKIP, "STRIPE_SECRET_KEY is not set; Stripe checks skipped")
         return group
-    import stripe
-
-    client = make_client()
     started = time.perf_counter()
     try:
-        client.v1.balance.retrieve()
+        api.call(f"checking the {mode} key (GET /v1/balance)", api.client.v1.balance.retrieve)
         group.metrics["stripe_latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
         group.add("stripe key", OK, f"{mode} key accepted")
-    except stripe.AuthenticationError:
-        group.add("stripe key", FAIL, f"Stripe rejected the {mode} key (authentication error)")
-        return group
-    except stripe.StripeError as exc:
-        group.add("stripe key", FAIL, f"Stripe API error: {scrub_secret(str(exc.user_message or exc), api_key)[:200]}")
+    except OpsError as exc:
+        group.add("stripe key", FAIL, _said(exc))
         return group
     try:
-        endpoints = list(client.v1.webhook_endpoints.list({"limit": 100}).auto_paging_iter())
-    except stripe.StripeError as exc:
-        group.add("stripe webhook endpoints", FAIL, f"cannot list: {scrub_secret(str(exc.user_message or exc), api_key)[:200]}")
+        endpoints = api.call("listing webhook endpoints",
+                             lambda: list(api.client.v1.webhook_endpoints.list({"limit": 100}).auto_paging_iter()))
+    except OpsError as exc:
+        group.add("stripe webhook endpoints", FAIL, _said(exc))
         return group
     enabled = [e for e in endpoints if getattr(e, "status", None) == "enabled"]
     if webhook_url is None:
@@ -135,6 +140,11 @@ def check_stripe(make_client: Callable[[], object] | None, mode: str, webhook_ur
         else:
             group.add("stripe webhook endpoints", FAIL, f"no Stripe webhook endpoint points at {webhook_url}")
     return group
+
+
+def _said(exc: OpsError) -> str:
+    """A check row's detail: what failed and the next step (a health check changes nothing, so no "changed" note)."""
+    return exc.message + (f" Next: {exc.next_step}" if exc.next_step else "")
 
 
 def rows_of(groups: list[CheckGroup]) -> list[dict[str, str]]:

@@ -11,14 +11,9 @@ from dataclasses import asdict, dataclass, field
 
 import stripe
 
-from ..core.dburl import scrub_secret
-from ..core.errors import OpsError
+from ..core.stripe_api import StripeAPI
 
 BAD_BANK_STATUSES = {"errored", "verification_failed"}
-
-
-class StripeUnavailable(OpsError):
-    """Stripe's API could not be reached or refused the request."""
 
 
 @dataclass
@@ -111,32 +106,33 @@ def _account(data: dict) -> CoachAccount:
         current_deadline=_get(req, "current_deadline"))
 
 
-def check_coach_accounts(client: stripe.StripeClient, *, payouts_since_days: int = 30, max_accounts: int = 5000,
-                         secrets: tuple = ()) -> CoachAccountsReport:
+def check_coach_accounts(api: StripeAPI, *, payouts_since_days: int = 30, max_accounts: int = 5000) -> CoachAccountsReport:
     """List every connected account and, per account, its failed payouts (``Stripe-Account`` header) of the last
     ``payouts_since_days`` and its bank accounts whose status is errored or verification_failed. Read-only."""
     since = int(time.time()) - payouts_since_days * 86400
-    accounts = []
+    accounts: list[CoachAccount] = []
     try:
-        for acct in client.v1.accounts.list({"limit": 100}).auto_paging_iter():
-            coach = _account(acct.to_dict())
-            banks = client.v1.accounts.external_accounts.list(coach.id, {"object": "bank_account", "limit": 100})
-            coach.errored_bank_accounts = [
-                {"id": b["id"], "bank_name": b.get("bank_name"), "last4": b.get("last4"), "status": b.get("status")}
-                for b in (x.to_dict() for x in banks.auto_paging_iter()) if b.get("status") in BAD_BANK_STATUSES]
-            payouts = client.v1.payouts.list({"status": "failed", "created": {"gte": since}, "limit": 100},
-                                             {"stripe_account": coach.id})
-            coach.failed_payouts = [
-                {"id": p["id"], "amount": p.get("amount"), "currency": p.get("currency"),
-                 "failure_code": p.get("failure_code"), "failure_message": p.get("failure_message"),
-                 "arrival_date": p.get("arrival_date")}
-                for p in (x.to_dict() for x in payouts.auto_paging_iter())]
-            accounts.append(coach)
-            if len(accounts) >= max_accounts:
-                break
+        _read_accounts(api.client, since, max_accounts, accounts)
     except stripe.StripeError as exc:
-        message = scrub_secret(str(exc) or type(exc).__name__, *secrets)
-        raise StripeUnavailable(f"Stripe Connect listing failed after {len(accounts)} account(s): {message}",
-                                next_step="check STRIPE_SECRET_KEY / STRIPE_API_BASE and that Connect is enabled, "
-                                          "then run check_coach_accounts again") from None
+        what = f"listing Stripe Connect accounts ({len(accounts)} read so far; Connect must be enabled)"
+        raise api.explain(exc, what) from None
     return CoachAccountsReport(accounts)
+
+
+def _read_accounts(client, since: int, max_accounts: int, accounts: list[CoachAccount]) -> None:
+    for acct in client.v1.accounts.list({"limit": 100}).auto_paging_iter():
+        coach = _account(acct.to_dict())
+        banks = client.v1.accounts.external_accounts.list(coach.id, {"object": "bank_account", "limit": 100})
+        coach.errored_bank_accounts = [
+            {"id": b["id"], "bank_name": b.get("bank_name"), "last4": b.get("last4"), "status": b.get("status")}
+            for b in (x.to_dict() for x in banks.auto_paging_iter()) if b.get("status") in BAD_BANK_STATUSES]
+        payouts = client.v1.payouts.list({"status": "failed", "created": {"gte": since}, "limit": 100},
+                                         {"stripe_account": coach.id})
+        coach.failed_payouts = [
+            {"id": p["id"], "amount": p.get("amount"), "currency": p.get("currency"),
+             "failure_code": p.get("failure_code"), "failure_message": p.get("failure_message"),
+             "arrival_date": p.get("arrival_date")}
+            for p in (x.to_dict() for x in payouts.auto_paging_iter())]
+        accounts.append(coach)
+        if len(accounts) >= max_accounts:
+            break

@@ -125,18 +125,27 @@ def index_exists(conn: Connection, name: str) -> bool:
                                 "AND TABLE_NAME = :t AND INDEX_NAME = :i"), {"t": TABLE, "i": name}).scalar_one() > 0
 
 
+def missing_schema(conn: Connection) -> list[str]:
+    """What this tool's webhook work lacks: ``table`` (the app's log), ``index`` (our status index), ``audit``."""
+    has_table = table_exists(conn, TABLE)
+    return [what for what, present in (("table", has_table), ("audit", table_exists(conn, AUDIT_TABLE)),
+                                       ("index", has_table and index_exists(conn, STATUS_INDEX))) if not present]
+
+
+def index_hint(indexed: bool) -> str:
+    """``FORCE INDEX`` on our status index when it exists; without it the same query scans (slower, still right)."""
+    return f"FORCE INDEX ({STATUS_INDEX})" if indexed else ""
+
+
 def ensure(engine: Engine, url: DatabaseURL, *, lock_timeout_s: float = 10.0) -> list[str]:
     """Create what is missing: the app's table (as ``ensureWebhookEventsTable()`` would), our index, the audit table.
 
-    Checks first and changes nothing when all exist (the usual case); DDL runs under the database write lock
-    so it never interleaves with a migration. Returns the list of things created.
+    Only the setup job (`setup_webhook_tables`, database-write pool) calls this: read paths never change the
+    schema. Checks first and changes nothing when all exist; DDL runs under the database write lock so it never
+    interleaves with a migration. Returns the list of things created.
     """
     with connect(engine, url) as conn:
-        missing = [what for what, present in (
-            ("table", table_exists(conn, TABLE)),
-            ("audit", table_exists(conn, AUDIT_TABLE)),
-            ("index", table_exists(conn, TABLE) and index_exists(conn, STATUS_INDEX)),
-        ) if not present]
+        missing = missing_schema(conn)
     if not missing:
         return []
     created = []
@@ -168,7 +177,7 @@ class Position:
         return [self.ts, self.id]
 
     @classmethod
-    def decode(cls, value) -> "Position":
+    def decode(cls, value) -> Position:
         return cls(int(value[0]), int(value[1])) if value else cls()
 
 
@@ -193,15 +202,16 @@ def rows_for(conn: Connection, event_ids: list[str]) -> dict[str, LogRow]:
 
 
 def read_after(conn: Connection, status: str, after: Position, *, limit: int, settle_s: int = 2,
-               older_than_s: int = 0, max_attempts: int | None = None) -> list[LogRow]:
+               older_than_s: int = 0, max_attempts: int | None = None, indexed: bool = True) -> list[LogRow]:
     """Rows in ``status`` whose (updatedAt, id) is after ``after``, oldest change first, at most ``limit``.
 
     Index-backed by (status, updatedAt, id): the range starts at the cursor, so a tick with nothing new reads no
     row whatever the table's size. ``settle_s`` leaves out the current seconds (``updatedAt`` has 1 s resolution,
     so a row changed later in the same second would otherwise sort before an advanced cursor and be missed).
     ``older_than_s`` keeps only rows idle that long (stuck ``processing``); ``max_attempts`` keeps rows below it.
+    ``indexed=False`` (our index is missing) reads the same rows without the index hint.
     """
-    sql = (f"SELECT {_COLUMNS} FROM {TABLE} FORCE INDEX ({STATUS_INDEX}) WHERE status = :st "
+    sql = (f"SELECT {_COLUMNS} FROM {TABLE} {index_hint(indexed)} WHERE status = :st "
            "AND updatedAt >= FROM_UNIXTIME(:ts) AND NOT (updatedAt = FROM_UNIXTIME(:ts) AND id <= :id) "
            "AND updatedAt < NOW() - INTERVAL :lag SECOND")
     if max_attempts is not None:
@@ -212,11 +222,10 @@ def read_after(conn: Connection, status: str, after: Position, *, limit: int, se
     return [_row(r) for r in conn.execute(sa.text(sql), params)]
 
 
-def list_failed(conn: Connection, *, limit: int, include_dead: bool = False) -> list[LogRow]:
+def list_failed(conn: Connection, *, limit: int, include_dead: bool = False, indexed: bool = True) -> list[LogRow]:
     """Failed rows (oldest change first); dead-lettered ones only when ``include_dead``."""
-    rows = read_after(conn, "failed", Position(), limit=limit, settle_s=0,
-                      max_attempts=None if include_dead else MAX_ATTEMPTS)
-    return rows
+    return read_after(conn, "failed", Position(), limit=limit, settle_s=0,
+                      max_attempts=None if include_dead else MAX_ATTEMPTS, indexed=indexed)
 
 
 def list_dead_lettered(conn: Connection, *, limit: int) -> list[LogRow]:
@@ -226,26 +235,27 @@ def list_dead_lettered(conn: Connection, *, limit: int) -> list[LogRow]:
     return [_row(r) for r in rows]
 
 
-def list_stuck(conn: Connection, *, stuck_after_s: int, limit: int) -> list[LogRow]:
+def list_stuck(conn: Connection, *, stuck_after_s: int, limit: int, indexed: bool = True) -> list[LogRow]:
     """Rows `processing` for longer than ``stuck_after_s``."""
-    return read_after(conn, "processing", Position(), limit=limit, older_than_s=stuck_after_s)
+    return read_after(conn, "processing", Position(), limit=limit, older_than_s=stuck_after_s, indexed=indexed)
 
 
-def count_status(conn: Connection, *, stuck_after_s: int) -> dict[str, int]:
+def count_status(conn: Connection, *, stuck_after_s: int, indexed: bool = True) -> dict[str, int]:
     """failed, dead_lettered and stuck counts; each is a range on the status index (cheap while they are few)."""
     row = conn.execute(sa.text(
         f"SELECT (SELECT COUNT(*) FROM {TABLE} WHERE status = 'failed') AS failed, "
         f"(SELECT COUNT(*) FROM {TABLE} WHERE status = 'failed' AND attempts >= :maxa) AS dead, "
-        f"(SELECT COUNT(*) FROM {TABLE} FORCE INDEX ({STATUS_INDEX}) WHERE status = 'processing' "
+        f"(SELECT COUNT(*) FROM {TABLE} {index_hint(indexed)} WHERE status = 'processing' "
         "AND updatedAt < NOW() - INTERVAL :stuck SECOND) AS stuck"), {"maxa": MAX_ATTEMPTS, "stuck": stuck_after_s}).one()
     return {"failed": int(row.failed), "dead_lettered": int(row.dead), "stuck": int(row.stuck)}
 
 
-def count_indexed(conn: Connection, *, stuck_after_s: int) -> dict[str, int]:
+def count_indexed(conn: Connection, *, stuck_after_s: int, indexed: bool = True) -> dict[str, int]:
     """failed and stuck counts read from the status index alone (no row lookups): what a sensor tick can afford."""
+    hint = index_hint(indexed)
     row = conn.execute(sa.text(
-        f"SELECT (SELECT COUNT(*) FROM {TABLE} FORCE INDEX ({STATUS_INDEX}) WHERE status = 'failed') AS failed, "
-        f"(SELECT COUNT(*) FROM {TABLE} FORCE INDEX ({STATUS_INDEX}) WHERE status = 'processing' "
+        f"SELECT (SELECT COUNT(*) FROM {TABLE} {hint} WHERE status = 'failed') AS failed, "
+        f"(SELECT COUNT(*) FROM {TABLE} {hint} WHERE status = 'processing' "
         "AND updatedAt < NOW() - INTERVAL :stuck SECOND) AS stuck"), {"stuck": stuck_after_s}).one()
     return {"failed": int(row.failed), "stuck": int(row.stuck)}
 

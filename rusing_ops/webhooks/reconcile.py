@@ -58,18 +58,23 @@ def outcomes_markdown(outcomes: list[Outcome], limit: int = 100) -> str:
     return "\n".join(lines)
 
 
-def prepare(redriver: Redriver, *, dry_run: bool) -> list[str]:
-    """Make sure the tables exist (a dry run only checks); returns what was created."""
-    if not dry_run:
-        return log.ensure(redriver.engine, redriver.url)
+def prepare(redriver: Redriver, *, dry_run: bool) -> bool:
+    """Check (never create) what a re-drive needs: the app's table and, unless ``dry_run``, this tool's audit table.
+
+    Returns whether our status index exists (without it the reads scan; `setup_webhook_tables` creates it)."""
     with connect(redriver.engine, redriver.url) as conn:
-        if not log.table_exists(conn, log.TABLE):
-            raise NotFound(f"{redriver.url.masked()} has no {log.TABLE} table yet (the app creates it on its first webhook).")
-    return []
+        missing = log.missing_schema(conn)
+    if "table" in missing:
+        raise NotFound(f"{redriver.url.masked()} has no {log.TABLE} table yet (the app creates it on its first webhook).")
+    if "audit" in missing and not dry_run:
+        raise ConfigError(f"{redriver.url.masked()} has no {log.AUDIT_TABLE} table, where every re-drive is recorded.",
+                          next_step="run the setup_webhook_tables job once (`rusing-ops webhooks setup`), then this "
+                                    "command again")
+    return "index" not in missing
 
 
 def select_events(redriver: Redriver, *, event_ids: list[str], all_failed: bool, include_stuck: bool,
-                  max_events: int) -> list[str]:
+                  max_events: int, indexed: bool = True) -> list[str]:
     """The ids to re-drive: ``event_ids`` (validated, in order) plus, with ``all_failed``, every failed row that is
     not dead-lettered and (``include_stuck``) every row stuck in processing, oldest change first."""
     ids = [log.validate_event_id(e) for e in event_ids]
@@ -78,9 +83,9 @@ def select_events(redriver: Redriver, *, event_ids: list[str], all_failed: bool,
                           next_step="rusing-ops webhooks reconcile (all failed) or rusing-ops webhooks retry evt_...")
     if all_failed:
         with connect(redriver.engine, redriver.url) as conn:
-            rows = log.list_failed(conn, limit=max_events)
+            rows = log.list_failed(conn, limit=max_events, indexed=indexed)
             if include_stuck:
-                rows += log.list_stuck(conn, stuck_after_s=redriver.stuck_after_s, limit=max_events)
+                rows += log.list_stuck(conn, stuck_after_s=redriver.stuck_after_s, limit=max_events, indexed=indexed)
         ids += [r.stripe_event_id for r in rows]
     return list(dict.fromkeys(ids))[:max_events]
 
@@ -90,9 +95,9 @@ def reconcile(redriver: Redriver, *, event_ids: list[str] = (), all_failed: bool
               log_fn: Callable[[str], None] | None = None) -> ReconcileReport:
     """Re-drive the selected events; see :func:`select_events`. ``dry_run`` fetches from Stripe but delivers nothing."""
     ids = [log.validate_event_id(e) for e in event_ids]
-    prepare(redriver, dry_run=dry_run)
+    indexed = prepare(redriver, dry_run=dry_run)
     selected = select_events(redriver, event_ids=ids, all_failed=all_failed, include_stuck=include_stuck,
-                             max_events=max_events)
+                             max_events=max_events, indexed=indexed)
     report = ReconcileReport(selected, dry_run=dry_run)
     if selected:
         report.outcomes = redrive_many(redriver, selected, dry_run=dry_run, concurrency=concurrency,

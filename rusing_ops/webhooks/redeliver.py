@@ -1,15 +1,13 @@
 """Re-drive one Stripe event into the app and read back what the app did with it.
 
 Two ways in: a signed re-POST of the authoritative event (fetched from Stripe by id) to the app's webhook
-endpoint, exactly as Stripe delivers (raw JSON body, ``Stripe-Signature: t=<now>,v1=HMAC_SHA256(secret,
-"t.body")``), or Stripe's own retry (``POST /v1/events/{id}/retry`` to a named endpoint). Either way the
+endpoint, exactly as Stripe delivers (raw JSON body, ``Stripe-Signature`` from the SDK's
+``stripe.WebhookSignature.generate_signature_header``: ``t=<now>,v1=HMAC_SHA256(secret, "t.body")``), or Stripe's own retry (``POST /v1/events/{id}/retry`` to a named endpoint). Either way the
 outcome comes from the app's `webhook_events_log` row, never from the HTTP status alone.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,25 +22,20 @@ from ..core.database import connect
 from ..core.dburl import DatabaseURL, mask_url, scrub_secret
 from ..core.errors import ConfigError, NotFound
 from ..core.progress import Progress
+from ..core.stripe_api import CONNECT_TIMEOUT_S, StripeAPI, StripeRefused, StripeUnavailable
 from . import events_log as log
-from .stripe_events import RETENTION_S, StripeUnavailable, ask_stripe_to_retry, fetch_event
+from .stripe_events import RETENTION_S, ask_stripe_to_retry, fetch_event
 
 OK_OUTCOMES = {"processed", "already_processed", "would_redrive"}
 USER_AGENT = "rusing-ops webhook re-delivery"
 MAX_CONCURRENCY = 8
 
 
-def signature_header(payload: str, secret: str, timestamp: int | None = None) -> str:
-    """``Stripe-Signature`` for ``payload`` as Stripe computes it: ``t=<ts>,v1=hex(HMAC_SHA256(secret, "<ts>.<payload>"))``."""
-    ts = int(time.time()) if timestamp is None else int(timestamp)
-    mac = hmac.new(secret.encode("utf-8"), f"{ts}.{payload}".encode("utf-8"), hashlib.sha256).hexdigest()
-    return f"t={ts},v1={mac}"
-
-
 @dataclass
 class Outcome:
     """What happened to one event. ``outcome`` is one of OK_OUTCOMES or failed / dead_lettered / not_claimed /
-    needs_object_repair / not_in_stripe / stripe_unavailable / app_unreachable."""
+    needs_object_repair / not_in_stripe / stripe_unavailable (transient: worth a retry) / stripe_refused (bad key
+    or request: a retry cannot help) / app_unreachable."""
 
     event_id: str
     outcome: str
@@ -83,16 +76,15 @@ class Redriver:
 
     engine: Engine
     url: DatabaseURL
-    client: stripe.StripeClient | None
+    client: StripeAPI | None
     webhook_url: str | None
     webhook_secret: str | None
-    api_key: str | None = None
     actor: str = "rusing-ops"
     run_id: str | None = None
     mode: str = "redeliver"
     webhook_endpoint: str | None = None
     stuck_after_s: int = 900
-    timeout_s: float = 30.0
+    timeout_s: float = 30.0  # read timeout of the POST to the app (connect: CONNECT_TIMEOUT_S)
     wait_s: float = 30.0  # stripe_retry: how long to wait for Stripe's delivery to show in the log
 
     def __post_init__(self):
@@ -106,10 +98,6 @@ class Redriver:
                               next_step="set both, or use mode stripe_retry with a webhook_endpoint we_...")
         if self.mode == "stripe_retry" and not self.webhook_endpoint:
             raise ConfigError("mode stripe_retry needs webhook_endpoint (we_..., the app's endpoint in Stripe).")
-
-    @property
-    def secrets(self) -> tuple:
-        return (self.api_key, self.webhook_secret)
 
     def _audit(self, conn, action: str, outcome: str, event_id: str, detail=None) -> None:
         log.audit(conn, actor=self.actor, run_id=self.run_id, action=action, outcome=outcome, event_id=event_id,
@@ -169,12 +157,12 @@ class Redriver:
     def _fetch(self, conn, event_id: str, before: log.LogRow | None):
         try:
             try:
-                event = fetch_event(self.client, event_id, secrets=self.secrets)
+                event = fetch_event(self.client, event_id)
             except NotFound:
                 if before is None or before.account is None:
                     raise
                 # A Connect event lives on the coach's account; the stored payload only says which one to ask.
-                event = fetch_event(self.client, event_id, account=before.account, secrets=self.secrets)
+                event = fetch_event(self.client, event_id, account=before.account)
         except NotFound as exc:
             if before is not None and before.age_s > RETENTION_S:
                 return Outcome(event_id, "needs_object_repair", before.event_type, before.attempts,
@@ -184,6 +172,8 @@ class Redriver:
                            before.attempts if before else None, error=exc.message)
         except StripeUnavailable as exc:
             return Outcome(event_id, "stripe_unavailable", error=exc.message)
+        except StripeRefused as exc:
+            return Outcome(event_id, "stripe_refused", error=exc.message)
         if event.past_retention:
             return Outcome(event_id, "needs_object_repair", event.type, before.attempts if before else None,
                            error=f"created {event.age_s // 86400} days ago, past Stripe's 30-day event window: "
@@ -194,22 +184,24 @@ class Redriver:
         """Send the event; False (with ``out`` filled in) when it never reached the app / Stripe refused."""
         if self.mode == "stripe_retry":
             try:
-                ask_stripe_to_retry(self.client, event.id, self.webhook_endpoint, account=event.account,
-                                    secrets=self.secrets)
-            except (StripeUnavailable, NotFound) as exc:
+                ask_stripe_to_retry(self.client, event.id, self.webhook_endpoint, account=event.account)
+            except StripeUnavailable as exc:
                 out.outcome, out.error = "stripe_unavailable", exc.message
+                return False
+            except (StripeRefused, NotFound) as exc:
+                out.outcome, out.error = "stripe_refused", exc.message
                 return False
             out.actions.append(f"asked Stripe to retry to {self.webhook_endpoint}")
             return True
         headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT,
-                   "Stripe-Signature": signature_header(event.body, self.webhook_secret)}
+                   "Stripe-Signature": stripe.WebhookSignature.generate_signature_header(event.body, self.webhook_secret)}
         try:
             resp = requests.post(self.webhook_url, data=event.body.encode("utf-8"), headers=headers,
-                                 timeout=self.timeout_s, allow_redirects=False)
+                                 timeout=(CONNECT_TIMEOUT_S, self.timeout_s), allow_redirects=False)
         except requests.RequestException as exc:
             out.outcome = "app_unreachable"
             out.error = f"{mask_url(self.webhook_url)} did not answer: {type(exc).__name__}: " + \
-                scrub_secret(str(exc), *self.secrets)[:300]
+                scrub_secret(str(exc), self.webhook_secret)[:300]
             return False
         out.http_status = resp.status_code
         out.actions.append(f"POST {mask_url(self.webhook_url)} -> HTTP {resp.status_code}")

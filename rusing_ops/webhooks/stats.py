@@ -42,20 +42,22 @@ class WebhookStats:
         return "\n".join(lines)
 
 
-def collect(conn: Connection, *, stuck_after_s: int = 900, recent: int = 20) -> WebhookStats:
-    """Read the statistics in a handful of queries (the per-type totals scan the table; the rest use indexes)."""
+def collect(conn: Connection, *, stuck_after_s: int = 900, recent: int = 20, indexed: bool = True) -> WebhookStats:
+    """Read the statistics in a handful of queries (the per-type totals scan the table; the rest use indexes).
+
+    Read only: with ``indexed=False`` (our status index is missing) the same queries run without the index hint."""
     by_status = {r.status: int(r.n) for r in conn.execute(sa.text(
         f"SELECT status, COUNT(*) AS n FROM {log.TABLE} GROUP BY status"))}
     by_type: dict[str, dict[str, int]] = {}
     for r in conn.execute(sa.text(f"SELECT eventType, status, COUNT(*) AS n FROM {log.TABLE} GROUP BY eventType, status")):
         by_type.setdefault(r.eventType, {})[r.status] = int(r.n)
-    counts = log.count_status(conn, stuck_after_s=stuck_after_s)
+    counts = log.count_status(conn, stuck_after_s=stuck_after_s, indexed=indexed)
     oldest = conn.execute(sa.text(
         f"SELECT MAX(TIMESTAMPDIFF(SECOND, createdAt, NOW())) FROM {log.TABLE} WHERE status IN ('processing', 'failed')"
     )).scalar()
     rows = conn.execute(sa.text(
         f"SELECT stripeEventId, eventType, attempts, lastError, TIMESTAMPDIFF(SECOND, updatedAt, NOW()) AS idle "
-        f"FROM {log.TABLE} FORCE INDEX ({log.STATUS_INDEX}) WHERE status = 'failed' ORDER BY updatedAt DESC, id DESC "
+        f"FROM {log.TABLE} {log.index_hint(indexed)} WHERE status = 'failed' ORDER BY updatedAt DESC, id DESC "
         "LIMIT :n"), {"n": recent})
     failures = [{"event_id": r.stripeEventId, "type": r.eventType, "attempts": int(r.attempts),
                  "dead_lettered": int(r.attempts) >= log.MAX_ATTEMPTS, "idle_s": int(r.idle),

@@ -43,14 +43,13 @@ def sweep(redriver: Redriver, *, days: int = 7, hours: int = 26, dry_run: bool =
         raise ConfigError(f"days={days}: Stripe lists events of the last {RETENTION_S // 86400} days only; use 1-30.")
     prepare(redriver, dry_run=dry_run)
     now = int(time.time())
-    secrets = redriver.secrets
     events: dict[str, dict] = {}
     undelivered = recent = 0
     for event in list_events(redriver.client, types=HANDLED_TYPES, created_gte=now - days * 86400,
-                             delivery_success=False, secrets=secrets):
+                             delivery_success=False):
         events[event["id"]] = event
         undelivered += 1
-    for event in list_events(redriver.client, types=HANDLED_TYPES, created_gte=now - hours * 3600, secrets=secrets):
+    for event in list_events(redriver.client, types=HANDLED_TYPES, created_gte=now - hours * 3600):
         events[event["id"]] = event
         recent += 1
     ids = [log.validate_event_id(e) for e in events]

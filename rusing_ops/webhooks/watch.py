@@ -6,9 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ..core.database import connect
@@ -18,14 +17,14 @@ from . import events_log as log
 
 @dataclass(frozen=True)
 class Cursor:
-    failed: log.Position = log.Position()
-    stuck: log.Position = log.Position()
+    failed: log.Position = field(default_factory=log.Position)
+    stuck: log.Position = field(default_factory=log.Position)
 
     def encode(self) -> str:
         return json.dumps({"failed": self.failed.encode(), "stuck": self.stuck.encode()})
 
     @classmethod
-    def decode(cls, text: str | None) -> "Cursor":
+    def decode(cls, text: str | None) -> Cursor:
         if not text:
             return cls()
         data = json.loads(text)
@@ -38,6 +37,11 @@ class TickPlan:
     cursor: Cursor
     dead_lettered: list[log.LogRow] = field(default_factory=list)  # newly seen: their run fails, which alerts
     counts: dict[str, int] | None = None
+    missing: list[str] = field(default_factory=list)  # what log.missing_schema found: "table", "index", "audit"
+
+    @property
+    def no_table(self) -> bool:
+        return "table" in self.missing
 
     @staticmethod
     def run_key(batch: list[log.LogRow]) -> str:
@@ -46,6 +50,9 @@ class TickPlan:
         return f"failed_webhook_events:{digest}"
 
     def skip_reason(self, previous: Cursor) -> str:
+        if self.no_table:
+            return (f"{log.TABLE} does not exist yet (the app creates it on its first webhook); nothing to watch, "
+                    "the cursor did not move.")
         since = _when(previous.failed.ts)
         counts = self.counts or {}
         return (f"No new failed or stuck rows in webhook_events_log since {since} "
@@ -54,7 +61,7 @@ class TickPlan:
 
 
 def _when(ts: int) -> str:
-    return "the beginning" if not ts else datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return "the beginning" if not ts else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def plan_tick(engine: Engine, url: DatabaseURL, cursor_text: str | None, *, max_rows: int = 200, batch_size: int = 50,
@@ -64,28 +71,24 @@ def plan_tick(engine: Engine, url: DatabaseURL, cursor_text: str | None, *, max_
     Newly dead-lettered rows are batched too: their re-drive stops at "dead_lettered" without delivering (the app
     would refuse them; a person decides), so the run fails and the run-failure alert fires. The counts for the
     skip message are read only when there is nothing to do.
+
+    Read only: a missing table is a plan with nothing to do; a missing status index (created by the
+    `setup_webhook_tables` job) means the same reads without the index hint, reported in ``missing``.
     """
     cursor = Cursor.decode(cursor_text)
-    try:
-        return _plan(engine, url, cursor, max_rows, batch_size, stuck_after_s, settle_s)
-    except sa.exc.DBAPIError as exc:
-        code = getattr(exc.orig, "args", [None])[0]
-        if code not in (1146, 1176):  # no such table / no such index: create them as the app would, then once more
-            raise
-    log.ensure(engine, url)
-    return _plan(engine, url, cursor, max_rows, batch_size, stuck_after_s, settle_s)
-
-
-def _plan(engine, url, cursor: Cursor, max_rows, batch_size, stuck_after_s, settle_s) -> TickPlan:
     with connect(engine, url) as conn:
-        failed = log.read_after(conn, "failed", cursor.failed, limit=max_rows, settle_s=settle_s)
+        missing = log.missing_schema(conn)
+        if "table" in missing:
+            return TickPlan([], cursor, missing=missing)
+        indexed = "index" not in missing
+        failed = log.read_after(conn, "failed", cursor.failed, limit=max_rows, settle_s=settle_s, indexed=indexed)
         stuck = log.read_after(conn, "processing", cursor.stuck, limit=max(0, max_rows - len(failed)),
-                               older_than_s=stuck_after_s) if len(failed) < max_rows else []
+                               older_than_s=stuck_after_s, indexed=indexed) if len(failed) < max_rows else []
         new = Cursor(log.Position(failed[-1].updated_ts, failed[-1].id) if failed else cursor.failed,
                      log.Position(stuck[-1].updated_ts, stuck[-1].id) if stuck else cursor.stuck)
         todo = failed + stuck
         plan = TickPlan([todo[i:i + batch_size] for i in range(0, len(todo), batch_size)], new,
-                        [r for r in failed if r.dead_lettered])
+                        [r for r in failed if r.dead_lettered], missing=missing)
         if not todo:
-            plan.counts = log.count_indexed(conn, stuck_after_s=stuck_after_s)
+            plan.counts = log.count_indexed(conn, stuck_after_s=stuck_after_s, indexed=indexed)
     return plan

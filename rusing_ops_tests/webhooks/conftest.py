@@ -12,11 +12,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import requests
 
 from rusing_ops.core.database import create_engine
-from rusing_ops.core.stripe_api import make_stripe_client
+from rusing_ops.core.stripe_api import connect_stripe
 from rusing_ops.webhooks import events_log
 from rusing_ops.webhooks.redeliver import Redriver
 from rusing_ops_tests.conftest import wait_for_port
@@ -139,20 +140,19 @@ def app_endpoint(app_server_proc, fresh_db, db_conn) -> AppEndpoint:
 @pytest.fixture
 def engine(fresh_db):
     eng = create_engine(fresh_db)
-    events_log.ensure(eng, fresh_db)
+    events_log.ensure(eng, fresh_db, lock_timeout_s=120)  # GET_LOCK is server-wide: other suites may hold it
     yield eng
     eng.dispose()
 
 
 @pytest.fixture
 def stripe_client(stripe_server):
-    return make_stripe_client(API_KEY, stripe_server.base)
+    return connect_stripe(API_KEY, stripe_server.base)
 
 
 @pytest.fixture
 def redriver(engine, fresh_db, stripe_client, app_endpoint) -> Redriver:
-    return Redriver(engine, fresh_db, stripe_client, app_endpoint.webhook_url, WEBHOOK_SECRET, api_key=API_KEY,
-                    actor="test")
+    return Redriver(engine, fresh_db, stripe_client, app_endpoint.webhook_url, WEBHOOK_SECRET, actor="test")
 
 
 def insert_row(db_conn, event_id: str, *, status: str = "failed", attempts: int = 1, type_: str = "payment_intent.succeeded",
@@ -175,3 +175,27 @@ def localstripe_server():
     proc, port = _spawn(["-c", code], log_name="localstripe")
     yield f"http://127.0.0.1:{port}"
     _stop(proc)
+
+
+def failure_text(result) -> str:
+    """The last step failure's own paragraph (after retries Dagster's error reads "Exceeded max_retries")."""
+    data = [e.step_failure_data for e in result.all_events if e.is_step_failure][-1]
+    if data.user_failure_data is not None:
+        return data.user_failure_data.description
+    return data.error.message.removeprefix("dagster._core.definitions.events.Failure: ")
+
+
+def retries(result) -> int:
+    return sum(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
+
+
+def fast_retry(job):
+    """The same op with the production RetryPolicy's count cut to 1 and no delay (the policy itself is asserted in
+    test_definitions): proves what is retried without waiting out the backoff."""
+    op_def = job.graph.nodes[0].definition
+
+    @dg.job(name=f"{job.name}_fast_retry")
+    def fast():
+        op_def.with_retry_policy(dg.RetryPolicy(max_retries=1, delay=0))()
+
+    return fast

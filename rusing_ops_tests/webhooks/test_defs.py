@@ -9,15 +9,24 @@ import threading
 import dagster as dg
 import pytest
 
-from rusing_ops.core.stripe_api import make_stripe_client
+from rusing_ops.core.stripe_api import connect_stripe
 from rusing_ops.resources import AppResource, DatabaseResource, StripeResource
+from rusing_ops.webhooks import defs as wh
 from rusing_ops.webhooks.reconcile import retry_event
 from rusing_ops.webhooks.redeliver import Redriver
-from rusing_ops.webhooks import defs as wh
 from rusing_ops.webhooks.watch import Cursor
 from rusing_ops_tests.conftest import free_port
+from rusing_ops_tests.silent_server import SilentServer
 
-from .conftest import API_KEY, WEBHOOK_SECRET, insert_row, make_event
+from .conftest import (
+    API_KEY,
+    WEBHOOK_SECRET,
+    failure_text,
+    fast_retry,
+    insert_row,
+    make_event,
+    retries,
+)
 
 
 @pytest.fixture
@@ -35,11 +44,6 @@ def tick(resources, instance, cursor=None):
 def run(job, resources, instance, config: dict, op: str):
     return job.execute_in_process(run_config={"ops": {op: {"config": config}}}, resources=resources, instance=instance,
                                   raise_on_error=False)
-
-
-def failure_text(result) -> str:
-    text = next(e.step_failure_data.error.message for e in result.all_events if e.is_step_failure)
-    return text.removeprefix("dagster._core.definitions.events.Failure: ")
 
 
 def all_log_text(instance, result) -> str:
@@ -109,8 +113,8 @@ def test_sensor_run_and_manual_retry_race_processes_once(resources, engine, fres
     insert_row(db_conn, "evt_r1", attempts=2, ago_s=30)
     app_endpoint.configure(delay_s=0.3)
     request = tick(resources, dagster_instance).run_requests[0]
-    manual_redriver = Redriver(engine, fresh_db, make_stripe_client(API_KEY, stripe_server.base), app_endpoint.webhook_url,
-                               WEBHOOK_SECRET, api_key=API_KEY, actor="cli")
+    manual_redriver = Redriver(engine, fresh_db, connect_stripe(API_KEY, stripe_server.base), app_endpoint.webhook_url,
+                               WEBHOOK_SECRET, actor="cli")
     results = {}
 
     def sensor_run():
@@ -153,7 +157,12 @@ def test_dead_lettered_fails_the_check_and_manual_retry_brings_it_back(resources
     assert checks["no_dead_lettered_events"].passed is False and checks["no_stuck_events"].passed is True
     assert checks["no_dead_lettered_events"].metadata["events"].value == "evt_x1"
     mat = stats.asset_materializations_for_node("webhook_processing_stats")[0].metadata
-    assert mat["dead_lettered"].value == 1 and "evt_x1" in mat["recent_failures"].value
+    assert mat["dead_lettered"].value == 1 and mat["dagster/row_count"].value == 1
+    assert [r.data["event_id"] for r in mat["recent_failures"].records] == ["evt_x1"]
+    assert mat["recent_failures"].records[0].data["dead_lettered"] is True
+    assert [r.data for r in mat["by_type"].records] == [
+        {"type": "invoice.payment_failed", "processed": 0, "processing": 0, "failed": 1}]
+    assert mat["status_index"].value == "present"
 
     app_endpoint.configure(fail={})
     retry = run(wh.retry_webhook_event, resources, dagster_instance, {"event_id": "evt_x1"}, "retry_event")
@@ -219,8 +228,10 @@ def test_unreachable_app_fails_clearly_and_marks_nothing_done(resources, engine,
     resources["stripe"] = StripeResource(api_key=API_KEY, webhook_secret=WEBHOOK_SECRET,
                                          api_base=f"http://127.0.0.1:{free_port()}")
     insert_row(db_conn, "evt_u2", attempts=1)
-    result = run(wh.reconcile_webhook_events, resources, dagster_instance, {"all_failed": True}, "reconcile_events")
+    result = run(fast_retry(wh.reconcile_webhook_events), resources, dagster_instance, {"all_failed": True},
+                 "reconcile_events")
     assert "1 event(s): 1 stripe_unavailable" in failure_text(result)
+    assert retries(result) == 1  # Stripe unavailable is transient: retried
     assert app_endpoint.row("evt_u2") == {"status": "failed", "attempts": 1, "lastError": "boom"}
     assert app_endpoint.seen() == []
     console = capfd.readouterr()
@@ -236,3 +247,81 @@ def test_dry_run_delivers_nothing(resources, engine, db_conn, stripe_server, app
                  "reconcile_events")
     assert result.success and app_endpoint.seen() == []
     assert app_endpoint.row("evt_dry1")["attempts"] == 1
+
+
+def test_stripe_that_never_answers_is_retried_then_fails_naming_host_and_timeout(resources, engine, db_conn,
+                                                                                 app_endpoint, dagster_instance):
+    """Before: 30 s x 3 SDK attempts per call (93 s for `webhooks retry`), with no host or timeout in the message."""
+    insert_row(db_conn, "evt_t1", attempts=3)
+    silent = SilentServer()
+    try:
+        resources["stripe"] = StripeResource(api_key=API_KEY, webhook_secret=WEBHOOK_SECRET, api_base=silent.base_url,
+                                             read_timeout_seconds=1, connect_timeout_seconds=1)
+        result = run(fast_retry(wh.retry_webhook_event), resources, dagster_instance, {"event_id": "evt_t1"},
+                     "retry_event")
+    finally:
+        silent.close()
+    assert not result.success and retries(result) == 1
+    assert failure_text(result).startswith(
+        f"retry of evt_t1 ended stripe_unavailable: Stripe API at 127.0.0.1:{silent.port} did not answer within the "
+        "1 s read timeout while fetching evt_t1 (2 attempt(s); ReadTimeout: ")
+    assert app_endpoint.row("evt_t1") == {"status": "failed", "attempts": 3, "lastError": "boom"}
+    assert app_endpoint.seen() == []
+
+
+def test_refused_key_fails_at_once_without_retry(resources, engine, db_conn, stripe_server, app_endpoint,
+                                                 dagster_instance):
+    stripe_server.add_events(make_event("evt_k1"))
+    insert_row(db_conn, "evt_k1", attempts=3)
+    resources["stripe"] = StripeResource(api_key="rk_revoked_key_0000", webhook_secret=WEBHOOK_SECRET,
+                                         api_base=stripe_server.base)
+    result = run(wh.retry_webhook_event, resources, dagster_instance, {"event_id": "evt_k1"}, "retry_event")
+    assert not result.success and retries(result) == 0  # the production policy (3 retries) never fired
+    assert failure_text(result).startswith(
+        f"retry of evt_k1 ended stripe_refused: Stripe at {stripe_server.base.removeprefix('http://')} refused the API "
+        "key while fetching evt_k1 (HTTP 401).")
+    assert [q["path"] for q in stripe_server.requests()] == ["/v1/events/evt_k1"]
+    assert app_endpoint.row("evt_k1") == {"status": "failed", "attempts": 3, "lastError": "boom"}
+
+
+def test_read_paths_never_write_and_the_setup_job_creates_the_index(database_url_str, fresh_db, db_conn,
+                                                                    stripe_server, app_endpoint, dagster_instance):
+    """Before: the stats asset and the sensor ran CREATE INDEX on the app's table (and created tables)."""
+    from rusing_ops.webhooks import events_log as log
+
+    def schema():
+        with db_conn.cursor() as cur:
+            cur.execute("SELECT TABLE_NAME, INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = "
+                        "DATABASE() ORDER BY 1, 2")
+            return cur.fetchall()
+
+    resources = {"database": DatabaseResource(url=database_url_str),
+                 "stripe": StripeResource(api_key=API_KEY, webhook_secret=WEBHOOK_SECRET, api_base=stripe_server.base),
+                 "app": AppResource(base_url=app_endpoint.base)}
+    nothing = tick(resources, dagster_instance)  # no table at all: skipped, nothing created
+    assert nothing.skip_message.startswith("webhook_events_log does not exist yet (the app creates it on its first")
+    assert schema() == ()
+    with db_conn.cursor() as cur:
+        cur.execute(log.APP_TABLE_DDL)  # the app's table, as the app creates it: no rusing_ops index
+    before = schema()
+    insert_row(db_conn, "evt_ni1", ago_s=120)
+    found = tick(resources, dagster_instance)
+    assert [r.run_config["ops"]["reconcile_events"]["config"]["event_ids"] for r in found.run_requests] == [["evt_ni1"]]
+    stats = dg.materialize([wh.webhook_processing_stats, wh.no_stuck_events], resources=resources,
+                           instance=dagster_instance)
+    mat = stats.asset_materializations_for_node("webhook_processing_stats")[0].metadata
+    assert (mat["failed"].value, mat["dagster/row_count"].value) == (1, 1)
+    assert mat["status_index"].value == "missing: run the setup_webhook_tables job to create it"
+    assert schema() == before  # read paths changed nothing
+    refused = run(wh.reconcile_webhook_events, resources, dagster_instance, {"event_ids": ["evt_ni1"]},
+                  "reconcile_events")
+    assert failure_text(refused).startswith(f"{fresh_db.masked()} has no rusing_ops_webhook_audit table, where every "
+                                            "re-drive is recorded. Nothing was changed. Next: run the "
+                                            "setup_webhook_tables job once")
+    assert retries(refused) == 0 and app_endpoint.seen() == []
+
+    setup = wh.setup_webhook_tables.execute_in_process(resources=resources, instance=dagster_instance)
+    assert setup.output_for_node("create_webhook_tables") == [f"webhook_events_log.{log.STATUS_INDEX}", log.AUDIT_TABLE]
+    assert ("webhook_events_log", log.STATUS_INDEX) in schema()
+    again = wh.setup_webhook_tables.execute_in_process(resources=resources, instance=dagster_instance)
+    assert again.output_for_node("create_webhook_tables") == []

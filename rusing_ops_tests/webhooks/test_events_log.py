@@ -20,7 +20,7 @@ COLUMNS_SQL = ("SELECT COLUMN_NAME, ORDINAL_POSITION, COLUMN_DEFAULT, IS_NULLABL
 
 def _fixture_ddl() -> str:
     sql = (FIXTURES / "drizzle-rusing" / "drizzle" / "0000_initial_schema.sql").read_text()
-    return re.search(r"CREATE TABLE `webhook_events_log` \(.*?\n\);", sql, re.S).group(0)
+    return re.search(r"CREATE TABLE `webhook_events_log` \(.*?\n\);", sql, re.DOTALL).group(0)
 
 
 def test_ensure_creates_the_apps_table_exactly_plus_our_index_and_audit(engine, fresh_db, server_url):

@@ -8,7 +8,7 @@ from rusing_ops.resources import StripeResource
 from rusing_ops.runbooks.payouts_defs import check_coach_accounts
 from rusing_ops_tests.conftest import free_port
 
-from .conftest import API_KEY, WEBHOOK_SECRET
+from .conftest import API_KEY, WEBHOOK_SECRET, failure_text, fast_retry, retries
 
 NOW = int(time.time())
 ACCOUNTS = [
@@ -50,9 +50,22 @@ def test_flags_restricted_accounts_failed_payouts_and_errored_banks(stripe_serve
     assert "| acct_restricted1 | Marie Tremblay | on | OFF |" in table.value
 
 
-def test_unreachable_stripe_is_a_clear_failure(dagster_instance):
-    stripe = StripeResource(api_key=API_KEY, api_base=f"http://127.0.0.1:{free_port()}")
+def test_unreachable_stripe_is_a_clear_failure_retried_as_transient(dagster_instance):
+    port = free_port()
+    stripe = StripeResource(api_key=API_KEY, api_base=f"http://127.0.0.1:{port}")
+    result = fast_retry(check_coach_accounts).execute_in_process(resources={"stripe": stripe}, instance=dagster_instance,
+                                                                 raise_on_error=False)
+    assert retries(result) == 1
+    message = failure_text(result)
+    assert message.startswith(f"Stripe API at 127.0.0.1:{port} could not be reached while listing Stripe Connect "
+                              "accounts (0 read so far; Connect must be enabled) (2 attempt(s); ConnectionError: ")
+    assert API_KEY not in message
+
+
+def test_refused_key_is_not_retried(stripe_server, dagster_instance):
+    stripe = StripeResource(api_key="rk_not_a_valid_key", api_base=stripe_server.base)
     result = check_coach_accounts.execute_in_process(resources={"stripe": stripe}, instance=dagster_instance,
                                                      raise_on_error=False)
-    message = next(e.step_failure_data.error.message for e in result.all_events if e.is_step_failure)
-    assert "Stripe Connect listing failed after 0 account(s)" in message and API_KEY not in message
+    assert not result.success and retries(result) == 0
+    assert "refused the API key while listing Stripe Connect accounts (0 read so far" in failure_text(result)
+    assert len(stripe_server.requests()) == 1
