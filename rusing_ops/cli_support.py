@@ -53,6 +53,9 @@ def failure_message(result) -> str:
             text = error.message.strip() if error else "unknown error"
             if error and error.cls_name in ("Failure",):
                 text = text.removeprefix("dagster._core.definitions.events.Failure: ")
+            if error and error.cls_name == "DagsterExecutionInterruptedError":
+                text = ("interrupted (Ctrl-C or SIGTERM). What it had done up to then is in its log; rerun the "
+                        "command: it finds what the interrupted run left and says what to do")
             return f"step {event.step_key} failed: {text} (run {result.run_id})"
     return f"run {result.run_id} failed"
 
