@@ -28,6 +28,7 @@ import pymysql
 from ..core.database import quote_ident
 from ..core.dburl import DatabaseURL
 from ..core.errors import OpsError
+from ..core.faults import pause_point
 from ..core.progress import Progress
 from ..core.store import BackupStore
 from . import catalog, keys
@@ -246,6 +247,7 @@ def backup_database(url: DatabaseURL, store: BackupStore, *, reason: str = "", c
             out.write(f"-- rusing_ops {tool_version()} backup of `{url.database}` at {now.isoformat()} "
                       f"(server {server_version})\n{HEADER}".encode())
             out.write("".join(before).encode())
+            pause_point(f"backup-{keys.clean_reason(reason)}")  # test-only: a kill -9 mid-backup (core/faults.py)
             tables = dump_tables(conns, schema.tables, out.write, statement_bytes=statement_bytes, progress=progress)
             out.write(("".join(after) + FOOTER).encode())
             out.close()
