@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+
+import zstandard
 
 from rusing_ops.backups import catalog, keys
 from rusing_ops.backups.catalog import BackupEntry
 from rusing_ops.backups.dump import backup_database
 from rusing_ops.backups.manifest import Manifest
 from rusing_ops.backups.retention import RetentionPolicy, plan_prune, prune_backups
+from rusing_ops.backups.sqlsplit import split_statements
 from rusing_ops.backups.verify import verify_backup
 
 from .conftest import databases_like
@@ -31,12 +35,34 @@ def test_verify_restores_into_scratch_and_matches_manifest(every_type_db, any_st
 def test_verify_reports_a_content_difference(every_type_db, local_store):
     backup = backup_database(every_type_db, local_store)
     manifest = backup.manifest
-    manifest.tables["users"].checksum = "0" * 64  # as if the file held other rows than the snapshot had
+    assert manifest.tables["users"].server_checksum.startswith("crc32sum:4:")
+    manifest.tables["users"].server_checksum = "crc32sum:4:0"  # as if the snapshot had held other values
     local_store.put_bytes(keys.manifest_key(manifest.key), manifest.to_json())
     result = verify_backup(every_type_db, local_store, manifest.key)
     assert not result.ok
-    assert result.problems == ["table users: 4 rows (expected 4), content checksum differs"]
+    assert len(result.problems) == 1 and "server checksum of table(s) users differs" in result.problems[0]
     assert not catalog.resolve(local_store, "latest").verified
+
+
+def test_verify_fails_naming_the_table_when_a_value_is_altered_inside_a_self_consistent_backup(every_type_db,
+                                                                                                 local_store):
+    """A rendering bug or an attacker: one value differs in the file, and the file still matches its manifest
+    (sha256, size, and the checksum of the rendering recomputed). Only the server's checksum can tell."""
+    backup = backup_database(every_type_db, local_store)
+    manifest = backup.manifest
+    sql = zstandard.ZstdDecompressor().stream_reader(local_store.open_read(manifest.key)).read()
+    assert sql.count(b"(1,1,1234567.8912,") == 1
+    sql = sql.replace(b"(1,1,1234567.8912,", b"(1,1,1234567.8913,")  # same length: every frame stays valid
+    head = b"INSERT INTO `payments` ("
+    bodies = [s[s.index(b") VALUES ") + 9:] for s in split_statements([sql]) if s.startswith(head)]
+    manifest.tables["payments"].checksum = hashlib.sha256(b"".join(b + b"," for b in bodies)).hexdigest()
+    data = zstandard.ZstdCompressor().compress(sql)
+    manifest.sha256, manifest.bytes, manifest.uncompressed_bytes = hashlib.sha256(data).hexdigest(), len(data), len(sql)
+    local_store.put_bytes(manifest.key, data)
+    local_store.put_bytes(keys.manifest_key(manifest.key), manifest.to_json())
+    result = verify_backup(every_type_db, local_store, manifest.key)
+    assert not result.ok
+    assert len(result.problems) == 1 and "server checksum of table(s) payments differs" in result.problems[0]
 
 
 def test_verify_reports_a_corrupted_backup(every_type_db, local_store):
