@@ -192,12 +192,12 @@ def restore_backup(url: DatabaseURL, store: BackupStore, ref: str | None = "late
         try:
             if after_stage is not None:
                 after_stage(staging)
-            _refuse_if_changed(url, target, baseline, staging, None)
-            if pre_restore_backup:
+            if pre_restore_backup:  # a target changed already is not backed up for nothing
+                _refuse_if_changed(url, target, baseline, None)
                 pre_key = backup_live(url.with_database(target), store, run_id, log)
             pause_point("restore-before-swap")
             swap = swap_in(url, staging, target, free_name(url, target, "pre_restore"), staged.deferred,
-                           check=lambda cur: _refuse_if_changed(url, target, baseline, None, pre_key, cur), log=log)
+                           check=lambda cur: _refuse_if_changed(url, target, baseline, pre_key, cur), log=log)
         except BaseException:
             if not interrupted_swaps(url, target):  # a swap that failed half-way keeps staging for its repair
                 drop_database(url, staging)
@@ -255,8 +255,7 @@ def _fingerprint(url: DatabaseURL, target: str, cur=None) -> dict[str, str]:
         conn.close()
 
 
-def _refuse_if_changed(url: DatabaseURL, target: str, baseline: dict, staging: str | None, pre_key: str | None,
-                       cur=None) -> None:
+def _refuse_if_changed(url: DatabaseURL, target: str, baseline: dict, pre_key: str | None, cur=None) -> None:
     """Refuse the swap when ``target`` changed since the restore began (the swap would silently replace it)."""
     changes = describe_changes(baseline, _fingerprint(url, target, cur))
     if not changes:

@@ -292,3 +292,53 @@ def test_failed_backup_stops_before_anything_is_applied(fresh_db, engine):
                               "device. Nothing was changed. Next: fix the backup store (RUSING_BACKUP_URL) and rerun, "
                               "or rerun with --no-backup deliberately.")
     assert query(fresh_db, "SHOW TABLES") == []
+
+
+EFFECT_CASES = [  # (setup, statement): before it runs the schema says "not applied", after it "applied"
+    ([], "CREATE TABLE `e1` (`id` int NOT NULL PRIMARY KEY)"),
+    (["CREATE TABLE `e2` (`id` int)"], "DROP TABLE `e2`;"),
+    (["CREATE TABLE `e3` (`id` int)"], "RENAME TABLE `e3` TO `e3b`"),
+    (["CREATE TABLE `e4` (`id` int)"], "ALTER TABLE `e4` ADD `extra` int"),
+    (["CREATE TABLE `e5` (`id` int, `old` int)"], "ALTER TABLE `e5` DROP COLUMN `old`"),
+    (["CREATE TABLE `e6` (`id` int, `a` int)"], "ALTER TABLE `e6` RENAME COLUMN `a` TO `b`"),
+    (["CREATE TABLE `e7` (`id` int, `a` int)"], "CREATE INDEX `e7_a` ON `e7` (`a`)"),
+    (["CREATE TABLE `e8` (`id` int, `a` int, KEY `e8_a` (`a`))"], "DROP INDEX `e8_a` ON `e8`"),
+    (["CREATE TABLE `p9` (`id` int PRIMARY KEY)", "CREATE TABLE `e9` (`id` int, `p` int)"],
+     "ALTER TABLE `e9` ADD CONSTRAINT `e9_p_fk` FOREIGN KEY (`p`) REFERENCES `p9`(`id`)"),
+    (["CREATE TABLE `p10` (`id` int PRIMARY KEY)",
+      "CREATE TABLE `e10` (`id` int, `p` int, CONSTRAINT `e10_p_fk` FOREIGN KEY (`p`) REFERENCES `p10`(`id`))"],
+     "ALTER TABLE `e10` DROP FOREIGN KEY `e10_p_fk`"),
+]
+
+
+@pytest.mark.parametrize("setup, statement", EFFECT_CASES, ids=[c[1][:40] for c in EFFECT_CASES])
+def test_statement_effect_reads_the_live_schema(setup, statement, fresh_db, engine):
+    from rusing_ops.migrations.effect import statement_effect
+
+    for sql in setup:
+        query(fresh_db, sql)
+    with engine.connect() as conn:
+        assert statement_effect(conn, statement).applied is False
+        query(fresh_db, statement)
+        after = statement_effect(conn, statement)
+    assert after.applied is True and after.evidence.endswith(": yes" if "DROP" not in statement.upper() else ": no")
+
+
+def test_statement_effect_does_not_guess(fresh_db, engine):
+    from rusing_ops.migrations.effect import statement_effect
+
+    with engine.connect() as conn:
+        for sql in ("UPDATE `t` SET `a` = 1 WHERE `b` = 2", "ALTER TABLE `t` MODIFY COLUMN `a` bigint",
+                    "INSERT INTO `t` VALUES (1)", "ALTER TABLE `t` ADD PRIMARY KEY (`a`)"):
+            assert statement_effect(conn, sql).applied is None, sql
+
+
+def test_an_audit_table_from_before_the_in_flight_column_is_upgraded(fresh_db, engine, tmp_path):
+    from rusing_ops.migrations.audit import CREATE_AUDIT_TABLE
+
+    query(fresh_db, CREATE_AUDIT_TABLE.replace("  `statement_started` int NULL,\n", ""))
+    folder = copy_folder(EDGE / "ddl-then-failure" / "drizzle", tmp_path / "drizzle")
+    with pytest.raises(MigrationFailed):
+        apply_migrations(engine, fresh_db, folder, no_backup=True)
+    assert query(fresh_db, f"SELECT migration, statement_started, statements_applied, status FROM `{OURS}` ORDER BY id") \
+        == [("0000_ok", 1, 1, "applied"), ("0001_fails_midway", 2, 1, "failed")]
