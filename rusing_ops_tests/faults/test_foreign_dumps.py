@@ -7,6 +7,7 @@ the server) and qualified names reached other databases.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import subprocess
 import uuid
@@ -23,6 +24,9 @@ from rusing_ops_tests.backups.conftest import (
 )
 from rusing_ops_tests.conftest import admin_connection, drop_databases_like
 
+# The write lock is one GET_LOCK for the whole server: other suites' restores on this shared server must not make
+# these tests wait (the lock itself is tested in test_failures.py / test_concurrency.py).
+NO_LOCK = contextlib.nullcontext
 SENTINEL_ROWS = [(1, "keep me"), (2, "and me")]
 
 
@@ -110,7 +114,7 @@ def test_a_real_dump_restores_into_another_database_and_touches_nothing_else(
     sentinel_before = snapshot(server_url, sentinel_db.database)
     schemas_before = set(databases_like(server_url, ""))
 
-    result = restore_backup(fresh_db, local_store, str(path), pre_restore_backup=False)
+    result = restore_backup(fresh_db, local_store, str(path), pre_restore_backup=False, lock=NO_LOCK)
 
     assert result.target == fresh_db.database
     assert rows_of(server_url, fresh_db.database) == source_rows
@@ -141,7 +145,7 @@ def test_dump_of_the_target_itself_with_add_drop_database_keeps_it_until_the_swa
     path.write_bytes(gzip.compress(dump))
     rows = rows_of(server_url, source_db.database)
     before = snapshot(server_url, source_db.database)
-    result = restore_backup(source_db, local_store, str(path), pre_restore_backup=True)
+    result = restore_backup(source_db, local_store, str(path), pre_restore_backup=True, lock=NO_LOCK)
     try:
         assert result.pre_restore_backup is not None  # the live database still had its tables when it was taken
         assert rows_of(server_url, source_db.database) == rows
@@ -167,7 +171,7 @@ def test_data_only_dump_is_refused_before_anything_runs(source_db, fresh_db, loc
     query(fresh_db, fresh_db.database, "INSERT INTO live VALUES (7)")
     before = snapshot(server_url, fresh_db.database)
     with pytest.raises(OpsError) as err:
-        restore_backup(fresh_db, local_store, str(path), pre_restore_backup=False)
+        restore_backup(fresh_db, local_store, str(path), pre_restore_backup=False, lock=NO_LOCK)
     assert f"line {first_insert}: rows for " in str(err.value)
     assert "--no-create-info" in str(err.value) and "No statement of the file was run." in str(err.value)
     assert snapshot(server_url, fresh_db.database) == before

@@ -1,0 +1,167 @@
+"""Hostile files given to restore or planted in the store: each is refused before any of its statements runs, naming
+the line (never showing the file's text); the target, an unrelated sentinel database and the file system are left
+as they were. Before confine.py these statements ran against the whole server (`db verify` of a tampered backup
+dropped a table in an unrelated database) and `--file /proc/self/environ` echoed the environment in its error.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+
+import pytest
+import zstandard
+
+from rusing_ops.backups import keys
+from rusing_ops.backups.dump import backup_database
+from rusing_ops.backups.manifest import Manifest
+from rusing_ops.backups.restore import restore_backup
+from rusing_ops.backups.verify import verify_backup
+from rusing_ops.core.errors import OpsError
+from rusing_ops_tests.backups.conftest import databases_like, query, snapshot
+
+from .test_foreign_dumps import (
+    NO_LOCK,
+    sentinel_db,  # noqa: F401 - the module's unrelated database (a fixture)
+)
+
+HEADER = "-- MariaDB dump 10.19  Distrib 10.11.6-MariaDB\n"
+PRELUDE = "CREATE TABLE t (id INT PRIMARY KEY, note VARCHAR(40));\nINSERT INTO t VALUES (1,'staged');\n"
+HOSTILE_LINE = 4  # HEADER is line 1, PRELUDE lines 2-3
+
+
+@pytest.fixture(autouse=True)
+def _undo_what_a_broken_build_would_do(server_url):
+    """Were a refusal missing, the statement ran on the shared test server: undo it, so one failure stays one."""
+    yield
+    query(server_url, "", "DROP USER IF EXISTS 'intruder'@'%%'")
+    query(server_url, "", "SET GLOBAL max_connect_errors = 100")
+
+
+@pytest.fixture
+def live(fresh_db):
+    """The restore target, holding one table and row that must survive every refusal."""
+    query(fresh_db, fresh_db.database, "CREATE TABLE live (id INT PRIMARY KEY)")
+    query(fresh_db, fresh_db.database, "INSERT INTO live VALUES (7)")
+    return fresh_db
+
+
+HOSTILE = {
+    "drop database": "DROP DATABASE `{s}`",
+    "drop table": "DROP TABLE `{s}`.`t`",
+    "insert into other": "INSERT INTO `{s}`.`t` VALUES (99,'planted')",
+    "trigger writing other": "CREATE TRIGGER tr AFTER INSERT ON t FOR EACH ROW INSERT INTO `{s}`.t VALUES (NEW.id, 'x')",
+    "grant": "GRANT ALL PRIVILEGES ON *.* TO 'intruder'@'%' IDENTIFIED BY 'pw-canary'",
+    "create user": "CREATE USER 'intruder'@'%' IDENTIFIED BY 'pw-canary'",
+    "set global": "SET GLOBAL max_connect_errors = 100077",  # harmless if it ran: the test server is shared
+    "versioned set global": "/*!40101 SET @@GLOBAL.max_connect_errors = 100077 */",
+    "into outfile": "SELECT * FROM t INTO OUTFILE '{out}'",
+    "load data infile": "LOAD DATA INFILE '/etc/hostname' INTO TABLE t",
+    "load_file in values": "INSERT INTO t VALUES (2, LOAD_FILE('/etc/hostname'))",
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_hostile_statement_in_a_dump_is_refused_before_anything_runs(case, live, sentinel_db, local_store,  # noqa: F811
+                                                                      server_url, tmp_path):
+    out = tmp_path / "leak.txt"
+    statement = HOSTILE[case].format(s=sentinel_db.database, out=out)
+    path = tmp_path / "hostile.sql.gz"
+    path.write_bytes(gzip.compress((HEADER + PRELUDE + statement + ";\n").encode()))
+    target_before = snapshot(server_url, live.database)
+    sentinel_before = snapshot(server_url, sentinel_db.database)
+    variables_before = query(server_url, "", "SELECT @@GLOBAL.max_connect_errors")
+    with pytest.raises(OpsError) as err:
+        restore_backup(live, local_store, str(path), pre_restore_backup=False, lock=NO_LOCK)
+    message = str(err.value)
+    assert f"line {HOSTILE_LINE}: " in message and "No statement of the file was run." in message
+    assert "pw-canary" not in message and "/etc/hostname" not in message and "planted" not in message
+    assert snapshot(server_url, live.database) == target_before
+    assert snapshot(server_url, sentinel_db.database) == sentinel_before
+    assert query(server_url, "", "SELECT @@GLOBAL.max_connect_errors") == variables_before
+    assert query(server_url, "", "SELECT COUNT(*) FROM mysql.user WHERE User = 'intruder'") == [(0,)]
+    assert not out.exists()
+    assert databases_like(server_url, live.database + "__") == []  # no staging database was even created
+    assert list(local_store.list("")) == []  # and no pre-restore backup
+
+
+def test_proc_environ_is_refused_without_reading_it(live, local_store, server_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("RUSING_TEST_CANARY", "environ-canary-5150")
+    before = snapshot(server_url, live.database)
+    link = tmp_path / "innocent.sql"
+    link.symlink_to("/proc/self/environ")
+    for given in ("/proc/self/environ", str(link)):
+        with pytest.raises(OpsError) as err:
+            restore_backup(live, local_store, given, pre_restore_backup=False, lock=NO_LOCK)
+        assert "is not a dump file: it is under /proc" in str(err.value), str(err.value)
+        assert "environ-canary-5150" not in str(err.value) and "PATH=" not in str(err.value)
+    assert snapshot(server_url, live.database) == before
+    assert databases_like(server_url, live.database + "__") == []
+
+
+JPEG = bytes.fromhex("ffd8ffe000104a46494600010100000100010000ffdb004300") + b"\x00" * 64 + b"secret-pixels"
+
+
+@pytest.mark.parametrize("name, data, why", [
+    ("photo.sql", JPEG, "is not a SQL dump: it holds binary data"),
+    ("photo.sql.gz", gzip.compress(JPEG), "is not a SQL dump: it holds binary data"),
+    ("photo.sql.zst", zstandard.ZstdCompressor().compress(b"\x89PNG\r\n\x1a\n" + JPEG), "is not a SQL dump"),
+    ("notes.txt", b"CREATE TABLE t (a int);\n", "is not named like a dump (.sql, .sql.gz, .sql.zst)"),
+    ("empty.sql", b"", "is not a SQL dump: it is empty"),
+    ("passwd.sql", b"canary_user:x:0:0:secret-canary-42:/root:/bin/bash;\n",
+     "line 1: an unrecognised statement (only data and schema statements may be in a dump)"),
+])
+def test_a_file_that_is_not_a_dump_never_reaches_the_server(name, data, why, live, local_store, server_url, tmp_path):
+    path = tmp_path / name
+    path.write_bytes(data)
+    before = snapshot(server_url, live.database)
+    with pytest.raises(OpsError) as err:
+        restore_backup(live, local_store, str(path), pre_restore_backup=False, lock=NO_LOCK)
+    assert why in str(err.value), str(err.value)
+    assert "secret-pixels" not in str(err.value) and "secret-canary-42" not in str(err.value)
+    assert snapshot(server_url, live.database) == before
+    assert databases_like(server_url, live.database + "__") == []
+
+
+def _tamper(store, key: str, statement: bytes) -> None:
+    """Plant ``statement`` as the backup's second line and give the manifest the new object's size and sha256."""
+    import hashlib
+
+    text = zstandard.ZstdDecompressor().decompressobj().decompress(store.get_bytes(key))
+    first, rest = text.split(b"\n", 1)
+    data = zstandard.ZstdCompressor().compress(first + b"\n" + statement + b"\n" + rest)
+    store.put_bytes(key, data)
+    manifest = Manifest.from_json(store.get_bytes(keys.manifest_key(key)), key)
+    manifest.sha256, manifest.bytes = hashlib.sha256(data).hexdigest(), len(data)
+    store.put_bytes(keys.manifest_key(key), manifest.to_json())
+
+
+@pytest.mark.parametrize("planted, line", [
+    (b"DROP TABLE `{s}`.`t`;", 2),
+    (b"-- @{n}\nINSERT INTO `{s}`.`t` (`id`, `note`) VALUES (98,'framed');\n", 3),  # framed: its head is checked
+    (b"GRANT ALL ON *.* TO 'intruder'@'%';", 2),
+])
+def test_tampered_backup_with_a_fixed_manifest_fails_verify_and_restore_touching_nothing(
+        planted, line, live, sentinel_db, local_store, server_url):  # noqa: F811
+    backup = backup_database(live, local_store)
+    key = backup.manifest.key
+    statement = planted.replace(b"{s}", sentinel_db.database.encode())
+    if b"{n}" in statement:
+        body = statement.split(b"\n", 1)[1]
+        statement = statement.replace(b"{n}", str(len(body)).encode()).rstrip(b"\n")
+    _tamper(local_store, key, statement)
+    sentinel_before = snapshot(server_url, sentinel_db.database)
+    target_before = snapshot(server_url, live.database)
+
+    result = verify_backup(live, local_store, key, record=False)
+    assert not result.ok
+    assert any(f"line {line}: " in p and "No statement of the file was run." in p for p in result.problems), \
+        result.problems
+    with pytest.raises(OpsError) as err:
+        restore_backup(live, local_store, key, pre_restore_backup=False, lock=NO_LOCK)
+    assert f"line {line}: " in str(err.value)
+    assert snapshot(server_url, sentinel_db.database) == sentinel_before
+    assert snapshot(server_url, live.database) == target_before
+    assert query(server_url, "", "SELECT COUNT(*) FROM mysql.user WHERE User = 'intruder'") == [(0,)]
+    assert databases_like(server_url, live.database + "__") == []
+    assert os.environ.get("RUSING_TEST_CANARY") is None
