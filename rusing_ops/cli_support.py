@@ -272,6 +272,22 @@ def _free_dead(instance, holder: SlotHolder) -> str:
             + ("; marked the run failed" if marked else ""))
 
 
+def free_dead_cli_runs(instance, limit: int = 200, exclude: str | None = None) -> list[str]:
+    """Mark failed every unfinished CLI run whose process on this host is gone, freeing its slots: such a run would
+    otherwise hold the app_db_write slot, and count against the run queue's db-write tag limit, forever."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    said = []
+    unfinished = [DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED,
+                  DagsterRunStatus.CANCELING]
+    for run in instance.get_runs(RunsFilter(statuses=unfinished), limit=limit):
+        process = run.tags.get(PROCESS_TAG)
+        if process and run.run_id != exclude and process_alive(process) is False:
+            said.append(_free_dead(instance, SlotHolder(run.run_id, run.job_name, run.status.value, process, None,
+                                                        "its process is gone (killed or crashed)")))
+    return said
+
+
 def _ensure_pool_limit(storage, pool: str) -> bool:
     """Create the pool's limit from the instance default the way Dagster's executor does; False if unlimited."""
     from dagster._core.instance.config import PoolGranularity
@@ -305,6 +321,8 @@ def claim_write_slot(instance, run_id: str, step_key: str, *, wait_s: float | No
     wait_s = float(env(WAIT_VARIABLE)) if wait_s is None else wait_s
     started, told = time.monotonic(), None
     try:
+        for line in free_dead_cli_runs(instance, exclude=run_id):
+            say(line)
         while True:
             if storage.claim_concurrency_slot(pool, run_id, step_key).is_claimed:
                 return True

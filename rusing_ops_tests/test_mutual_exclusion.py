@@ -130,8 +130,8 @@ def _holder_run(instance, process_tag: str | None, status=dg.DagsterRunStatus.ST
 
     run = DagsterRun(job_name="migrate_database", run_id=make_new_run_id(), status=status,
                      tags={PROCESS_TAG: process_tag} if process_tag else {})
-    instance.add_run(run)
     assert claim_write_slot(instance, run.run_id, "apply_migrations", wait_s=0, say=lambda _l: None)
+    instance.add_run(run)  # as the CLI does: claim, then the run starts
     return run.run_id
 
 
@@ -194,3 +194,26 @@ def test_a_claim_whose_run_never_started_is_freed_after_a_while(dagster_instance
     assert cli_support.claim_write_slot(dagster_instance, make_new_run_id(), "apply_migrations", wait_s=5,
                                         say=said.append, poll_s=0.05)
     assert any(f"no run {orphan} exists" in line for line in said)
+
+
+def test_the_sensor_fails_a_dead_cli_run_that_holds_no_slot(dagster_instance):
+    """A CLI run killed outside its pooled step holds no slot but counts against the queue's db-write tag limit
+    forever; the daemon's sensor marks it failed (and alert_on_run_failure reports it)."""
+    from dagster._core.storage.dagster_run import DagsterRun
+    from dagster._core.utils import make_new_run_id
+
+    from rusing_ops.alerting.defs import free_slots_of_dead_cli_runs
+    from rusing_ops.cli_support import PROCESS_TAG
+
+    here = socket.gethostname()
+    dead, alive, elsewhere = (DagsterRun(job_name="restore_database", run_id=make_new_run_id(),
+                                         status=dg.DagsterRunStatus.STARTED, tags={PROCESS_TAG: tag})
+                              for tag in (f"{here}:{_dead_pid()}:", f"{here}:{os.getpid()}:", f"other-host:{os.getpid()}:"))
+    for run in (dead, alive, elsewhere):
+        dagster_instance.add_run(run)
+    result = free_slots_of_dead_cli_runs(dg.build_sensor_context(instance=dagster_instance))
+    assert f"run {dead.run_id} (restore_database, STARTED, pid " in result.skip_message
+    assert [dagster_instance.get_run_by_id(r.run_id).status for r in (dead, alive, elsewhere)] == [
+        dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTED]
+    again = free_slots_of_dead_cli_runs(dg.build_sensor_context(instance=dagster_instance))
+    assert again.skip_message == "no CLI run died unfinished"
