@@ -35,8 +35,8 @@ def test_verify_restores_into_scratch_and_matches_manifest(every_type_db, any_st
 def test_verify_reports_a_content_difference(every_type_db, local_store):
     backup = backup_database(every_type_db, local_store)
     manifest = backup.manifest
-    assert manifest.tables["users"].server_checksum.startswith("crc32sum:4:")
-    manifest.tables["users"].server_checksum = "crc32sum:4:0"  # as if the snapshot had held other values
+    assert manifest.tables["users"].server_checksum.startswith("crc32ws:4:")
+    manifest.tables["users"].server_checksum = "crc32ws:4:0"  # as if the snapshot had held other values
     local_store.put_bytes(keys.manifest_key(manifest.key), manifest.to_json())
     result = verify_backup(every_type_db, local_store, manifest.key)
     assert not result.ok
