@@ -17,7 +17,7 @@ from rusing_ops.backups.verify import verify_backup
 
 from .conftest import databases_like
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def test_verify_restores_into_scratch_and_matches_manifest(every_type_db, any_store, server_url):
@@ -116,7 +116,7 @@ def test_prune_deletes_only_what_the_plan_says_and_dry_run_deletes_nothing(every
 
 def test_freshness_of_the_newest_complete_backup(every_type_db, local_store):
     assert catalog.freshness(local_store, 26) == catalog.Freshness(False, f"No complete backup in {local_store.url}.")
-    taken = dt.datetime(2026, 11, 25, 8, 0, tzinfo=dt.timezone.utc)
+    taken = dt.datetime(2026, 11, 25, 8, 0, tzinfo=dt.UTC)
     backup_database(every_type_db, local_store, now=taken)
     local_store.put_bytes("backup-2026-11-26T070000Z-half.sql.zst", b"no manifest: never counts")
     fresh = catalog.freshness(local_store, 26, now=taken + dt.timedelta(hours=25, minutes=30))
