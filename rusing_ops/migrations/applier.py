@@ -99,12 +99,13 @@ class ApplyResult:
                  + (f", head {p.folder.head.tag}" if p.folder.head else "")]
         lines += [f"ANOMALY {a}" for a in p.anomalies()]
         lines += [f"REFUSED {r}" for r in self.refusals]
+        # Destructive statements first, before the (often long) SQL: what an operator must see before applying.
+        lines += [f"DESTRUCTIVE statement {f.statement}: {f.kind} {f.target} ({f.detail}) in {f.migration}"
+                  for f in self.findings]
         for m in p.pending:
             start = self.start_of(m)
             lines.append(f"-- {m.tag} (when {m.when}, hash {m.hash}, {len(m.statements)} statements"
                          + (f", resuming at statement {start}" if start > 1 else "") + ")")
-            for f in (f for f in self.findings if f.migration == m.tag):
-                lines.append(f"--   DESTRUCTIVE statement {f.statement}: {f.kind} {f.target} ({f.detail})")
             if with_sql:
                 for number, statement in enumerate(m.statements, start=1):
                     if number >= start:

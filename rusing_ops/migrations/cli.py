@@ -1,5 +1,6 @@
 """`rusing-ops db migrate | generate | validate | rollback`: the runbook's migration commands, each running the same
-Dagster job as the UI (migrate_database, validate_schema, rollback_migration) in process."""
+Dagster job as the UI (migrate_database, plan_migrations for --dry-run, generate_migrations, validate_schema,
+rollback_migration) in process."""
 
 from __future__ import annotations
 
@@ -33,19 +34,21 @@ def migrate(args) -> int:
         print("error: --generate-only only generates files; it takes none of --dry-run, --no-backup, --force, "
               "--resume, --accept-skipped. Nothing was changed.", file=sys.stderr)
         return 2
-    config = {k: True for k in ("dry_run", "generate_only", "no_backup", "force", "resume", "accept_skipped",
-                                "auto_rollback") if getattr(args, k)}
-    code, out = _run("migrate_database", "apply_migrations", config, args.json)
+    if args.generate_only:
+        return generate(args)
+    flags = ("no_backup", "force", "resume", "accept_skipped") + (() if args.dry_run else ("auto_rollback",))
+    config = {k: True for k in flags if getattr(args, k)}
+    if args.dry_run:  # the dry run is its own read-only job, outside the database-write pool
+        code, out = _run("plan_migrations", "plan_pending_migrations", config, args.json)
+    else:
+        code, out = _run("migrate_database", "apply_migrations", config, args.json)
     if out is None or args.json:
         return code
-    if args.generate_only:
-        _print_generated(out)
-    else:
-        print(out["plan"])
-        if not args.dry_run:
-            print(f"applied {len(out['applied'])} migration(s): {', '.join(out['applied']) or 'none'}"
-                  + (f"; pre-migration backup {out['backup_key']}" if out.get("backup_key") else "")
-                  + f" (run {out['run_id']})")
+    print(out["plan"])
+    if not args.dry_run:
+        print(f"applied {len(out['applied'])} migration(s): {', '.join(out['applied']) or 'none'}"
+              + (f"; pre-migration backup {out['backup_key']}" if out.get("backup_key") else "")
+              + f" (run {out['run_id']})")
     return 0
 
 
@@ -63,7 +66,7 @@ def _print_generated(out: dict) -> None:
 
 
 def generate(args) -> int:
-    code, out = _run("migrate_database", "apply_migrations", {"generate_only": True}, args.json)
+    code, out = _run("generate_migrations", "generate_migration_files", {}, args.json)
     if out is not None and not args.json:
         _print_generated(out)
     return code
@@ -71,14 +74,11 @@ def generate(args) -> int:
 
 def validate(args) -> int:
     result = execute("validate_schema")
-    if result.success:
-        report = result.output_for_node("validate_schema_op")
-    else:
-        failure = next((e.step_failure_data for e in result.all_events if e.is_step_failure), None)
-        data = failure.user_failure_data if failure else None
-        if data is None or "report" not in data.metadata:
-            return _fail(result, args.json)
-        report = data.metadata["report"].value
+    # The checks carry the full report (recorded on the asset's checks in the UI too), pass or fail.
+    reports = [e.metadata["report"].value for e in result.get_asset_check_evaluations() if "report" in e.metadata]
+    if not reports:
+        return _fail(result, args.json)
+    report = reports[0]
     if args.json:
         print_json({**report, "run_id": result.run_id})
     else:

@@ -1,4 +1,4 @@
-"""`rusing-ops webhooks status | reconcile [--dry-run] | retry evt_...`: the webhook jobs, run in process on the
+"""`rusing-ops webhooks setup | status | reconcile [--dry-run] | retry evt_...`: the webhook jobs, run in process on the
 configured instance (so each run shows in the UI), with their results printed for the terminal."""
 
 from __future__ import annotations
@@ -90,7 +90,25 @@ def retry(args) -> int:
     return 0
 
 
+def setup(args) -> int:
+    result = execute("setup_webhook_tables")
+    if not result.success:
+        return _fail(result)
+    created = result.output_for_node("create_webhook_tables")
+    if args.json:
+        print_json({"ok": True, "run_id": result.run_id, "created": created})
+    else:
+        print(f"created: {', '.join(created)}" if created else "nothing to do: the index and the audit table exist")
+    return 0
+
+
 def register(subparsers) -> None:
+    p = subparsers.add_parser("setup", help="create the status index on webhook_events_log and the audit table (once)",
+                              description="Runs setup_webhook_tables (database-write pool): the only schema change the "
+                                          "webhook tooling makes. Creates only what is missing.")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=setup)
+
     p = subparsers.add_parser("status", help="webhook_events_log totals, failures, dead-lettered and stuck events",
                               description="Materializes webhook_processing_stats; exits 1 when an event is dead-lettered or stuck.")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

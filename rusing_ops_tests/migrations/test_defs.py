@@ -6,9 +6,20 @@ import dagster as dg
 import pytest
 
 from rusing_ops.core.store import LocalStore
-from rusing_ops.migrations.defs import (app_database_schema, app_database_schema_checks, migrate_database,
-                                        migrate_database_on_new_journal_entries, validate_schema_job)
-from rusing_ops.resources import DB_WRITE_TAGS, AppResource, BackupStoreResource, DatabaseResource
+from rusing_ops.migrations.defs import (
+    app_database_schema,
+    app_database_schema_checks,
+    migrate_database,
+    migrate_database_on_new_journal_entries,
+    plan_migrations,
+    validate_schema_job,
+)
+from rusing_ops.resources import (
+    DB_WRITE_TAGS,
+    AppResource,
+    BackupStoreResource,
+    DatabaseResource,
+)
 from rusing_ops.runbooks.rollback_defs import rollback_migration_job
 
 from .conftest import FAILING_RENAME, migration_rows, query, schema_dump
@@ -35,7 +46,8 @@ def test_migrate_job_takes_a_real_pre_migration_backup_and_applies(resources, da
                                                                   tmp_path):
     result = _run(migrate_database, resources, dagster_instance, {"drizzle_dir": str(rusing_folder)})
     assert result.success
-    assert migrate_database.tags == DB_WRITE_TAGS
+    assert DB_WRITE_TAGS.items() <= migrate_database.tags.items()
+    assert migrate_database.tags["dagster/max_runtime"] == str(4 * 3600)
     out = result.output_for_node("apply_migrations")
     assert len(out["applied"]) == 5 and out["backup_key"].endswith("-pre-migration.sql.zst")
     assert LocalStore(tmp_path / "backups").exists(out["backup_key"])
@@ -61,22 +73,69 @@ def test_migrate_job_failure_names_statement_and_restore_command(resources, dags
     assert len(migration_rows(fresh_db)) == 4
 
 
-def test_migrate_dry_run_and_validate_job(resources, dagster_instance, fresh_db, rusing_folder):
-    result = _run(migrate_database, resources, dagster_instance, {"drizzle_dir": str(rusing_folder), "dry_run": True})
+def _validate(resources, instance, folder):
+    job = dg.Definitions(assets=[app_database_schema], asset_checks=[app_database_schema_checks],
+                         jobs=[validate_schema_job], resources=resources).resolve_job_def("validate_schema")
+    result = _run(job, resources, instance, {"drizzle_dir": str(folder)}, op="app_database_schema_checks")
+    return result, {c.check_name: c for c in result.get_asset_check_evaluations()}
+
+
+def test_dry_run_is_its_own_tagged_job_outside_the_write_pool(resources, dagster_instance, fresh_db, rusing_folder):
+    result = _run(plan_migrations, {"database": resources["database"]}, dagster_instance,
+                  {"drizzle_dir": str(rusing_folder)}, op="plan_pending_migrations")
     assert result.success and query(fresh_db, "SHOW TABLES") == []
-    invalid = _run(validate_schema_job, resources, dagster_instance, {"drizzle_dir": str(rusing_folder)},
-                   op="validate_schema_op")
+    assert dagster_instance.get_run_by_id(result.run_id).tags["rusing/dry-run"] == "true"  # told apart in Runs
+    assert {n.definition.pool for n in plan_migrations.graph.nodes} == {None}
+    assert DB_WRITE_TAGS.keys().isdisjoint(plan_migrations.tags)
+    plan = result.output_for_node("plan_pending_migrations")["plan"].splitlines()
+    first_sql = next(i for i, line in enumerate(plan) if line.startswith("-- ["))
+    destructive = [i for i, line in enumerate(plan) if line.startswith("DESTRUCTIVE ")]
+    assert destructive and max(destructive) < first_sql  # the warnings come before the ~55 statements
+    assert plan[destructive[0]].startswith("DESTRUCTIVE statement ")
+    meta = next(e for e in result.all_events if e.event_type_value == "STEP_OUTPUT").event_specific_data.metadata
+    assert len(meta["destructive_statements"].records) == len(destructive)
+    assert "dry_run" not in migrate_database.graph.nodes[0].definition.config_schema.config_type.fields
+
+
+def test_validate_schema_records_the_three_checks_and_fails_on_findings(resources, dagster_instance, fresh_db,
+                                                                        rusing_folder):
+    invalid, checks = _validate(resources, dagster_instance, rusing_folder)
     assert not invalid.success
+    assert {n: c.passed for n, c in checks.items()} == {"drizzle_folder_valid": True, "all_migrations_applied": False,
+                                                       "no_schema_drift": False}
     assert "PENDING 0000_initial_schema" in _failure(invalid).user_failure_data.description
+    assert dagster_instance.get_latest_materialization_event(app_database_schema.key) is not None
     assert _run(migrate_database, resources, dagster_instance, {"drizzle_dir": str(rusing_folder)}).success
-    ok = _run(validate_schema_job, resources, dagster_instance, {"drizzle_dir": str(rusing_folder)},
-              op="validate_schema_op")
-    assert ok.success and ok.output_for_node("validate_schema_op")["ok"] is True
+    ok, checks = _validate(resources, dagster_instance, rusing_folder)
+    assert ok.success and all(c.passed for c in checks.values()) and len(checks) == 3
+    assert checks["no_schema_drift"].metadata["report"].value["ok"] is True
     query(fresh_db, "ALTER TABLE `users` ADD `nickname` varchar(40)")
-    drifted = _run(validate_schema_job, resources, dagster_instance, {"drizzle_dir": str(rusing_folder)},
-                   op="validate_schema_op")
+    drifted, checks = _validate(resources, dagster_instance, rusing_folder)
     assert ("DRIFT table `users` column `nickname`: in the database but not in the snapshot (varchar(40))"
             in _failure(drifted).user_failure_data.description)
+    assert not checks["no_schema_drift"].passed and checks["all_migrations_applied"].passed
+
+
+def test_schema_checks_run_alone_without_materializing_the_asset(resources, dagster_instance, fresh_db, rusing_folder):
+    """The UI's "Execute" on one check: a run of that check only (can_subset), no materialization."""
+    _run(migrate_database, resources, dagster_instance, {"drizzle_dir": str(rusing_folder)})
+    key = dg.AssetCheckKey(app_database_schema.key, "no_schema_drift")
+    job = dg.define_asset_job("one_check", selection=dg.AssetSelection.checks(key))
+    defs = dg.Definitions(assets=[app_database_schema], asset_checks=[app_database_schema_checks], jobs=[job],
+                          resources=resources)
+    result = defs.resolve_job_def("one_check").execute_in_process(
+        instance=dagster_instance,
+        run_config={"ops": {"app_database_schema_checks": {"config": {"drizzle_dir": str(rusing_folder)}}}})
+    assert result.success
+    assert [(c.check_name, c.passed) for c in result.get_asset_check_evaluations()] == [("no_schema_drift", True)]
+    assert not any(e.is_step_materialization for e in result.all_events)
+
+
+def test_validate_schema_is_scheduled():
+    from rusing_ops.migrations.defs import validate_schema_every_6_hours
+
+    assert validate_schema_every_6_hours.job_name == "validate_schema"
+    assert validate_schema_every_6_hours.default_status == dg.DefaultScheduleStatus.RUNNING
 
 
 def test_schema_asset_and_its_checks(resources, dagster_instance, fresh_db, rusing_folder, monkeypatch):
@@ -84,8 +143,8 @@ def test_schema_asset_and_its_checks(resources, dagster_instance, fresh_db, rusi
     _run(migrate_database, resources, dagster_instance, {"drizzle_dir": str(rusing_folder)})
     query(fresh_db, "ALTER TABLE `users` ADD `nickname` varchar(40)")
     result = dg.materialize([app_database_schema, app_database_schema_checks], resources=resources,
-                            instance=dagster_instance)
-    assert result.success
+                            instance=dagster_instance, raise_on_error=False)
+    assert not result.success  # drift fails the run (so it alerts) after recording the checks
     mat = result.asset_materializations_for_node("app_database_schema")[0]
     assert mat.metadata["tables"].value == 15 and mat.metadata["migrations_recorded"].value == 5
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
@@ -106,7 +165,8 @@ def test_sensor_reports_once_per_new_head_and_only_asks_for_a_dry_run(resources,
 
     first, cursor = tick()
     assert isinstance(first, dg.RunRequest)
-    assert first.run_config == {"ops": {"apply_migrations": {"config": {"dry_run": True}}}}
+    assert first.run_config == {} and first.tags["rusing/dry-run"] == "true"
+    assert migrate_database_on_new_journal_entries.job_name == "plan_migrations"  # not the write-pool job
     assert first.run_key == f"dry-run:{LAST}@1795713194707"
     assert cursor == f"{LAST}@1795713194707"
     again, _ = tick(cursor)
