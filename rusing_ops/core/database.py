@@ -289,13 +289,19 @@ def named_lock(engine: Engine, url: DatabaseURL, name: str, timeout_s: float = 1
     The lock lives as long as that connection, so a crashed process releases it. Raises :class:`LockBusy`
     naming the holder's connection id (and what it is running) when it is not free within ``timeout_s``.
     """
-    from .flavour import lock_wait_seconds
+    from .flavour import kind_from_version, lock_wait_seconds
 
     with connect(engine, url) as conn:
         version = getattr(conn.connection.dbapi_connection, "server_version", "") or ""
         timeout_s = lock_wait_seconds(version, timeout_s)
         got = conn.execute(sa.text("SELECT GET_LOCK(:n, :t)"), {"n": name, "t": timeout_s}).scalar()
         if got != 1:
+            if kind_from_version(version) == "tidb":  # TiDB's IS_USED_LOCK does not name the holder (locking-functions)
+                raise LockBusy(
+                    f"Database lock {name!r} on {url.masked()} is held by another session (TiDB does not say which); "
+                    f"waited {timeout_s:g}s.",
+                    next_step="wait for the other rusing-ops run (or the app's migrator) to finish; `SHOW PROCESSLIST` "
+                              "lists the sessions.", holder=None)
             holder = lock_holder(conn, name)
             info = ""
             if holder is not None:
