@@ -23,6 +23,7 @@ from ..core.errors import OpsError
 from ..core.progress import Progress
 from .confine import Action
 from .connection import open_connection
+from .sandbox import StagingUser
 from .schema import strip_definer
 
 WORKERS = 2  # research/bench.md §3: two loaders (myloader -t 2) beat one stream by 1.5x on this server
@@ -42,6 +43,7 @@ class LoadResult:
     rows: int = 0
     bytes: int = 0
     deferred: list[str] = field(default_factory=list)
+    session: str = ""  # which account the statements ran as (sandbox.py)
 
 
 class _Worker(threading.Thread):
@@ -78,13 +80,21 @@ class Loader:
 
     def __init__(self, url: DatabaseURL, database: str, *, workers: int = WORKERS, progress: Progress | None = None):
         self.url, self.database, self.progress = url, database, progress
-        self.conns = [open_connection(url, database) for _ in range(max(workers, 1))]
-        for conn in self.conns:
-            with conn.cursor() as cur:
-                cur.execute(SESSION)
+        self.admin = open_connection(url, "")
+        self.sandbox = StagingUser(self.admin, url, database)
+        self.conns: list = []
+        try:
+            load_url = self.sandbox.__enter__()  # least privilege: a user that can touch `database` only
+            for _ in range(max(workers, 1)):
+                self.conns.append(open_connection(load_url, database))
+                with self.conns[-1].cursor() as cur:
+                    cur.execute(SESSION)
+        except BaseException:
+            self._release()
+            raise
         self.queue: queue.Queue = queue.Queue(maxsize=2 * len(self.conns))
         self.error: tuple[BaseException, Action] | None = None
-        self.result = LoadResult()
+        self.result = LoadResult(session=self.sandbox.note)
         self._lock = threading.Lock()
         self.workers = [_Worker(self, c) for c in self.conns]
         for w in self.workers:
@@ -145,8 +155,20 @@ class Loader:
                 self.queue.put(None)
         for w in self.workers:
             w.join(timeout=30)
-        for conn in self.conns:
+        self._release()
+
+    def _release(self) -> None:
+        conns, self.conns = self.conns, []
+        if self.admin is None:
+            return
+        for conn in conns:
             try:
                 conn.close()
             except Exception:  # noqa: BLE001, S110 - closing after a failure; the failure is what is reported
                 pass
+        admin, self.admin = self.admin, None
+        try:
+            self.sandbox.__exit__(None, None, None)  # the temporary user is dropped, also after a failure
+            admin.close()
+        except pymysql.err.MySQLError:
+            pass  # the server went away: the failure that caused it is reported; sandbox.sweep drops the user later

@@ -165,3 +165,62 @@ def test_tampered_backup_with_a_fixed_manifest_fails_verify_and_restore_touching
     assert query(server_url, "", "SELECT COUNT(*) FROM mysql.user WHERE User = 'intruder'") == [(0,)]
     assert databases_like(server_url, live.database + "__") == []
     assert os.environ.get("RUSING_TEST_CANARY") is None
+
+
+def _temporary_users(server_url) -> list:
+    return query(server_url, "", "SELECT User FROM mysql.user WHERE User LIKE 'rusing\\_tmp\\_%%'")
+
+
+def test_the_load_runs_as_a_user_that_can_touch_the_staging_database_only(fresh_db, sentinel_db,  # noqa: F811
+                                                                          server_url):
+    """Least privilege behind the checks: what the file's statements run as cannot reach another database, read a
+    file or change the server, and is gone afterwards."""
+    import pymysql
+
+    from rusing_ops.backups.connection import open_connection
+    from rusing_ops.backups.sandbox import StagingUser
+
+    admin = open_connection(server_url, "")
+    try:
+        with StagingUser(admin, server_url, fresh_db.database) as load_url:
+            assert load_url.user.startswith("rusing_tmp_") and load_url.password
+            conn = pymysql.connect(**load_url.pymysql_kwargs(fresh_db.database), autocommit=True)
+            with conn.cursor() as cur:
+                cur.execute("CREATE TABLE t (a INT)")
+                cur.execute("INSERT INTO t VALUES (1)")
+                cur.execute("SELECT LOAD_FILE('/etc/hostname')")
+                assert cur.fetchone() == (None,)
+                for sql in (f"INSERT INTO `{sentinel_db.database}`.t VALUES (5, 'x')",
+                            f"DROP TABLE `{sentinel_db.database}`.t", f"DROP DATABASE `{sentinel_db.database}`",
+                            "SET GLOBAL max_connect_errors = 100077", "CREATE USER 'intruder'@'%' IDENTIFIED BY 'x'"):
+                    with pytest.raises(pymysql.err.MySQLError) as err:
+                        cur.execute(sql)
+                    assert err.value.args[0] in (1044, 1142, 1227), (sql, err.value)
+            conn.close()
+            assert len(_temporary_users(server_url)) >= 1
+    finally:
+        admin.close()
+    assert not any(u[0] == load_url.user for u in _temporary_users(server_url))
+    assert query(fresh_db, fresh_db.database, "SELECT a FROM t") == [(1,)]
+
+
+def test_a_killed_loads_temporary_user_is_swept_by_the_next_load(fresh_db, server_url, tmp_path, local_store):
+    """A kill -9 cannot run the drop: the next load drops such users once they are an hour old and idle."""
+    import time
+
+    from rusing_ops.backups.sandbox import PREFIX, _b36
+
+    stale = f"{PREFIX}{_b36(int(time.time()) - 7200)}dead"
+    query(server_url, "", "CREATE USER %s@'localhost' IDENTIFIED BY 'x-Aa1-long-enough'", (stale,))
+    recent = f"{PREFIX}{_b36(int(time.time()))}busy"  # a concurrent load's: too young to be taken for dead
+    query(server_url, "", "CREATE USER %s@'localhost' IDENTIFIED BY 'x-Aa1-long-enough'", (recent,))
+    try:
+        path = tmp_path / "small.sql"
+        path.write_bytes((HEADER + PRELUDE).encode())
+        restore_backup(fresh_db, local_store, str(path), pre_restore_backup=False, lock=NO_LOCK)
+        users = {u[0] for u in _temporary_users(server_url)}
+        assert stale not in users and recent in users
+        assert query(fresh_db, fresh_db.database, "SELECT id, note FROM t") == [(1, "staged")]
+    finally:
+        for user in (stale, recent):
+            query(server_url, "", "DROP USER IF EXISTS %s@'localhost'", (user,))
