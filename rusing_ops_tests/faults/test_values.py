@@ -7,11 +7,13 @@ larger than a statement as NULL, sequences and events were left out without a wo
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import uuid
 
 import pymysql
 import pytest
+import zstandard
 
 from rusing_ops.backups.dump import BackupFailed, backup_database
 from rusing_ops.backups.pieces import ValueTooLarge
@@ -182,6 +184,12 @@ def test_values_larger_than_a_statement_round_trip_in_pieces(small_packet, local
     assert after == before and after[0][3] == 600000 and after[0][5] == 300000
     result = verify_backup(url, local_store, backup.manifest.key)
     assert result.ok, result.problems
+    sql = zstandard.ZstdDecompressor().stream_reader(local_store.open_read(backup.manifest.key)).read()
+    assert b"SET @rusing_ops_b" in sql  # the pieces, as the mysql client runs them too:
+    query(url, "", f"CREATE DATABASE `{url.database}__cli`")
+    subprocess.run(["mysql", "-h", url.host, "-P", str(url.port), "-u", url.user, f"-p{url.password}",
+                    "--max-allowed-packet=16M", f"{url.database}__cli"], input=sql, check=True, capture_output=True)
+    assert query(url, url.database + "__cli", exact) == before
 
 
 def test_a_value_over_max_allowed_packet_is_refused_naming_table_row_and_column(small_packet, local_store):
