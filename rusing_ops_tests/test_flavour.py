@@ -9,7 +9,12 @@ import uuid
 import pymysql
 import pytest
 
-from rusing_ops.backups.snapshot import open_snapshots, snapshot_point, start_snapshot
+from rusing_ops.backups.snapshot import (
+    history_kept,
+    open_snapshots,
+    snapshot_point,
+    start_snapshot,
+)
 from rusing_ops.core import database as dbmod
 from rusing_ops.core import flavour as fl
 from rusing_ops.core.dburl import parse_database_url
@@ -214,3 +219,27 @@ def test_start_snapshot_reads_the_flavour_from_the_handshake(fresh_db):
             assert cur.fetchone() == (b"1",)
     finally:
         conn.close()
+
+
+def test_expected_dump_time_grows_with_the_data_and_history_is_left_alone_off_tidb(fresh_db, db_conn):
+    conn = dbmod.raw_connect(fresh_db)
+    try:
+        empty = fl.expected_dump_seconds(conn, fresh_db.database)
+        with db_conn.cursor() as cur:
+            cur.execute("CREATE TABLE big (id INT PRIMARY KEY, v LONGBLOB)")
+            cur.execute("INSERT INTO big SELECT seq, REPEAT('x', 20000) FROM seq_1_to_300")
+            cur.execute("ANALYZE TABLE big")
+            cur.fetchall()
+        grown = fl.expected_dump_seconds(conn, fresh_db.database)
+    finally:
+        conn.close()
+    assert empty == 60 and grown > 60 + 5_000_000 / fl.DUMP_BYTES_PER_S
+    said, opened = [], []
+
+    def connect(url):
+        opened.append(url)
+        return dbmod.raw_connect(url)
+
+    with history_kept(fresh_db, connect, said.append) as done:
+        assert done == {"changed": False}
+    assert len(opened) == 1 and said == []  # one look at the server, nothing set

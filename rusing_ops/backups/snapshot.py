@@ -18,7 +18,8 @@ The snapshot point (TSO, or binlog file / position / GTID where the server has o
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import pymysql
 
@@ -29,10 +30,12 @@ from ..core.flavour import (
     binlog_point,
     current_tso,
     detect_flavour,
+    expected_dump_seconds,
     kind_from_version,
     lock_held,
     locked_binlog_point,
     start_transaction_sql,
+    tidb_gc_guard,
 )
 
 LOCK_WAIT_S = 10
@@ -160,3 +163,18 @@ def open_snapshots(url: DatabaseURL, count: int, connect: Callable, log: Callabl
         for conn in conns:
             conn.close()
         raise
+
+
+@contextlib.contextmanager
+def history_kept(url: DatabaseURL, connect: Callable, log: Callable[[str], None]) -> Iterator[dict]:
+    """Around a whole dump: on TiDB, MVCC history is kept for as long as the dump may take (``tidb_gc_life_time``
+    raised for it and set back afterwards, also after a failure; refused with the SQL to run when this user may
+    not). Elsewhere it opens one connection to look and changes nothing. Yields what was done."""
+    probe = connect(url)
+    try:
+        flavour = detect_flavour(probe)
+        expected = expected_dump_seconds(probe, url.database) if flavour.is_tidb else 0.0
+    finally:
+        probe.close()
+    with tidb_gc_guard(lambda: connect(url), flavour, expected, log) as done:
+        yield done
