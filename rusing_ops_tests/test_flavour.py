@@ -243,3 +243,14 @@ def test_expected_dump_time_grows_with_the_data_and_history_is_left_alone_off_ti
     with history_kept(fresh_db, connect, said.append) as done:
         assert done == {"changed": False}
     assert len(opened) == 1 and said == []  # one look at the server, nothing set
+
+
+def test_ddl_jobs_are_a_tidb_thing(fresh_db):
+    conn = dbmod.raw_connect(fresh_db)
+    try:
+        assert fl.running_ddl_jobs(conn, MARIADB) == []  # DDL runs inside the statement: nothing is asked
+        with pytest.raises(pymysql.err.ProgrammingError):  # and MariaDB indeed has no such statement
+            fl.running_ddl_jobs(conn, TIDB)
+    finally:
+        conn.close()
+    assert fl.DDL_JOBS_SQL.startswith("ADMIN SHOW DDL JOBS 20 WHERE STATE NOT IN (")

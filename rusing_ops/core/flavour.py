@@ -179,6 +179,25 @@ def locked_binlog_point(cur, flavour: Flavour) -> dict:
     return {"kind": "none", "why": "the server refused SHOW MASTER STATUS (needs REPLICATION CLIENT)"}
 
 
+# ------------------------------------------------------------------------------------------------ TiDB DDL jobs
+
+
+DDL_JOBS_SQL = "ADMIN SHOW DDL JOBS 20 WHERE STATE NOT IN ('synced', 'cancelled', 'rollback done')"
+
+
+def running_ddl_jobs(conn, flavour: Flavour, database: str | None = None) -> list[dict]:
+    """TiDB runs DDL as asynchronous jobs: those still running (``ADMIN SHOW DDL JOBS``: job id, table, type, schema
+    state, rows done), to report the progress of a long migration statement from another connection. MariaDB and
+    MySQL run DDL inside the statement: empty."""
+    if not flavour.is_tidb:
+        return []
+    with conn.cursor() as cur:
+        cur.execute(DDL_JOBS_SQL)
+        names = [d[0].lower() for d in cur.description]
+        jobs = [dict(zip(names, (_text(v) for v in row))) for row in cur.fetchall()]
+    return [j for j in jobs if database is None or j.get("db_name") == database]
+
+
 # ------------------------------------------------------------------------------------------------ TiDB GC
 
 
