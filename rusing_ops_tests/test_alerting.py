@@ -69,3 +69,57 @@ def test_slack_is_preferred_when_token_and_channel_are_set(dagster_instance, rec
 def test_without_any_destination_it_only_logs(dagster_instance, receiver):
     fire_sensor(dagster_instance, AlertResource())
     assert receiver.calls == []
+
+
+def _sensor_on(instance, result, alerts: AlertResource):
+    run = instance.get_run_by_id(result.run_id)
+    failure = next(e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE")
+    context = dg.build_run_status_sensor_context(
+        sensor_name="alert_on_run_failure", dagster_instance=instance, dagster_run=run, dagster_event=failure,
+        resources={"alerts": alerts},
+    ).for_run_failure()
+    alert_on_run_failure(context)
+
+
+@dg.op
+def restore_with_wrong_confirm():
+    from rusing_ops.core.errors import ConfirmMismatch, require_confirm
+    from rusing_ops.dagster_support import failure
+
+    try:
+        require_confirm("prod", "rusing", "nothing was restored")
+    except ConfirmMismatch as exc:
+        raise failure(exc) from None
+
+
+@dg.job
+def refused_job():
+    restore_with_wrong_confirm()
+
+
+def test_an_operator_refusal_is_not_alerted_as_an_incident(dagster_instance, receiver):
+    result = refused_job.execute_in_process(instance=dagster_instance, raise_on_error=False)
+    assert not result.success
+    _sensor_on(dagster_instance, result, AlertResource(webhook_url=receiver.base_url + "/hook"))
+    assert receiver.calls == []
+    # a real failure of the same shape still alerts (the check is the refusal mark, not the job)
+    fire_sensor(dagster_instance, AlertResource(webhook_url=receiver.base_url + "/hook"))
+    assert len(receiver.calls) == 1
+
+
+@dg.asset
+def nightly_report():
+    raise dg.Failure(description="report source unavailable")
+
+
+def test_a_run_started_from_the_asset_page_is_named_by_its_asset(dagster_instance, receiver):
+    defs = dg.Definitions(assets=[nightly_report])
+    job = defs.resolve_implicit_global_asset_job_def()
+    assert job.name.startswith("__ASSET_JOB")  # what the UI's Materialize button launches
+    result = job.execute_in_process(instance=dagster_instance, asset_selection=[nightly_report.key],
+                                    raise_on_error=False)
+    _sensor_on(dagster_instance, result, AlertResource(webhook_url=receiver.base_url + "/hook"))
+    payload = json.loads(receiver.calls[0][3])
+    assert payload["text"].startswith(":rotating_light: rusing_ops run of `nightly_report` failed in step "
+                                      "`nightly_report`.\nError: report source unavailable")
+    assert payload["job"] == "nightly_report" and "__ASSET_JOB" not in payload["text"]

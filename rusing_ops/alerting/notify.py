@@ -27,15 +27,17 @@ def known_secrets() -> list[str]:
 
 @dataclass(frozen=True)
 class FailureAlert:
-    job_name: str
+    job_name: str  # the job, or for a run started from an asset page the assets it ran (see ``assets``)
     run_id: str
     step_key: str | None
     error: str
     ui_url: str | None = None
+    assets: tuple[str, ...] = ()  # set when the run is Dagster's anonymous asset job (``__ASSET_JOB``)
 
     def text(self) -> str:
         where = f"step `{self.step_key}`" if self.step_key else "the run"
-        lines = [f":rotating_light: rusing_ops job `{self.job_name}` failed in {where}.",
+        what = (f"run of {', '.join(f'`{a}`' for a in self.assets)}" if self.assets else f"job `{self.job_name}`")
+        lines = [f":rotating_light: rusing_ops {what} failed in {where}.",
                  f"Error: {self.error}", f"Run: {self.run_id}"]
         if self.ui_url:
             lines.append(f"Details: {self.ui_url.rstrip('/')}/runs/{self.run_id}")

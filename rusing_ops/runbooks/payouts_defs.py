@@ -48,7 +48,7 @@ def check_accounts(context: dg.OpExecutionContext, config: CheckAccountsConfig, 
     return {"summary": report.summary(), "accounts": [a.as_dict() for a in report.accounts]}
 
 
-@dg.job(description="Runbook §6 Coach Payout Failure: list Stripe Connect accounts and report restricted ones (requirements, "
+@dg.job(tags={"dagster/max_runtime": "1800"}, description="Runbook §6 Coach Payout Failure: list Stripe Connect accounts and report restricted ones (requirements, "
         "disabled_reason), failed payouts and errored bank accounts as a table. Read-only: no money moves.",
         executor_def=dg.in_process_executor)
 def check_coach_accounts():
