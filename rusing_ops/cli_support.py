@@ -162,8 +162,9 @@ def _start_ticks(pid: int) -> str | None:
 
 
 def process_tags() -> dict[str, str]:
+    """Where this CLI run runs; and never retried by the daemon (an in-process run has no origin to relaunch)."""
     pid = os.getpid()
-    return {PROCESS_TAG: f"{socket.gethostname()}:{pid}:{_start_ticks(pid) or ''}"}
+    return {PROCESS_TAG: f"{socket.gethostname()}:{pid}:{_start_ticks(pid) or ''}", "dagster/max_retries": "0"}
 
 
 def process_alive(tag: str) -> bool | None:

@@ -73,4 +73,21 @@ def alert_on_run_failure(context: dg.RunFailureSensorContext, alerts: AlertResou
     context.log.info(f"Alert sent ({where}): {alert.text()}")
 
 
-defs = dg.Definitions(sensors=[alert_on_run_failure])
+@dg.sensor(
+    name="free_slots_of_dead_cli_runs",
+    description="`rusing-ops` commands run their job in process, which run monitoring never sees: marks failed every "
+    "unfinished CLI run whose process on this host is gone (kill -9, crash) and frees its app_db_write slot, so a "
+    "crashed command never wedges later writes or the run queue (alert_on_run_failure then reports it).",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60,
+)
+def free_slots_of_dead_cli_runs(context: dg.SensorEvaluationContext):
+    from ..cli_support import free_dead_cli_runs
+
+    freed = free_dead_cli_runs(context.instance)
+    for line in freed:
+        context.log.warning(line)
+    return dg.SkipReason("; ".join(freed) or "no CLI run died unfinished")
+
+
+defs = dg.Definitions(sensors=[alert_on_run_failure, free_slots_of_dead_cli_runs])
