@@ -142,6 +142,7 @@ class Confiner:
         self.pending: list[tuple[int, str, str]] = []  # (line, what, name): a database named before the file's own
         self.copies: dict[str, str] = {}  # user variable -> the session variable it holds a copy of
         self.created: set[str] = set()  # tables the file creates
+        self.mentioned: set[str] = set()  # tables it locks or alters (a data-only dump names its empty ones so)
         self.filled: dict[str, int] = {}  # table -> line of its first INSERT
         self.count = 0
 
@@ -208,6 +209,9 @@ class Confiner:
             kind = self._set(out, code)
             return Action(kind, _join(out), line, "SET")
         if first in ("LOCK", "UNLOCK") and len(words) > 1 and words[1] in ("TABLE", "TABLES"):
+            for n in range(2, len(code)):  # LOCK TABLES `a` WRITE, `b` READ
+                if out[code[n]].kind in ("ident", "word") and (n == 2 or out[code[n - 1]].text == b","):
+                    self.mentioned.add(out[code[n]].name)
             return Action("skip", b"", line, f"{first} TABLES")
         if first == "COMMIT" or (first == "START" and words[1:2] == ["TRANSACTION"]) or words == ["BEGIN"]:
             return Action("skip", b"", line, first)
@@ -252,10 +256,10 @@ class Confiner:
         if obj in ("TABLE", "SEQUENCE") and first in ("CREATE", "ALTER"):
             self._table_options(words, out, code, what)
         self._qualifiers(out, code)
-        if key == ("CREATE", "TABLE"):
+        if key in (("CREATE", "TABLE"), ("ALTER", "TABLE")):
             name = self._created_name(out, code)
             if name:
-                self.created.add(name)
+                (self.created if first == "CREATE" else self.mentioned).add(name)
         return Action("deferred" if key in DEFERRED else "ddl", _join(out), line, what)
 
     def _resolved(self, toks: list[Token]) -> list[Token]:
@@ -516,6 +520,7 @@ class Plan:
     source: _Statements
     scope: Scope
     statements: int
+    data_only: list[str]  # a dump without CREATE TABLE (--no-create-info): the tables it fills
 
     def actions(self) -> Iterator[Action]:
         confiner = Confiner(self.scope, loading=True)
@@ -525,7 +530,11 @@ class Plan:
 
 
 def preflight(source: _Statements, scope: Scope) -> Plan:
-    """Check every statement of ``source`` without running any; :class:`DumpRefused` names the first bad line."""
+    """Check every statement of ``source`` without running any; :class:`DumpRefused` names the first bad line.
+
+    A file without any CREATE TABLE is a data-only dump (``Plan.data_only`` names its tables: dataonly.py).
+    """
+    manifest_backed = getattr(source, "manifest", None) is not None
     confiner = Confiner(scope)
     for line, stmt in source.numbered_statements():
         confiner.check(line, stmt)
@@ -533,10 +542,14 @@ def preflight(source: _Statements, scope: Scope) -> Plan:
     if confiner.count == 0:
         raise DumpRefused(f"{scope.label!r} holds no SQL statement; the restore is refused.", next_step=NEXT)
     missing = sorted(set(confiner.filled) - confiner.created)
-    if missing:
+    if missing and confiner.created:
         line = min(confiner.filled[t] for t in missing)
-        raise confiner.refusal(line, f"rows for {len(missing)} table(s) the file does not create (a data-only dump, "
-                                     "--no-create-info): a restore replaces whole tables, so it needs their CREATE "
-                                     "TABLE in the same file")
+        raise confiner.refusal(line, f"rows for {len(missing)} table(s) the file does not create, beside tables it "
+                                     "does create: a restore replaces whole tables, so it needs every table's CREATE "
+                                     "TABLE, or none (a data-only dump, --no-create-info)")
+    data_only = sorted(set(confiner.filled) | confiner.mentioned) if not confiner.created else []
+    if not confiner.created and not data_only and not manifest_backed:
+        raise DumpRefused(f"{scope.label!r} creates no table and holds no rows: restoring it would empty the target. "
+                          "The restore is refused; no statement of the file was run.", next_step=NEXT)
     scope.own = confiner.own
-    return Plan(source, scope, confiner.count)
+    return Plan(source, scope, confiner.count, data_only)

@@ -22,7 +22,7 @@ from ..core.errors import LockBusy, OpsError
 from ..core.faults import pause_point
 from ..core.progress import Progress
 from ..core.store import BackupStore
-from . import catalog, confine
+from . import catalog, confine, dataonly
 from .changes import describe_changes, fingerprint
 from .checksum import checksum_mismatches
 from .connection import open_connection
@@ -104,8 +104,10 @@ def drop_database(url: DatabaseURL, name: str) -> None:
 
 
 def stage(url: DatabaseURL, source: Source, database: str, *, log: Callable[[str], None] | None = None,
-          workers: int = 2) -> StageResult:
+          workers: int = 2, like: str | None = None) -> StageResult:
     """Create ``database`` and load ``source`` into it; compare its row counts with the manifest.
+
+    :param like: the restore's target: a data-only dump (no CREATE TABLE) takes its schema from it (dataonly.py).
 
     On any failure the database is dropped again and :class:`RestoreRefused` (or the load error) is raised.
     """
@@ -120,7 +122,10 @@ def stage(url: DatabaseURL, source: Source, database: str, *, log: Callable[[str
             manifest = source.manifest
             total = manifest.total_rows if manifest else None
             progress = Progress(f"restore {source.label} into {database}", total=total, log=log)
+            carried = dataonly.copy_schema(url, like, database, plan.data_only, source.label) if plan.data_only else None
             loaded = Loader(url, database, workers=workers, progress=progress).load(plan.actions())
+            if carried is not None:
+                loaded.deferred = carried.deferred(loaded.deferred)
             progress.finish()
             counts = table_counts(admin, database)
             if manifest is not None:
@@ -223,7 +228,7 @@ def _stage_new(url: DatabaseURL, source: Source, target: str, log, workers: int)
             "used; drop them (DROP DATABASE) once no other restore is running.")
     staging = free_name(url, target, "restore")
     try:
-        staged = stage(url, source, staging, log=log, workers=workers)
+        staged = stage(url, source, staging, log=log, workers=workers, like=target)
     except OpsError as exc:
         if isinstance(exc, RestoreRefused):
             raise

@@ -159,20 +159,43 @@ def test_dump_of_the_target_itself_with_add_drop_database_keeps_it_until_the_swa
         drop_databases_like(server_url, source_db.database + "__pre_restore")  # keep the module's source clean
 
 
-def test_data_only_dump_is_refused_before_anything_runs(source_db, fresh_db, local_store, server_url, tmp_path):
-    """A `--no-create-info` dump cannot replace whole tables: refused, naming its first INSERT's line."""
+def test_data_only_dump_replaces_the_rows_and_keeps_the_targets_schema(source_db, fresh_db, local_store, server_url,
+                                                                       tmp_path):
+    """`--no-create-info` (with its triggers): the target's tables, views and triggers are kept, its rows replaced."""
+    full = tmp_path / "full.sql"
+    full.write_bytes(mariadb_dump(source_db, "--routines", "--triggers"))
+    restore_backup(fresh_db, local_store, str(full), pre_restore_backup=False, lock=NO_LOCK)
+    query(fresh_db, fresh_db.database, "DELETE FROM enrollments")
+    query(fresh_db, fresh_db.database, "UPDATE users SET name = 'changed'")
+    data = tmp_path / "data-only.sql.gz"
+    data.write_bytes(gzip.compress(mariadb_dump(source_db, "--no-create-info", "--hex-blob", "--complete-insert")))
+    before = snapshot(server_url, fresh_db.database)
+
+    restore_backup(fresh_db, local_store, str(data), pre_restore_backup=False, lock=NO_LOCK)
+
+    assert rows_of(server_url, fresh_db.database) == rows_of(server_url, source_db.database)
+    after = snapshot(server_url, fresh_db.database)
+    assert after["views"] == before["views"] and after["triggers"] == before["triggers"]
+    assert after["routines"] == before["routines"]
+    assert {t: v[2] for t, v in after["tables"].items()} == {t: v[2] for t, v in before["tables"].items()}
+
+
+def test_data_only_dump_of_some_tables_is_refused_before_anything_runs(source_db, fresh_db, local_store,
+                                                                      server_url, tmp_path):
+    """A table left out of a data-only dump would come back empty: refused, and the target is untouched."""
     from rusing_ops.core.errors import OpsError
 
-    dump = mariadb_dump(source_db, "--no-create-info", "--skip-triggers")
-    path = tmp_path / "data-only.sql"
-    path.write_bytes(dump)
-    first_insert = dump[:dump.index(b"INSERT INTO")].count(b"\n") + 1
-    query(fresh_db, fresh_db.database, "CREATE TABLE live (id INT PRIMARY KEY)")
-    query(fresh_db, fresh_db.database, "INSERT INTO live VALUES (7)")
+    full = tmp_path / "full.sql"
+    full.write_bytes(mariadb_dump(source_db, "--routines", "--triggers"))
+    restore_backup(fresh_db, local_store, str(full), pre_restore_backup=False, lock=NO_LOCK)
+    cmd = ["mariadb-dump", "-h", source_db.host, "-P", str(source_db.port), "-u", source_db.user, "--no-create-info",
+           source_db.database, "users", "payments"]
+    path = tmp_path / "two-tables.sql"
+    path.write_bytes(subprocess.run(cmd, check=True, capture_output=True).stdout)
     before = snapshot(server_url, fresh_db.database)
     with pytest.raises(OpsError) as err:
         restore_backup(fresh_db, local_store, str(path), pre_restore_backup=False, lock=NO_LOCK)
-    assert f"line {first_insert}: rows for " in str(err.value)
-    assert "--no-create-info" in str(err.value) and "No statement of the file was run." in str(err.value)
+    assert "is a data-only dump (no CREATE TABLE) with no rows for 4 of the 6 tables" in str(err.value)
+    assert "no statement of the file was run" in str(err.value)
     assert snapshot(server_url, fresh_db.database) == before
-    assert databases_like(server_url, fresh_db.database + "__") == []
+    assert databases_like(server_url, fresh_db.database + "__restore") == []
