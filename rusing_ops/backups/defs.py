@@ -81,17 +81,25 @@ def fresh_fields(store, database: DatabaseResource) -> dict:
     return {"passed": fresh.ok, "description": fresh.description, "metadata": metadata}
 
 
-def record_backup(context, store, rec: record.BackupRecord, database: DatabaseResource) -> None:
-    """Make ``rec`` a partition of database_backup with its metadata, and re-evaluate backup_verified for it and
-    backup_fresh (a new backup changes both). ``context``: an op or asset context (events go to its run)."""
-    if not context.instance.has_dynamic_partition(PARTITIONS.name, rec.name):
-        context.instance.add_dynamic_partitions(PARTITIONS.name, [rec.name])
-    context.log_event(dg.AssetMaterialization(asset_key=ASSET, partition=rec.name, metadata=backup_metadata(rec),
+def backup_events(store, records: list[record.BackupRecord], database: DatabaseResource, instance) -> list:
+    """Make ``records`` partitions of database_backup and return their events: the materialization with the metadata
+    every backup carries, backup_verified for it, and backup_fresh re-evaluated (a new backup changes both)."""
+    new = [r.name for r in records if not instance.has_dynamic_partition(PARTITIONS.name, r.name)]
+    if new:
+        instance.add_dynamic_partitions(PARTITIONS.name, new)
+    events = []
+    for rec in records:
+        events.append(dg.AssetMaterialization(asset_key=ASSET, partition=rec.name, metadata=backup_metadata(rec),
                                               description=f"{rec.manifest.reason or 'unnamed'} backup of "
                                               f"`{rec.manifest.database}`"))
-    context.log_event(verified_evaluation(rec))
-    context.log_event(dg.AssetCheckEvaluation(asset_key=ASSET, check_name="backup_fresh",
-                                              **fresh_fields(store, database)))
+        events.append(verified_evaluation(rec))
+    return [*events, dg.AssetCheckEvaluation(asset_key=ASSET, check_name="backup_fresh", **fresh_fields(store, database))]
+
+
+def record_backup(context, store, rec: record.BackupRecord, database: DatabaseResource) -> None:
+    """Record ``rec`` from inside a run (op or asset ``context``): the events go to that run."""
+    for event in backup_events(store, [rec], database, context.instance):
+        context.log_event(event)
 
 
 def take_backup(context, database: DatabaseResource, backup_store: BackupStoreResource, reason: str, *,
@@ -158,14 +166,8 @@ def backup_store_partitions(context: dg.SensorEvaluationContext, backup_store: B
         return dg.SkipReason(f"all {len(diff.complete)} complete backups in {store.url} are listed")
     for name in diff.remove:
         context.instance.delete_dynamic_partition(PARTITIONS.name, name)
-    if diff.add:
-        context.instance.add_dynamic_partitions(PARTITIONS.name, [rec.name for rec in diff.add])
-    for rec in diff.add:
-        context.instance.report_runless_asset_event(dg.AssetMaterialization(
-            asset_key=ASSET, partition=rec.name, metadata=backup_metadata(rec), description="found in the store"))
-        context.instance.report_runless_asset_event(verified_evaluation(rec))
-    context.instance.report_runless_asset_event(dg.AssetCheckEvaluation(
-        asset_key=ASSET, check_name="backup_fresh", **fresh_fields(store, database)))
+    for event in backup_events(store, diff.add, database, context.instance):
+        context.instance.report_runless_asset_event(event)  # at once: the partitions exist before their events
     context.log.info(f"added {len(diff.add)} partition(s), removed {len(diff.remove)}: "
                      + ", ".join([r.name for r in diff.add] + [f"-{n}" for n in diff.remove]))
     return dg.SkipReason(f"reconciled: +{len(diff.add)} -{len(diff.remove)}; {len(diff.complete)} complete backups")

@@ -1,0 +1,207 @@
+"""An operator's first session in the Dagster UI, in a real browser (issue 11): Debian's Chromium driven by Selenium
+through /usr/bin/chromedriver against `dagster-webserver` on a free port, a temporary DAGSTER_HOME and a fresh
+MariaDB database. Back up with one click, find the backup as a partition with its metadata, restore it by picking
+it, and see a mistyped confirm refused in words.
+
+Screenshots go to a temporary folder; `RUSING_SCREENSHOTS=1` writes them to docs/screenshots/ (README shows them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from rusing_ops_tests.conftest import free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+pytestmark = pytest.mark.skipif(not Path(CHROMEDRIVER).exists() or shutil.which("chromium") is None,
+                                reason="needs Debian's chromium and chromium-driver: "
+                                "apt-get install -y chromium chromium-driver")
+
+# The webserver launches runs itself (no daemon needed for a UI test; the queue is tested in test_mutual_exclusion).
+INSTANCE_YAML = """telemetry:
+  enabled: false
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: DefaultRunCoordinator
+"""
+
+
+def wait_until(what: str, probe, timeout: float = 40.0, every: float = 0.3):
+    """``probe()``'s first truthy value; fails naming ``what`` after ``timeout`` seconds (a wait, not a timing assert)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what} after {timeout:.0f} s")
+        time.sleep(every)
+
+
+class Webserver:
+    def __init__(self, base: str, proc: subprocess.Popen):
+        self.base, self.proc = base, proc
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        request = urllib.request.Request(self.base + "/graphql", json.dumps({"query": query, "variables": variables or {}})
+                                         .encode(), {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())["data"]
+
+    def runs(self) -> list[dict]:
+        return self.graphql("{ runsOrError { ... on Runs { results { runId status jobName tags { key value } } } } }")[
+            "runsOrError"]["results"]
+
+    def finished_run(self, job: str, count: int) -> dict:
+        """The newest run of ``job`` once ``count`` of its runs have finished."""
+        def probe():
+            done = [r for r in self.runs() if r["jobName"] == job and r["status"] in ("SUCCESS", "FAILURE", "CANCELED")]
+            return done[0] if len(done) >= count else None
+
+        return wait_until(f"{count} finished run(s) of {job}", probe, timeout=60)
+
+
+@pytest.fixture
+def webserver(database_url_str, tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(INSTANCE_YAML)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUSING_", "DRIZZLE_", "STRIPE_", "APP_", "SLACK_"))}
+    env.update(DAGSTER_HOME=str(home), DATABASE_URL=database_url_str, RUSING_BACKUP_URL=str(tmp_path / "backups"))
+    log = open(tmp_path / "webserver.log", "wb")  # noqa: SIM115 - closed after the process below
+    proc = subprocess.Popen([str(ROOT / ".venv/bin/dagster-webserver"), "-w", str(ROOT / "workspace.yaml"),
+                             "-h", "127.0.0.1", "-p", str(port)], cwd=tmp_path, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, timeout=60, proc=proc)
+        server = Webserver(f"http://127.0.0.1:{port}", proc)
+        status = wait_until("the code location to load", lambda: server.graphql(
+            "{ workspaceOrError { ... on Workspace { locationEntries { loadStatus locationOrLoadError { "
+            "__typename ... on PythonError { message } } } } } }")["workspaceOrError"]["locationEntries"][0]
+            if server.graphql("{ workspaceOrError { ... on Workspace { locationEntries { loadStatus } } } }")[
+                "workspaceOrError"]["locationEntries"][0]["loadStatus"] == "LOADED" else None)
+        assert status["locationOrLoadError"]["__typename"] == "RepositoryLocation", status
+        server.graphql("mutation { setNuxSeen }")  # the first-visit "join the community" dialog
+        yield server
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(arg)
+    options.binary_location = shutil.which("chromium")
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)  # no Selenium Manager download
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def shots(tmp_path):
+    folder = ROOT / "docs" / "screenshots" if os.environ.get("RUSING_SCREENSHOTS") == "1" else tmp_path / "shots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_operator_backs_up_finds_and_restores_from_the_ui(webserver, browser, shots, db_conn, fresh_db):
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with db_conn.cursor() as cur:
+        cur.execute("CREATE TABLE courses (id INT PRIMARY KEY, title VARCHAR(40))")
+        cur.execute("INSERT INTO courses VALUES (1, 'Russian A1'), (2, 'Russian B2')")
+        cur.execute("CREATE TABLE enrollments (id INT PRIMARY KEY AUTO_INCREMENT, course_id INT)")
+        cur.execute("INSERT INTO enrollments (course_id) VALUES (1), (1), (2)")
+    wait = WebDriverWait(browser, 40, ignored_exceptions=[StaleElementReferenceException])
+
+    def click(xpath: str):
+        wait.until(EC.element_to_be_clickable((By.XPATH, xpath))).click()
+
+    def page_text() -> str:
+        return browser.find_element(By.TAG_NAME, "body").text
+
+    # 1. One click: Materialize on newest_backup. No partition to add, no name to type.
+    browser.get(webserver.base + "/assets/newest_backup")
+    click("//button[normalize-space(.)='Materialize']")
+    run = webserver.finished_run("__ASSET_JOB", 1)
+    assert run["status"] == "SUCCESS"
+    browser.refresh()
+    wait_until("the materialization on the asset page", lambda: "Latest materialization" in page_text()
+               and "Never materialized" not in page_text())
+    browser.save_screenshot(str(shots / "01-one-click-backup.png"))
+
+    # 2. The backup is a partition of database_backup, named by the clock, with its metadata.
+    [name] = webserver.graphql('{ assetNodeOrError(assetKey: {path: ["database_backup"]}) { ... on AssetNode { '
+                               'partitionKeys } } }')["assetNodeOrError"]["partitionKeys"]
+    assert name.startswith("backup-") and name.endswith("-manual")
+    browser.get(webserver.base + f"/assets/database_backup?view=partitions&partition={name}")
+    text = wait_until("the partition's metadata", lambda: page_text() if "migration_head" in page_text() else None)
+    assert name + ".sql.zst" in text and "dagster/row_count\n5" in text and "reason\nmanual" in text
+    assert "enrollments 3" in text and "courses 2" in text  # the per-table rows, as a table
+    browser.save_screenshot(str(shots / "02-backup-partition.png"))
+
+    # 3. Restore by picking that partition; the target database is named above the config. A wrong confirm first.
+    with db_conn.cursor() as cur:
+        cur.execute("DELETE FROM enrollments")
+
+    def launch_restore(confirm: str, screenshot: str | None = None):
+        browser.get(webserver.base + "/locations/rusing_ops/jobs/restore_database/playground")
+        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, ".CodeMirror")))
+        wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "input[placeholder='Partition']"))).click()
+        click(f"//*[normalize-space(text())='{name}']")
+        wait_until("the picked partition", lambda: f"partition: {name}" in page_text() or
+                   browser.find_element(By.CSS_SELECTOR, "input[placeholder='Partition']").get_attribute("value") == name)
+        assert f"target-database: {fresh_db.database} on {fresh_db.host}:{fresh_db.port}" in page_text()
+        browser.execute_script("document.querySelector('.CodeMirror').CodeMirror.setValue(arguments[0])",
+                               f"ops:\n  restore_database_op:\n    config:\n      confirm: {confirm}\n")
+        wait_until("the config to validate", lambda: "Missing required config" not in page_text())
+        if screenshot:
+            browser.save_screenshot(str(shots / screenshot))
+        click("//button[normalize-space(.)='Launch Run']")
+
+    launch_restore("production", "03-restore-launchpad.png")
+    refused = webserver.finished_run("restore_database", 1)
+    assert refused["status"] == "FAILURE"
+    paragraph = (f"confirm 'production' does not match the target database '{fresh_db.database}'; nothing was "
+                 "restored. Nothing was changed.")
+    wait_until("the refusal on the run page", lambda: paragraph in page_text())
+    browser.get(browser.current_url.split("?")[0] + "?logs=type%3ASTEP_FAILURE")  # the run page, failure event only
+    wait_until("the step failure", lambda: "STEP_FAILURE" in page_text() and paragraph in page_text())
+    text = page_text()
+    assert re.search(r"operator_refusal\s+true", text), text[-2000:]
+    assert "ConfirmMismatch" not in text  # no chained library traceback under the paragraph
+    browser.save_screenshot(str(shots / "04-confirm-refused.png"))
+    with db_conn.cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM enrollments")
+        assert cur.fetchone()[0] == 0  # the refusal touched nothing
+
+    launch_restore(fresh_db.database)
+    restored = webserver.finished_run("restore_database", 2)
+    assert restored["status"] == "SUCCESS"
+    assert {t["key"]: t["value"] for t in restored["tags"]}["dagster/partition"] == name
+    wait_until("the successful run page", lambda: "RUN_SUCCESS" in page_text())
+    browser.save_screenshot(str(shots / "05-restored.png"))
+    with db_conn.cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM enrollments")
+        assert cur.fetchone()[0] == 3
