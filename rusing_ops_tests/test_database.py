@@ -1,5 +1,6 @@
 """DATABASE_URL parsing, connection errors with the password masked, ping, and the named write lock."""
 
+import sys
 import threading
 import time
 
@@ -136,7 +137,17 @@ def test_malformed_urls_never_show_the_password(url):
     assert SECRET not in mask_url(f"DATABASE_URL={url} failed")
 
 
-def test_health_with_a_malformed_url_keeps_the_password_out_of_console_and_run_storage(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def fresh_definitions():
+    """The code location reads the environment when it is imported: import it afresh for this test's variables,
+    and drop it afterwards so that no later test runs with them."""
+    sys.modules.pop("rusing_ops.definitions", None)
+    yield
+    sys.modules.pop("rusing_ops.definitions", None)
+
+
+def test_health_with_a_malformed_url_keeps_the_password_out_of_console_and_run_storage(tmp_path, monkeypatch, capsys,
+                                                                                      fresh_definitions):
     """Issue 8 item 7: a DATABASE_URL without `://` put its password on the console, in the run storage, the
     compute logs and the asset check's description."""
     from rusing_ops import cli

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import json
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -76,6 +77,15 @@ def _stripe_stand_in(event_id: str) -> JsonServer:
                       else (404, {"error": {"message": "no such thing", "type": "invalid_request_error"}}))
 
 
+@pytest.fixture
+def fresh_definitions():
+    """The code location reads the environment when it is imported: import it afresh for this test's variables,
+    and drop it afterwards so that no later test runs with them."""
+    sys.modules.pop("rusing_ops.definitions", None)
+    yield
+    sys.modules.pop("rusing_ops.definitions", None)
+
+
 def _cli(monkeypatch, tmp_path, url_text: str, stripe_base: str, *argv: str) -> int:
     home = tmp_path / "dagster_home"
     home.mkdir(exist_ok=True)
@@ -87,7 +97,7 @@ def _cli(monkeypatch, tmp_path, url_text: str, stripe_base: str, *argv: str) -> 
     return cli.main(list(argv))
 
 
-def test_every_capability_over_verified_tls(tls_server, tls_db, tmp_path, monkeypatch, capsys):
+def test_every_capability_over_verified_tls(tls_server, tls_db, tmp_path, monkeypatch, capsys, fresh_definitions):
     url = _url(tls_server, tls_db, f"ssl_ca={tls_server.tls.ca}")
     assert (url.tls.mode, url.tls.ca) == ("VERIFY_IDENTITY", str(tls_server.tls.ca))
     raw = dbmod.raw_connect(url)
@@ -152,7 +162,8 @@ def test_every_capability_over_verified_tls(tls_server, tls_db, tmp_path, monkey
     admin.close()
 
 
-def test_wrong_ca_refuses_every_capability_before_any_data_moves(tls_server, tls_db, tmp_path, monkeypatch, capsys):
+def test_wrong_ca_refuses_every_capability_before_any_data_moves(tls_server, tls_db, tmp_path, monkeypatch, capsys,
+                                                                fresh_definitions):
     good = _url(tls_server, tls_db, f"ssl_ca={tls_server.tls.ca}")
     store = LocalStore(tmp_path / "backups")
     backup_database(good, store, reason="good")  # something a restore / verify could use
