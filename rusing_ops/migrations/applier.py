@@ -17,9 +17,10 @@ statement as the one to restore.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pymysql
 from pymysql.constants import ER
@@ -34,8 +35,15 @@ from . import audit
 from .effect import statement_effect
 from .folder import WHEN_ORDER, Migration, MigrationFolder, read_folder
 from .lint import Finding, lint_migrations
-from .planner import (CREATE_MIGRATIONS_TABLE, INSERT_MIGRATION_ROW, Plan, PlanRefused, check_plan, make_plan,
-                      read_applied)
+from .planner import (
+    CREATE_MIGRATIONS_TABLE,
+    INSERT_MIGRATION_ROW,
+    Plan,
+    PlanRefused,
+    check_plan,
+    make_plan,
+    read_applied,
+)
 
 _ER_NAMES = {v: f"ER_{k}" for k, v in vars(ER).items() if isinstance(v, int) and k.isupper()}
 _CONNECTION_LOST = (2006, 2013)  # CR_SERVER_GONE_ERROR, CR_SERVER_LOST: the statement's outcome is unknown
@@ -162,23 +170,26 @@ def apply_migrations(engine: Engine, url: DatabaseURL, folder: MigrationFolder |
         say(result.plan_text())
         return result
     failure: MigrationFailed | None = None
-    with named_lock(engine, url, DB_WRITE_LOCK, opts.lock_timeout_s):
-        with connect(engine, url) as conn:
-            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            result, errors = _prepare(conn, folder, url, run_id, opts)
-            say(result.plan_text(with_sql=False))
-            if errors:
-                raise errors[0]
-            if result.plan.pending and not opts.no_backup:
-                result.backup_key = _take_backup(backup, say)
-            conn.exec_driver_sql(CREATE_MIGRATIONS_TABLE)  # as drizzle-orm does on every run
-            if not result.plan.pending:
-                return result
-            audit.ensure_table(conn)
-            try:
-                _run(conn, result, say)
-            except MigrationFailed as exc:
-                failure = exc
+    with named_lock(engine, url, DB_WRITE_LOCK, opts.lock_timeout_s), connect(engine, url) as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        result, errors = _prepare(conn, folder, url, run_id, opts)
+        say(result.plan_text(with_sql=False))
+        if errors:
+            raise errors[0]
+        if result.plan.pending and not opts.no_backup:
+            result.backup_key = _take_backup(backup, say)
+            if result.resume_from:
+                say(f"note: {result.backup_key} holds {result.resume_from['migration']} half applied; to undo "
+                    "the whole migration restore "
+                    + (result.restore_key or "nothing: the interrupted run took no backup before it started"))
+        conn.exec_driver_sql(CREATE_MIGRATIONS_TABLE)  # as drizzle-orm does on every run
+        if not result.plan.pending:
+            return result
+        audit.ensure_table(conn)
+        try:
+            _run(conn, result, say)
+        except MigrationFailed as exc:
+            failure = exc
     if failure is not None:
         # Outside the lock: the restore takes the same write lock itself.
         _maybe_roll_back(failure, result, restore if opts.auto_rollback else None, say)
@@ -313,7 +324,7 @@ def _run(conn: Connection, result: ApplyResult, say) -> None:
                 failed.data["sql_state"] = _sql_state(cursor)
                 try:
                     audit.finish(conn, audit_id, audit.FAILED, error=error, failed_statement=statement)
-                except Exception as audit_exc:  # e.g. the connection died with the statement; report the statement
+                except Exception as audit_exc:  # noqa: BLE001 - e.g. the connection died with the statement; report the statement
                     failed.data["audit_error"] = scrub_secret(str(audit_exc))
                 raise failed from None
             pause_point(f"migrate-statement-{number}-done")
@@ -368,7 +379,7 @@ def _maybe_roll_back(failure: MigrationFailed, result: ApplyResult, restore: Res
     say(f"automatic rollback: restoring {result.restore_key}")
     try:
         restore(result.restore_key)
-    except Exception as exc:  # report both failures; the migration error stays the primary one
+    except Exception as exc:  # noqa: BLE001 - report both failures; the migration error stays the primary one
         failure.data["rollback_error"] = scrub_secret(str(exc))
         failure.message += f"\nAutomatic rollback FAILED: {scrub_secret(str(exc))}"
     else:
