@@ -22,6 +22,8 @@ def test_accepts_both_schemes_and_defaults():
     assert str(a) == "mysql://app:***@db.example.com:4000/rusing" and SECRET not in repr(a)
     assert parse_database_url(None).masked() == "mysql://root@127.0.0.1:3306/rusing"
     assert parse_database_url("mysql://u:p%40ss@h/db").password == "p@ss"
+    odd = parse_database_url("mysql://u%40x%2525:p%40ss%2525@h/db")  # percent-decoded exactly once
+    assert (odd.user, odd.password) == ("u@x%25", "p@ss%25")
 
 
 @pytest.mark.parametrize(

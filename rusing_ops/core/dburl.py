@@ -15,7 +15,7 @@ import os
 import re
 import ssl
 from dataclasses import dataclass
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from .errors import ConfigError
 
@@ -293,7 +293,7 @@ def parse_database_url(url: str | None) -> DatabaseURL:
         raise ConfigError(f"DATABASE_URL {shown!r}: database name {database!r} has characters this tool does not accept.")
     query = url.split("?", 1)[1] if "?" in url else ""
     result = DatabaseURL(
-        user=unquote(parsed.username or "root"),
+        user=parsed.username or "root",  # make_url has already unquoted it
         password=parsed.password or "",
         host=host,
         port=parsed.port or 3306,
