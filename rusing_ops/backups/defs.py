@@ -17,7 +17,7 @@ import dagster as dg
 from pydantic import Field
 
 from ..core.errors import ConfigError, OpsError, require_confirm
-from ..dagster_support import configured_target, failure, max_runtime, table_of, target_tags
+from ..dagster_support import REFUSAL_KEY, configured_target, failure, max_runtime, table_of, target_tags
 from ..resources import DB_WRITE_POOL, DB_WRITE_TAGS, BackupStoreResource, DatabaseResource
 from ..settings import env, resolve_path
 from . import catalog, keys, record
@@ -194,13 +194,17 @@ def _verify(context, database: DatabaseResource, backup_store: BackupStoreResour
                          "scratch_db": result.scratch_db}
 
 
-@dg.multi_asset_check(specs=[VERIFIED], description="Verify the partition's backup (the latest one when run "
-                      "without a partition) by restoring it into a scratch database.")
+@dg.multi_asset_check(specs=[VERIFIED], description="Recorded per partition by the verify_backup job (Dagster "
+                      "1.13 runs a check of a partitioned external asset only inside a partitioned run).")
 def backup_verified(context: dg.AssetCheckExecutionContext, database: DatabaseResource,
                     backup_store: BackupStoreResource):
-    ref = context.partition_key if context.has_partition_key else "latest"
+    if not context.has_partition_key:
+        raise dg.Failure(description="backup_verified is recorded per backup by the verify_backup job. Nothing was "
+                         "changed. Next: Jobs → verify_backup → pick the backup in the Partition box → Launch "
+                         "(`rusing-ops db verify --backup <name>`).", metadata={REFUSAL_KEY: True},
+                         allow_retries=False)
     try:
-        _, rec, metadata = _verify(context, database, backup_store, ref)
+        _, rec, metadata = _verify(context, database, backup_store, context.partition_key)
     except OpsError as exc:
         yield dg.AssetCheckResult(asset_key=ASSET, check_name=VERIFIED.name, passed=False, description=str(exc))
         return
@@ -213,7 +217,7 @@ class VerifyBackupConfig(dg.Config):
                         "backup) or a backup name/key.")
 
 
-@dg.op(description="Restore the backup into a scratch database, compare rows and content checksums with the manifest, drop the scratch database.")
+@dg.op(description="Restore the backup into a scratch database, compare rows and server checksums with the manifest, drop the scratch database.")
 def verify_backup_op(context: dg.OpExecutionContext, config: VerifyBackupConfig, database: DatabaseResource,
                      backup_store: BackupStoreResource) -> dict:
     try:
@@ -233,7 +237,7 @@ def verify_backup_op(context: dg.OpExecutionContext, config: VerifyBackupConfig,
 
 @dg.job(name="verify_backup", partitions_def=PARTITIONS, tags=max_runtime(6),
         description="Pick a backup (partition) to prove it restores: into a scratch database, every table's rows and "
-        "content checksum compared with the manifest, scratch database dropped, backup_verified recorded on the "
+        "server checksum compared with the manifest, scratch database dropped, backup_verified recorded on the "
         "partition. Without a partition: the config's backup (latest).")
 def verify_backup():
     verify_backup_op()

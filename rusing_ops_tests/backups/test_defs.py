@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 
 from rusing_ops.backups import catalog, keys
-from rusing_ops.backups.defs import (ASSET, PARTITIONS, TARGET, RestoreDatabaseConfig, nightly_backup,
+from rusing_ops.backups.defs import (ASSET, PARTITIONS, TARGET, RestoreDatabaseConfig, backup_verified, nightly_backup,
                                      restore_database)
 from rusing_ops.backups.defs import defs as backups_defs
 from rusing_ops.backups.dump import backup_database as take_library_backup
@@ -303,3 +303,20 @@ def test_freshness_check(every_type_db, local_store, dagster_instance, age_hours
     assert evaluation.check_name == "backup_fresh" and evaluation.passed is passed
     assert evaluation.description.startswith(
         f"Newest complete backup of `{every_type_db.database}` {keys.partition_name(taken)} is {age_hours}.")
+
+
+def test_backup_verified_executed_without_a_partition_points_to_verify_backup(every_type_db, local_store,
+                                                                            dagster_instance):
+    """The check's own Execute path without a partition cannot record a partition's result (Dagster 1.13 fails
+    inside); it refuses in words instead, pointing to the job that records it, and verifies nothing."""
+    url = _url(every_type_db)
+    name = _recorded(_backup(dagster_instance, url, local_store.url)).partition
+    defs = dg.Definitions.merge(_defs(url, local_store.url), dg.Definitions(jobs=[dg.define_asset_job(
+        "execute_backup_verified", selection=dg.AssetSelection.checks(backup_verified))]))
+    result = defs.resolve_job_def("execute_backup_verified").execute_in_process(instance=dagster_instance,
+                                                                                 raise_on_error=False)
+    refusal = _refusal(result)
+    assert refusal.user_failure_data.description.startswith("backup_verified is recorded per backup by the "
+                                                            "verify_backup job. Nothing was changed. Next: Jobs")
+    assert is_refusal(refusal.user_failure_data.metadata)
+    assert not catalog.resolve(local_store, name).verified
