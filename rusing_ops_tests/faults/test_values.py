@@ -131,6 +131,12 @@ def test_every_object_is_backed_up_or_named(fresh_db, db_conn, local_store):
     assert query(fresh_db, copy, "SELECT EVENT_NAME, STATUS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s",
                  (copy,)) == [("purge_logs", "DISABLED")]
 
+    query(fresh_db, fresh_db.database, "DROP SEQUENCE seq_orders")  # in place: the sequence comes back with the rest
+    query(fresh_db, fresh_db.database, "DELETE FROM prices")
+    restore_backup(fresh_db, local_store, m.key, pre_restore_backup=False)
+    assert query(fresh_db, fresh_db.database, "SELECT NEXTVAL(seq_orders)")[0][0] == m.sequences["seq_orders"]
+    assert query(fresh_db, fresh_db.database, "SELECT id, cents FROM prices ORDER BY id") == [(1, 150), (2, 200)]
+
 
 def test_an_object_it_cannot_back_up_is_named_in_the_refusal(fresh_db, db_conn, local_store):
     with db_conn.cursor() as cur:
