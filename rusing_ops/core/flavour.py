@@ -76,12 +76,13 @@ def detect_flavour(conn) -> Flavour:
     return Flavour(kind=kind, version=version, comment=comment, tidb_version=tidb)
 
 
-_FLAVOURS: dict[tuple[str, int], Flavour] = {}
+_FLAVOURS: dict[tuple[str, int, str], Flavour] = {}
 
 
 def flavour_of(url) -> Flavour:
-    """The flavour of ``url``'s server, detected on the first call for that host and port."""
-    key = (url.host, url.port)
+    """The flavour of ``url``'s server, detected on the first call for that host, port and user (a TiDB Cloud
+    gateway serves many clusters on one address, told apart by the user's prefix)."""
+    key = (url.host, url.port, url.user)
     if key not in _FLAVOURS:
         from .database import raw_connect
 
