@@ -27,7 +27,8 @@ Refused: every other statement (``GRANT``, ``CREATE USER``, ``SET GLOBAL``, ``SE
 routine reading another database would tie the restored database to it. A second database in one file is refused.
 
 Versioned comments are resolved as the server resolves them (MariaDB runs ``/*!NNNNN`` when NNNNN <= its version
-and not 50700-99999, ``/*M!NNNNNN`` when <= its version; MySQL and TiDB run ``/*!NNNNN`` when <= theirs) and a
+and not 50700-99999, ``/*M!NNNNNN`` when <= its version; MySQL and TiDB run ``/*!NNNNN`` when <= theirs, TiDB runs
+``/*T![feature] */``: checked as code there, dropped elsewhere) and a
 schema or session statement is sent without them: what runs is exactly what was checked.
 """
 
@@ -53,7 +54,7 @@ _VALUE_STRING = re.compile(rb"'[^'\\]*(?:(?:\\.|'')[^'\\]*)*'")
 _VALUE_BYTES = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_ \t\r\n(),.+-"
 _VALUE_WORD = re.compile(rb"(?<![0-9A-Za-z_])[A-Za-z_][0-9A-Za-z_]*")
 _LITERAL_WORDS = frozenset({b"NULL", b"X", b"B", b"N", b"_BINARY", b"_UTF8MB4", b"_UTF8MB3", b"_UTF8", b"_LATIN1"})
-_VERSION = re.compile(rb"/\*(M?)!(\d*)")
+_VERSION = re.compile(rb"/\*(M?|T)!(\d*)")
 # A value too large for one statement is built in a user variable by SETs of literals, then inserted (pieces.py).
 _PIECE_VAR = re.compile(rb"@rusing_ops_b[0-9]+_[0-9]+(?![0-9A-Za-z_$])")
 
@@ -106,6 +107,7 @@ class Scope:
     version: int = 101100  # server version as versioned comments count it (10.11.0 -> 101100)
     mariadb: bool = True
     own: str | None = None  # the dump's own database (manifest's, or the file's header, USE, CREATE DATABASE)
+    tidb: bool = False
 
 
 @dataclass
@@ -125,7 +127,8 @@ def server_scope(conn, label: str, staging: str, own: str | None) -> Scope:
         names = {_text(r[0]).lower() for r in cur.fetchall()}
     m = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
     number = int(m.group(1)) * 10000 + int(m.group(2)) * 100 + int(m.group(3)) if m else 50700
-    return Scope(label, staging, frozenset(names | SYSTEM_SCHEMAS), number, "mariadb" in version.lower(), own)
+    return Scope(label, staging, frozenset(names | SYSTEM_SCHEMAS), number, "mariadb" in version.lower(), own=own,
+                 tidb="tidb" in version.lower())
 
 
 def _text(value) -> str:
@@ -289,6 +292,8 @@ class Confiner:
 
     def _runs(self, marker: bytes) -> bool:
         m = _VERSION.match(marker)
+        if m.group(1) == b"T":
+            return self.scope.tidb  # TiDB runs /*T![feature] ...*/ (checked as code there); a comment elsewhere
         maria, digits = m.group(1) == b"M", m.group(2)
         if maria and not self.scope.mariadb:
             return False  # a plain comment for MySQL and TiDB

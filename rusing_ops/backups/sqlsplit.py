@@ -203,7 +203,7 @@ STRING = rb"'[^'\\]*(?:(?:\\.|'')[^'\\]*)*'|\"[^\"\\]*(?:(?:\\.|\"\")[^\"\\]*)*\
 _LEXEME = re.compile(
     rb"(?P<str>" + STRING + rb")"
     rb"|(?P<ident>`[^`]*(?:``[^`]*)*`)"
-    rb"|(?P<vopen>/\*M?!\d*)"
+    rb"|(?P<vopen>/\*(?:M?!\d*|T!\[[^\]*]*\]))"  # MySQL/MariaDB /*!50003, MariaDB /*M!100100, TiDB /*T![feature]
     rb"|(?P<comment>/\*.*?\*/|(?:--[ \t\r\n]|--$|#)[^\n]*)"
     rb"|(?P<vclose>\*/)"
     rb"|(?P<var>@@?(?:`[^`]*(?:``[^`]*)*`|'[^']*'|\"[^\"]*\"|[0-9A-Za-z_$.\x80-\xff]+)?)"
@@ -231,7 +231,8 @@ class Token:
 def tokens(statement: bytes) -> list[Token]:
     """Every token of one statement, whitespace and comments included (joined they give the statement back).
 
-    A versioned comment ``/*!50003 ... */`` (or MariaDB's ``/*M!100100 ... */``) is not one token: its opening
+    A versioned comment ``/*!50003 ... */`` (MariaDB's ``/*M!100100 ... */``, TiDB's ``/*T![feature] ... */``) is
+    not one token: its opening
     marker (``vopen``), the tokens inside and its ``*/`` (``vclose``), because the server runs what is inside.
     An opening quote without its end comes out as a ``punct`` token.
     """

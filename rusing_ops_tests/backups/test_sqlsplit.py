@@ -205,3 +205,23 @@ def test_the_dumps_own_database_is_learned_from_create_database_and_use():
     assert actions[3].sql == b"CREATE TABLE `t` (a int)" and actions[4].sql == b"INSERT INTO t VALUES (1)"
     with pytest.raises(confine.DumpRefused, match="line 1: DROP DATABASE names a database that is not the dump's"):
         check_all(b"DROP DATABASE other;\nCREATE DATABASE shop;\n", own=None)
+
+
+@pytest.mark.parametrize("server, sent", [
+    ({"version": 101106, "mariadb": True}, b"CREATE TABLE t (a bigint   , KEY (a)   ) ENGINE=InnoDB  "),
+    ({"version": 80035, "mariadb": False}, b"CREATE TABLE t (a bigint   , KEY (a)   ) ENGINE=InnoDB   DEFAULT "
+                                           b"ENCRYPTION='N'"),
+    ({"version": 80011, "mariadb": False, "tidb": True},
+     b"CREATE TABLE t (a bigint   AUTO_RANDOM(5)  , KEY (a)   CLUSTERED  ) ENGINE=InnoDB  "),
+])
+def test_versioned_comments_are_resolved_per_server_and_never_sent(server, sent):
+    stmt = (b"CREATE TABLE t (a bigint /*T![auto_rand] AUTO_RANDOM(5) */, KEY (a) /*T![clustered_index] CLUSTERED */)"
+            b" ENGINE=InnoDB /*!80016 DEFAULT ENCRYPTION='N' */")
+    scope = confine.Scope("f.sql", "s", frozenset({"other"}), own="app", **server)
+    assert confine.Confiner(scope).check(1, stmt).sql == sent.strip()
+    hidden = b"CREATE VIEW v AS SELECT 1 /*T![x] FROM other.t */ /*M!100000 , (SELECT 1 FROM other.t) */"
+    if server.get("tidb") or server["mariadb"]:
+        with pytest.raises(confine.DumpRefused, match="a name in another database"):
+            confine.Confiner(scope).check(1, hidden)
+    else:
+        assert confine.Confiner(scope).check(1, hidden).sql == b"CREATE VIEW v AS SELECT 1"
