@@ -209,8 +209,8 @@ def test_the_dumps_own_database_is_learned_from_create_database_and_use():
 
 @pytest.mark.parametrize("server, sent", [
     ({"version": 101106, "mariadb": True}, b"CREATE TABLE t (a bigint   , KEY (a)   ) ENGINE=InnoDB  "),
-    ({"version": 80035, "mariadb": False}, b"CREATE TABLE t (a bigint   , KEY (a)   ) ENGINE=InnoDB   DEFAULT "
-                                           b"ENCRYPTION='N'"),
+    ({"version": 80035, "mariadb": False}, (b"CREATE TABLE t (a bigint   , KEY (a)   ) ENGINE=InnoDB   DEFAULT "
+                                           b"ENCRYPTION='N'")),
     ({"version": 80011, "mariadb": False, "tidb": True},
      b"CREATE TABLE t (a bigint   AUTO_RANDOM(5)  , KEY (a)   CLUSTERED  ) ENGINE=InnoDB  "),
 ])
