@@ -233,6 +233,7 @@ def test_production_topology(tmp_path, pg_database, fresh_db, db_conn, database_
         held = pg.rows("SELECT concurrency_key, run_id FROM concurrency_slots WHERE run_id IS NOT NULL")
         assert held == [{"concurrency_key": "app_db_write", "run_id": first}], held
         os.kill(paused_pid, signal.SIGKILL)
+        pause_file.unlink()
 
         wait_for(lambda: pg.run(first)["status"] == "FAILURE", 30, "the killed run to be marked FAILURE", logs=stack)
         assert any("exit code -9" in m or "SIGKILL" in m for m in pg.messages(first)), pg.messages(first)[-5:]
@@ -250,8 +251,20 @@ def test_production_topology(tmp_path, pg_database, fresh_db, db_conn, database_
         assert pg.run(second)["start"] > pg.run(first)["end"]
         writers = [r for r in pg.runs() if r["tags"].get(WRITER_TAG)]
         assert {first, second} <= {r["run_id"] for r in writers}
+        # dagster.yaml's run_retries retries a crashed worker once: the retry is one more writer, queued behind the
+        # second, and it stops at the same pause point; killed too, it is not retried again (max_retries 1).
+        retry = wait_for(lambda: [r for r in pg.runs() if r["tags"].get("dagster/parent_run_id") == first], 60,
+                         "run_retries to retry the crashed writer", logs=stack)[0]
+        wait_for(pause_file.exists, 120, "the retried writer to reach its pre-migration backup", logs=stack)
+        assert int(pause_file.read_text()) == pg.worker_pid(retry["run_id"])
+        assert pg.run(retry["run_id"])["start"] > pg.run(second)["end"]
+        os.kill(int(pause_file.read_text()), signal.SIGKILL)
+        wait_for(lambda: pg.run(retry["run_id"])["status"] == "FAILURE", 30, "the killed retry to fail", logs=stack)
+        wait_for(lambda: not pg.rows("SELECT 1 FROM concurrency_slots WHERE run_id IS NOT NULL"), 30,
+                 "run monitoring to free the killed retry's slot", logs=stack)
+        writers = [r for r in pg.runs() if r["tags"].get(WRITER_TAG)]
         assert not overlapping(writers), overlapping(writers)
-        with db_conn.cursor() as cur:  # the kill applied nothing; the restore put last night's backup back
+        with db_conn.cursor() as cur:  # the kills applied nothing; the restore put last night's backup back
             cur.execute("SELECT COUNT(*) FROM __drizzle_migrations")
             assert cur.fetchone()[0] == 1
             cur.execute("SELECT status FROM webhook_events_log WHERE stripeEventId = %s", (EVENT_ID,))
