@@ -12,6 +12,7 @@ INSERT is announced by its length so a restore takes it without parsing it (sqls
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import importlib.metadata
@@ -32,11 +33,13 @@ from ..core.faults import pause_point
 from ..core.progress import Progress
 from ..core.store import BackupStore
 from . import catalog, keys
+from .checksum import table_checksum
 from .connection import open_connection
 from .manifest import Manifest, TableEntry
+from .pieces import dump_big_row
 from .rawrows import text_rows
 from .schema import Schema, Table, read_schema
-from .snapshot import open_snapshots
+from .snapshot import open_snapshots, snapshot_point
 from .sqlsplit import FRAME
 from .streams import CompressingWriter
 
@@ -104,44 +107,70 @@ def _framed(head: bytes, body: bytes) -> bytes:
     return b"%s%d\n%s%s;\n" % (FRAME, len(head) + len(body) + 2, head, body)
 
 
-def dump_rows(conn, table: Table, emit: Callable[[bytes], None], *, statement_bytes: int = STATEMENT_BYTES,
-              advance: Callable[[int, int], None] | None = None) -> TableEntry:
-    """Stream ``table``'s rows as INSERT statements through ``emit``; return the row count and content checksum.
+def large_bytes_limit(max_packet: int) -> int:
+    """Large values per row above which a row is dumped in pieces: its text must fit one server string
+    (``max_allowed_packet``) and one protocol packet (16 MiB), at 2 bytes of text per byte plus the small columns
+    (at most 64 KiB of row, so 512 KiB of text is room enough)."""
+    return max((min(max_packet, 0xFFFFFF) - 512 * 1024) // 2, 1)
 
-    The checksum is sha256 over every row's SQL tuple joined by ``,`` in key order: independent of statement
-    boundaries, so a verification can recompute it from a restored copy.
+
+def dump_rows(conn, table: Table, emit: Callable[[bytes], None], *, statement_bytes: int = STATEMENT_BYTES,
+              advance: Callable[[int, int], None] | None = None, database: str | None = None,
+              max_packet: int = 16 * 1024 * 1024) -> TableEntry:
+    """Stream ``table``'s rows as INSERT statements through ``emit``; return the row count and both checksums.
+
+    ``checksum`` is sha256 over the rows' SQL tuples as written (informational). ``server_checksum`` is the
+    independent one (checksum.py), computed by the server on this connection from the stored values after the
+    rows were read, in the same snapshot; it is skipped only when ``database`` is None. A row too large for one
+    SQL text is dumped in pieces (pieces.py), or refused naming it; never written as NULL.
     """
     head = table.insert_head()
     digest = hashlib.sha256()
     rows = 0
-    first = True
     buf: list[bytes] = []
     size = 0
-    for batch in text_rows(conn, table.select_sql()):
-        for text in batch:
-            if text is None:
-                raise BackupFailed(
-                    f"A row of table {table.name!r} is larger than the server's max_allowed_packet as SQL text.",
-                    next_step="raise max_allowed_packet on the server (SET GLOBAL max_allowed_packet=1073741824).")
-            buf.append(text)
-            size += len(text) + 1
-            if size >= statement_bytes:
-                body = b",".join(buf)
-                digest.update(body if first else b"," + body)
-                first = False
-                emit(_framed(head, body))
-                rows += len(buf)
-                if advance:
-                    advance(len(buf), size)
-                buf, size = [], 0
-    if buf:
+    big: list[bytes] = []
+
+    def flush() -> None:
+        nonlocal rows, buf, size
         body = b",".join(buf)
-        digest.update(body if first else b"," + body)
+        digest.update(body + b",")
         emit(_framed(head, body))
         rows += len(buf)
         if advance:
             advance(len(buf), size)
-    return TableEntry(rows=rows, checksum=digest.hexdigest())
+        buf, size = [], 0
+
+    for batch in text_rows(conn, table.select_sql(large_bytes_limit(max_packet))):
+        for text in batch:
+            if text is None or text == b"!":
+                raise BackupFailed(
+                    f"A row of table {table.name!r} is too large to write as one SQL statement (over the server's "
+                    f"max_allowed_packet of {max_packet:,} bytes as text)"
+                    + (" and the table has no primary key or NOT NULL unique key to write it in pieces by."
+                       if text == b"!" else ".") + " No backup was written.",
+                    next_step="raise max_allowed_packet on the server (SET GLOBAL max_allowed_packet=1073741824), "
+                              "or give the table a primary key, and run `rusing-ops db backup` again.")
+            if text[:1] == b"!":
+                big.append(text[1:])
+                continue
+            if buf and size + len(text) > statement_bytes:
+                flush()
+            buf.append(text)
+            size += len(text) + 1
+    if buf:
+        flush()
+    for condition in big:  # after the main result: the connection is free for the pieces' queries
+        nbytes = dump_big_row(conn, table, condition, emit, _framed, max_packet=max_packet)
+        digest.update(condition + b",")
+        rows += 1
+        if advance:
+            advance(1, nbytes)
+    server = None
+    if database is not None:
+        with conn.cursor() as cur:
+            server = table_checksum(cur, database, table)
+    return TableEntry(rows=rows, checksum=digest.hexdigest(), server_checksum=server)
 
 
 class _Stopped(Exception):
@@ -149,7 +178,8 @@ class _Stopped(Exception):
 
 
 def dump_tables(conns: list, tables: list[Table], emit: Callable[[bytes], None], *,
-                statement_bytes: int = STATEMENT_BYTES, progress: Progress | None = None) -> dict[str, TableEntry]:
+                statement_bytes: int = STATEMENT_BYTES, progress: Progress | None = None, database: str | None = None,
+                max_packet: int = 16 * 1024 * 1024) -> dict[str, TableEntry]:
     """Dump ``tables``, largest first, on as many threads as ``conns`` (all in one snapshot); entries by name.
 
     Whole statements from different tables interleave in the output, which is still valid SQL: every CREATE TABLE
@@ -181,7 +211,7 @@ def dump_tables(conns: list, tables: list[Table], emit: Callable[[bytes], None],
                 return
             try:
                 results[table.name] = dump_rows(conn, table, locked_emit, statement_bytes=statement_bytes,
-                                                advance=advance)
+                                                advance=advance, database=database, max_packet=max_packet)
             except BaseException as exc:  # handed to the calling thread
                 errors.append(exc)
 
@@ -198,8 +228,10 @@ def dump_tables(conns: list, tables: list[Table], emit: Callable[[bytes], None],
 
 
 def _schema_sql(schema: Schema) -> tuple[list[str], list[str]]:
-    """(before rows: tables; after rows: routines, views, triggers) as SQL text the ``mysql`` client accepts."""
-    before = [f"DROP TABLE IF EXISTS {quote_ident(t.name)};\n{t.create_sql};\n" for t in schema.tables]
+    """(before rows: sequences, tables; after rows: routines, views, triggers, events) as SQL text the ``mysql``
+    client accepts. Sequences come first: a table's DEFAULT may call NEXTVAL() on one."""
+    before = [s.sql() for s in schema.sequences]
+    before += [f"DROP TABLE IF EXISTS {quote_ident(t.name)};\n{t.create_sql};\n" for t in schema.tables]
     after = []
     for kind, name, sql in schema.routines:
         after.append(f"DROP {kind} IF EXISTS {quote_ident(name)};\nDELIMITER ;;\n{sql};;\nDELIMITER ;\n")
@@ -207,7 +239,28 @@ def _schema_sql(schema: Schema) -> tuple[list[str], list[str]]:
         after.append(f"DROP VIEW IF EXISTS {quote_ident(name)};\n{sql};\n")
     for name, sql in schema.triggers:
         after.append(f"DELIMITER ;;\n{sql};;\nDELIMITER ;\n")
+    for name, sql in schema.events:
+        after.append(f"DROP EVENT IF EXISTS {quote_ident(name)};\nDELIMITER ;;\n{sql};;\nDELIMITER ;\n")
     return before, after
+
+
+# Server error codes that mean the connection went away under the dump, in words an operator can act on.
+_GONE = {1927: "the connection was killed (KILL from another session, or the server shutting down)",
+         1053: "the server is shutting down", 2006: "the server went away",
+         2013: "the connection to the server was lost (killed from another session, the network, or the server stopped)"}
+
+
+def _cause(exc: BaseException) -> str:
+    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+    detail = str(exc.args[-1]) if exc.args else type(exc).__name__
+    if code in _GONE:
+        return f"{_GONE[code]} (error {code}: {detail})"
+    return f"error {code}: {detail}" if code else detail
+
+
+def _quietly(close: Callable[[], object]) -> None:
+    with contextlib.suppress(Exception):  # whatever it is, the error being raised says more
+        close()
 
 
 def backup_database(url: DatabaseURL, store: BackupStore, *, reason: str = "", compression: str = "zstd",
@@ -236,6 +289,8 @@ def backup_database(url: DatabaseURL, store: BackupStore, *, reason: str = "", c
             schema = read_schema(cur, url.database)
             cur.execute("SELECT VERSION()")
             server_version = cur.fetchone()[0].decode()
+            cur.execute("SELECT @@max_allowed_packet")
+            max_packet = int(cur.fetchone()[0])
             server = catalog.server_identity(cur, f"{url.host}:{url.port}")
             head = migration_head(cur, url.database, drizzle_dir)
         progress = Progress(f"backup {url.database}", total=sum(t.estimated_rows for t in schema.tables) or None,
@@ -248,27 +303,31 @@ def backup_database(url: DatabaseURL, store: BackupStore, *, reason: str = "", c
                       f"(server {server_version})\n{HEADER}".encode())
             out.write("".join(before).encode())
             pause_point(f"backup-{keys.clean_reason(reason)}")  # test-only: a kill -9 mid-backup (core/faults.py)
-            tables = dump_tables(conns, schema.tables, out.write, statement_bytes=statement_bytes, progress=progress)
+            tables = dump_tables(conns, schema.tables, out.write, statement_bytes=statement_bytes, progress=progress,
+                                 database=url.database, max_packet=max_packet)
             out.write(("".join(after) + FOOTER).encode())
             out.close()
             writer.commit()
         except BaseException:
-            out.abandon()
-            writer.abort()
+            _quietly(out.abandon)  # a failing clean-up must not hide why the backup stopped
+            _quietly(writer.abort)
             raise
     except pymysql.err.MySQLError as exc:
-        raise BackupFailed(f"Backup of {url.masked()} failed: {exc.args[-1] if exc.args else exc}.",
+        raise BackupFailed(f"Backup of {url.masked()} failed: {_cause(exc)}. No backup was written; "
+                           "nothing was changed.",
                            next_step="fix the cause and run `rusing-ops db backup` again.") from None
     finally:
         for c in conns:
-            c.close()
+            _quietly(c.close)  # rawrows closes a connection whose result it abandoned: "Already closed" is no news
     progress.finish()
     manifest = Manifest(
         key=key, sha256=out.sha256, bytes=out.bytes, uncompressed_bytes=out.raw_bytes, compression=compression,
         database=url.database, server_version=server_version, tables=tables,
         views=[n for n, _ in schema.views], triggers=[n for n, _ in schema.triggers],
-        routines=[f"{k} {n}" for k, n, _ in schema.routines], migration_head=head, reason=keys.clean_reason(reason),
+        routines=[f"{k} {n}" for k, n, _ in schema.routines], events=[n for n, _ in schema.events],
+        sequences={s.name: s.next_value for s in schema.sequences}, notes=schema.notes, migration_head=head, reason=keys.clean_reason(reason),
         run_id=run_id, tool_version=tool_version(), started_at=now.isoformat(), server=server,
+        snapshot=snapshot_point(conns),
         duration_s=round(time.monotonic() - started, 3),
     )
     catalog.write_manifest(store, manifest)  # a failed write deletes the data object again

@@ -20,7 +20,10 @@ class ManifestError(OpsError):
 @dataclass
 class TableEntry:
     rows: int
-    checksum: str  # sha256 of the table's rows as SQL tuples, in primary-key order (see dump.table_checksum)
+    checksum: str  # sha256 of the table's rows as the SQL tuples written (informational: from the rendering)
+    # The independent checksum (checksum.py): computed by the server from the stored values in the backup's
+    # snapshot; verify and restore compare the loaded copy against it. None in backups of older versions.
+    server_checksum: str | None = None
 
 
 @dataclass
@@ -36,6 +39,9 @@ class Manifest:
     views: list[str] = field(default_factory=list)
     triggers: list[str] = field(default_factory=list)
     routines: list[str] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+    sequences: dict[str, int] = field(default_factory=dict)  # name -> next value (restored by ALTER SEQUENCE)
+    notes: list[str] = field(default_factory=list)  # how the backup differs from the database (versioned tables)
     migration_head: dict | None = None
     reason: str = ""
     run_id: str | None = None
@@ -43,6 +49,7 @@ class Manifest:
     started_at: str = ""
     duration_s: float = 0.0
     server: dict | None = None  # the (server, database) it belongs to: address host:port, hostname, uuid
+    snapshot: dict | None = None  # where the snapshot stands: binlog file/position/GTID or TiDB TSO (snapshot.py)
     format: str = FORMAT
 
     @property

@@ -68,4 +68,5 @@ def text_rows(conn: pymysql.connections.Connection, sql: str) -> Iterator[list[b
                 yield batch
     finally:
         if result.unbuffered_active:  # abandoned midway: the rest of the result is still on the wire
+            result.unbuffered_active = False  # so that PyMySQL does not read it from the closed socket later
             conn.close()

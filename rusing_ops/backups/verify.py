@@ -1,5 +1,6 @@
 """Verification by real restore: load a backup into a scratch database, compare every table's row count and
-content checksum with the manifest (taken from the source snapshot), then drop the scratch database.
+server checksum (checksum.py: computed from the stored values, in the backup's snapshot and again in the loaded
+copy, never from the dump's text) and every sequence's next value with the manifest, then drop the scratch database.
 
 "An integrity hash is not a recovery test" (research/anchors.md §3.8): the sha256 check is only the first step.
 """
@@ -11,16 +12,16 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+import pymysql
+
+from ..core.database import quote_ident
 from ..core.dburl import DatabaseURL
 from ..core.errors import OpsError
 from ..core.store import BackupStore
 from . import catalog
-from .manifest import ManifestError
 from .connection import open_connection
-from .dump import dump_rows
-from .snapshot import start_snapshot
-from .restore import derived_name, drop_database, stage, stamp
-from .schema import read_schema
+from .manifest import ManifestError
+from .restore import StageResult, derived_name, drop_database, stage, stamp
 from .source import store_source
 from .swap import recreate_objects
 
@@ -39,21 +40,38 @@ class VerifyResult:
         return asdict(self)
 
 
-def content_checksums(url: DatabaseURL, database: str) -> dict[str, tuple[int, str]]:
-    """(rows, checksum) per table of ``database``, computed exactly as the backup computed them."""
-    conn = open_connection(url, database)
+def sequence_values(url: DatabaseURL, database: str, names: list[str]) -> dict[str, int | None]:
+    """The next value of each sequence ``names`` of ``database`` (None when it is missing)."""
+    conn = open_connection(url, "")
+    out: dict[str, int | None] = {}
     try:
-        start_snapshot(conn)
         with conn.cursor() as cur:
-            schema = read_schema(cur, database)
-        out = {}
-        for table in schema.tables:
-            entry = dump_rows(conn, table, lambda _stmt: None)
-            out[table.name] = (entry.rows, entry.checksum)
-        conn.rollback()
-        return out
+            for name in names:
+                try:
+                    cur.execute(f"SELECT next_not_cached_value FROM {quote_ident(database)}.{quote_ident(name)}")
+                    out[name] = int(cur.fetchone()[0])
+                except pymysql.err.MySQLError:
+                    out[name] = None
     finally:
         conn.close()
+    return out
+
+
+def compare(manifest, staged: StageResult, sequences: dict[str, int | None], result: VerifyResult) -> None:
+    """Fill ``result`` with the per-table comparison of the loaded copy with ``manifest``."""
+    for name, expected in manifest.tables.items():
+        rows = staged.tables.get(name)
+        found = staged.checksums.get(name)
+        ok = None if expected.server_checksum is None else found == expected.server_checksum
+        result.tables[name] = {"rows_expected": expected.rows, "rows_found": rows, "checksum_ok": ok}
+        if rows != expected.rows or ok is False:
+            result.problems.append(f"table {name}: {rows} rows (expected {expected.rows}), server checksum "
+                                   f"{'differs' if ok is False else 'matches'}")
+    for name in sorted(set(staged.tables) - set(manifest.tables)):
+        result.problems.append(f"table {name} is in the file but not in the manifest")
+    for name, value in sorted(manifest.sequences.items()):
+        if sequences.get(name) != value:
+            result.problems.append(f"sequence {name}: next value {sequences.get(name)} (expected {value})")
 
 
 def verify_backup(url: DatabaseURL, store: BackupStore, ref: str | None = "latest", *,
@@ -75,16 +93,7 @@ def verify_backup(url: DatabaseURL, store: BackupStore, ref: str | None = "lates
         source.check_integrity()
         staged = stage(url, source, scratch, log=log)
         recreate_objects(url, scratch, staged.deferred)
-        found = content_checksums(url, scratch)
-        for name, expected in source.manifest.tables.items():
-            rows, checksum = found.get(name, (None, None))
-            result.tables[name] = {"rows_expected": expected.rows, "rows_found": rows,
-                                   "checksum_ok": checksum == expected.checksum}
-            if rows != expected.rows or checksum != expected.checksum:
-                result.problems.append(f"table {name}: {rows} rows (expected {expected.rows}), content checksum "
-                                       f"{'matches' if checksum == expected.checksum else 'differs'}")
-        for name in sorted(set(found) - set(source.manifest.tables)):
-            result.problems.append(f"table {name} is in the file but not in the manifest")
+        compare(source.manifest, staged, sequence_values(url, scratch, sorted(source.manifest.sequences)), result)
         result.ok = not result.problems
     except OpsError as exc:
         result.problems.append(exc.message)
