@@ -49,7 +49,9 @@ def run_health(instance, database_url, app_url=None, stripe_key=None, stripe_bas
 
 
 def rows(evaluation):
-    return evaluation.metadata["checks"].value
+    """The check's table (MetadataValue.table) as "| check | status | detail |" lines."""
+    return "\n".join(f"| {r.data['check']} | {r.data['status']} | {r.data['detail']} |"
+                     for r in evaluation.metadata["checks"].records)
 
 
 def test_all_healthy(dagster_instance, database_url_str, app_stand_in, stripe_stand_in):

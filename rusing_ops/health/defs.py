@@ -23,7 +23,9 @@ def _result(group: checks.CheckGroup, spec: dg.AssetCheckSpec) -> dg.AssetCheckR
     metadata = {
         "summary": group.summary(),
         "configured": group.configured,
-        "checks": dg.MetadataValue.md(_markdown(group.rows)),
+        "checks": dg.MetadataValue.table(
+            [dg.TableRecord({"check": r.check, "status": r.status, "detail": r.detail}) for r in group.rows],
+            schema=dg.TableSchema(columns=[dg.TableColumn("check"), dg.TableColumn("status"), dg.TableColumn("detail")])),
         "rows": dg.MetadataValue.json(checks.rows_of([group])),
         **{k: dg.MetadataValue.float(v) for k, v in group.metrics.items()},
     }
@@ -32,12 +34,6 @@ def _result(group: checks.CheckGroup, spec: dg.AssetCheckSpec) -> dg.AssetCheckR
     return dg.AssetCheckResult(asset_key=spec.asset_key, check_name=spec.name, passed=group.passed,
                                severity=dg.AssetCheckSeverity.ERROR if group.failed else dg.AssetCheckSeverity.WARN,
                                metadata=metadata, description=group.summary())
-
-
-def _markdown(rows: list[checks.CheckRow]) -> str:
-    lines = ["| check | status | detail |", "|---|---|---|"]
-    lines += [f"| {r.check} | {r.status} | {' '.join(r.detail.replace('|', '/').split())} |" for r in rows]
-    return "\n".join(lines)
 
 
 @dg.multi_asset_check(specs=CHECK_SPECS, description="Runbook §5: app, database and Stripe health.")

@@ -9,7 +9,8 @@ from ..cli_support import execute, failure_message, print_json, print_table
 
 
 def _execute(job_name: str, op: str, config: dict):
-    return execute(job_name, {"ops": {op: {"config": config}}})
+    # rusing/interactive: no op-level retry from a terminal (the answer comes after one bounded attempt)
+    return execute(job_name, {"ops": {op: {"config": config}}}, tags={"rusing/interactive": "true"})
 
 
 def _failure_metadata(result) -> dict:

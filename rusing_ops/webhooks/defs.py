@@ -40,6 +40,20 @@ SETUP_JOB = "setup_webhook_tables"
 # calls are bounded by core.stripe_api's timeouts.
 STRIPE_RETRY = dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 MAX_RUNTIME_TAG = "dagster/max_runtime"
+# Set by the CLI: an operator at a terminal gets the first attempt's answer (bounded by the Stripe timeouts) instead
+# of waiting out the backoff; scheduled, sensor and UI runs retry.
+INTERACTIVE_TAG = "rusing/interactive"
+
+
+def _may_retry(context, transient: bool) -> bool:
+    return transient and context.run.tags.get(INTERACTIVE_TAG) != "true"
+
+
+def _failure(context, exc: OpsError, **metadata) -> dg.Failure:
+    """The one translation (dagster_support.failure), retryable only for a transient error outside the CLI."""
+    error = failure(exc, **metadata)
+    return dg.Failure(description=error.description, metadata=error.metadata,
+                      allow_retries=_may_retry(context, bool(getattr(exc, "transient", False))))
 
 
 class RedriveConfig(dg.Config):
@@ -80,10 +94,10 @@ def _redriver(context, config: RedriveConfig, database: DatabaseResource, stripe
                         actor=f"dagster:{context.job_name}"[:64], run_id=context.run_id, mode=config.mode,
                         webhook_endpoint=config.webhook_endpoint, stuck_after_s=config.stuck_after_minutes * 60)
     except OpsError as exc:
-        raise failure(exc, database=database.parsed.masked()) from None
+        raise _failure(context, exc, database=database.parsed.masked()) from None
 
 
-def _fail_on(report, what: str, next_step: str, metadata: dict):
+def _fail_on(context, report, what: str, next_step: str, metadata: dict):
     problems = report.problems
     if problems:
         ids = " ".join(o.event_id for o in problems[:20])
@@ -91,7 +105,7 @@ def _fail_on(report, what: str, next_step: str, metadata: dict):
         transient = all(o.outcome == "stripe_unavailable" for o in problems)
         raise dg.Failure(
             description=f"{what}: {len(problems)} event(s) did not end processed ({report.summary()}). Events: {ids}. "
-                        f"Next: {next_step}", metadata=metadata, allow_retries=transient)
+                        f"Next: {next_step}", metadata=metadata, allow_retries=_may_retry(context, transient))
 
 
 @dg.op(pool=POOL, retry_policy=STRIPE_RETRY,
@@ -104,14 +118,14 @@ def reconcile_events(context: dg.OpExecutionContext, config: ReconcileEventsConf
                                include_stuck=config.include_stuck, dry_run=config.dry_run, max_events=config.max_events,
                                concurrency=config.concurrency, rate_per_s=config.rate_per_second, log_fn=context.log.info)
     except OpsError as exc:
-        raise failure(exc, database=database.parsed.masked()) from None
+        raise _failure(context, exc, database=database.parsed.masked()) from None
     metadata = {"selected": len(report.selected), "outcomes": dg.MetadataValue.json(report.counts),
                 "events": dg.MetadataValue.md(report.markdown()), "outcome_table": _outcomes_table(report.outcomes),
                 "dry_run": report.dry_run, "database": database.parsed.masked()}
     context.add_output_metadata(metadata)
     context.log.info(report.summary())
     if not config.dry_run:
-        _fail_on(report, "reconcile", "look at the table; for dead-lettered events `rusing-ops webhooks retry evt_...` "
+        _fail_on(context, report, "reconcile", "look at the table; for dead-lettered events `rusing-ops webhooks retry evt_...` "
                  "once the app's error is fixed; for needs_object_repair re-sync the object from the Stripe API", metadata)
     return {"summary": report.summary(), "outcomes": [o.as_dict() for o in report.outcomes]}
 
@@ -123,12 +137,12 @@ def retry_event(context: dg.OpExecutionContext, config: RetryEventConfig, databa
     try:
         events_log.validate_event_id(config.event_id)
     except OpsError as exc:
-        raise failure(exc) from None
+        raise _failure(context, exc) from None
     redriver = _redriver(context, config, database, stripe, app)
     try:
         outcome = rec.retry_event(redriver, config.event_id, dry_run=config.dry_run)
     except OpsError as exc:
-        raise failure(exc, event_id=config.event_id) from None
+        raise _failure(context, exc, event_id=config.event_id) from None
     metadata = {"event_id": config.event_id, "outcome": outcome.outcome, "attempts": outcome.attempts or 0,
                 "http_status": outcome.http_status or 0, "actions": "; ".join(outcome.actions) or "none",
                 "error": outcome.error or ""}
@@ -136,7 +150,7 @@ def retry_event(context: dg.OpExecutionContext, config: RetryEventConfig, databa
     if not outcome.ok:
         raise dg.Failure(description=f"retry of {config.event_id} ended {outcome.outcome}: {outcome.error}. Next: fix the "
                          "cause shown, then run `rusing-ops webhooks retry " + config.event_id + "` again.", metadata=metadata,
-                         allow_retries=outcome.outcome == "stripe_unavailable")
+                         allow_retries=_may_retry(context, outcome.outcome == "stripe_unavailable"))
     context.log.info(f"{config.event_id}: {outcome.outcome}")
     return outcome.as_dict()
 
@@ -151,7 +165,7 @@ def sweep_events(context: dg.OpExecutionContext, config: SweepEventsConfig, data
                                  max_events=config.max_events, concurrency=config.concurrency,
                                  rate_per_s=config.rate_per_second, log_fn=context.log.info)
     except OpsError as exc:
-        raise failure(exc, database=database.parsed.masked()) from None
+        raise _failure(context, exc, database=database.parsed.masked()) from None
     metadata = {"undelivered_listed": report.undelivered, "recent_listed": report.recent,
                 "in_log": dg.MetadataValue.json(report.in_log), "missing": len(report.missing),
                 "events": dg.MetadataValue.md(report.markdown()), "outcome_table": _outcomes_table(report.outcomes),
@@ -159,7 +173,7 @@ def sweep_events(context: dg.OpExecutionContext, config: SweepEventsConfig, data
     context.add_output_metadata(metadata)
     context.log.info(report.summary())
     if not config.dry_run:
-        _fail_on(report, "sweep", "see the table; `rusing-ops webhooks retry evt_...` per event", metadata)
+        _fail_on(context, report, "sweep", "see the table; `rusing-ops webhooks retry evt_...` per event", metadata)
     return {"summary": report.summary(), "missing": report.missing}
 
 

@@ -259,8 +259,13 @@ def test_stripe_that_never_answers_is_retried_then_fails_naming_host_and_timeout
                                              read_timeout_seconds=1, connect_timeout_seconds=1)
         result = run(fast_retry(wh.retry_webhook_event), resources, dagster_instance, {"event_id": "evt_t1"},
                      "retry_event")
+        cli_run = wh.retry_webhook_event.execute_in_process(  # as `rusing-ops webhooks retry` runs it
+            run_config={"ops": {"retry_event": {"config": {"event_id": "evt_t1"}}}}, resources=resources,
+            instance=dagster_instance, tags={wh.INTERACTIVE_TAG: "true"}, raise_on_error=False)
     finally:
         silent.close()
+    # the terminal gets the first bounded attempt's answer, without waiting out the backoff
+    assert retries(cli_run) == 0 and failure_text(cli_run) == failure_text(result)
     assert not result.success and retries(result) == 1
     assert failure_text(result).startswith(
         f"retry of evt_t1 ended stripe_unavailable: Stripe API at 127.0.0.1:{silent.port} did not answer within the "
