@@ -274,14 +274,48 @@ def read_schema(cur, database: str) -> Schema:
 
 
 def order_views(views: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Views ordered so that each comes after the views it selects from (name order among independent ones)."""
-    pending = dict(views)
+    """Views ordered so that each comes after the views it selects from (name order among independent ones).
+
+    The tables a view reads are taken from its parsed query (sqlglot; the lexer's identifiers if it cannot parse),
+    and ordered with graphlib: a name inside a string or a column alias is no dependency.
+    """
+    import graphlib
+
+    names = {n for n, _sql in views}
+    graph = graphlib.TopologicalSorter()
+    for name, sql in sorted(views):
+        graph.add(name, *sorted(_reads(sql) & names - {name}))
+    by_name = dict(views)
+    try:
+        graph.prepare()
+    except graphlib.CycleError:  # only a misread name can make one: keep name order
+        return sorted(views)
     ordered: list[tuple[str, str]] = []
-    while pending:
-        ready = [n for n, sql in pending.items()
-                 if not any(f"`{other}`" in sql.split(" AS ", 1)[-1] for other in pending if other != n)]
-        if not ready:  # a cycle can only be a false match on a name; keep name order
-            ready = sorted(pending)
-        for n in sorted(ready):
-            ordered.append((n, pending.pop(n)))
+    while graph.is_active():
+        ready = sorted(graph.get_ready())
+        ordered += [(n, by_name[n]) for n in ready]
+        graph.done(*ready)
     return ordered
+
+
+def _reads(sql: str) -> set[str]:
+    """The names a ``CREATE VIEW`` statement's query reads from."""
+    import logging
+
+    import sqlglot
+    from sqlglot import exp
+
+    from .sqlsplit import tokens
+
+    toks = [t for t in tokens(sql.encode()) if t.kind not in ("space", "comment")]
+    at = next((i for i, t in enumerate(toks) if t.upper == "VIEW"), None)
+    body = toks[at + 3:] if at is not None and at + 2 < len(toks) and toks[at + 2].upper == "AS" else toks
+    query = b" ".join(t.text for t in body).decode()
+    quiet = logging.getLogger("sqlglot")
+    level, quiet.level = quiet.level, logging.CRITICAL
+    try:
+        return {t.name for t in sqlglot.parse_one(query, read="mysql").find_all(exp.Table)}
+    except sqlglot.errors.SqlglotError:
+        return {t.name for t in body if t.kind in ("ident", "word")}
+    finally:
+        quiet.level = level

@@ -225,3 +225,20 @@ def test_versioned_comments_are_resolved_per_server_and_never_sent(server, sent)
             confine.Confiner(scope).check(1, hidden)
     else:
         assert confine.Confiner(scope).check(1, hidden).sql == b"CREATE VIEW v AS SELECT 1"
+
+
+def test_views_are_ordered_by_what_their_query_reads():
+    """Issue 10 item 9: a view's dependencies come from its parsed query, not from a substring of its text."""
+    from rusing_ops.backups.schema import order_views
+
+    views = [
+        ("a_top", "CREATE VIEW `a_top` AS select `totals`.`id` AS `id` from `totals` where `totals`.`sum` > 10"),
+        ("totals", "CREATE VIEW `totals` AS select `u`.`id` AS `id`, 'a_top' AS `s`, 1 AS `sum` from `users` `u`"),
+        ("b_alias", "CREATE VIEW `b_alias` AS select 1 AS `a_top`, `x`.`a` AS `totals` from `t` `x`"),
+        ("c_joined", "CREATE VIEW `c_joined` AS select 1 AS `one` from (`a_top` join `users`)"),
+    ]
+    assert [n for n, _ in order_views(views)] == ["b_alias", "totals", "a_top", "c_joined"]
+    # an alias named like a view made a false cycle, and the name-order fallback created a_view before b_view
+    views = [("a_view", "CREATE VIEW `a_view` AS select `b_view`.`x` AS `x` from `b_view`"),
+             ("b_view", "CREATE VIEW `b_view` AS select 1 AS `x`, 2 AS `a_view`")]
+    assert [n for n, _ in order_views(views)] == ["b_view", "a_view"]
