@@ -139,9 +139,8 @@ def swap_in(url: DatabaseURL, staging: str, target: str, pre_db: str, deferred: 
             except pymysql.err.MySQLError as exc:
                 _undo(cur, pre_db, target, triggers)
                 raise SwapFailed(f"RENAME TABLE into `{target}` failed ({exc.args[-1]}); `{target}` is unchanged "
-                                 f"and the loaded copy is kept in `{staging}`.",
-                                 next_step=f"fix the cause, then run the restore again (DROP DATABASE `{staging}` "
-                                           "when done).") from None
+                                 "(its triggers were put back) and the loaded copy is dropped.",
+                                 next_step="fix the cause, then run the restore again.") from None
             _journal(cur, pre_db, RENAMED)
             log(f"swapped {len(staged)} tables into `{target}`" + (f"; replaced tables kept in `{pre_db}`" if live else ""))
             pause_point("swap-after-rename")
