@@ -19,7 +19,7 @@ import pytest
 from rusing_ops.backups import catalog
 from rusing_ops.backups.dump import backup_database
 from rusing_ops.backups.restore import RestoreRefused, repair, restore_backup
-from rusing_ops.backups.swap import JOURNAL, interrupted_swaps
+from rusing_ops.backups.swap import JOURNAL, SwapFailed, interrupted_swaps
 from rusing_ops.core.database import create_engine
 from rusing_ops.core.faults import PAUSE_AT, PAUSE_FILE
 from rusing_ops.core.store import LocalStore
@@ -355,5 +355,24 @@ def test_a_restore_refuses_to_swap_over_writes_made_while_it_ran(when, swap_case
     assert len(pre_restore) == (0 if when == "after staging" else 1)
     assert catalog.resolve(store, "latest", fresh_db.database).key == key  # never the refused restore's backup
     assert "pre-restore backup" in str(refused.value) if pre_restore else "pre-restore" not in str(refused.value)
+    assert rows(fresh_db, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE %s",
+                (fresh_db.database + "\\_\\_%",)) == []
+
+
+def test_a_refused_rename_puts_the_triggers_back_and_leaves_the_target_wholly_old(swap_case, fresh_db, db_conn):
+    """The live database has a VIEW where the backup has a table (`empty_table`): MariaDB refuses the RENAME after
+    the triggers were dropped; they are put back and the target is exactly as before."""
+    store, key, _backed_up, _live = swap_case
+    with db_conn.cursor() as cur:
+        cur.execute("RENAME TABLE `empty_table` TO `empty_table_v2`")
+        cur.execute("CREATE VIEW `empty_table` AS SELECT `id` FROM `empty_table_v2`")
+    before = snapshot(fresh_db, fresh_db.database)
+    assert before["triggers"]
+    with pytest.raises(SwapFailed) as failed:
+        restore_backup(fresh_db, store, key, pre_restore_backup=False)
+    assert f"RENAME TABLE into `{fresh_db.database}` failed (Table 'empty_table' already exists)" in str(failed.value)
+    assert "is unchanged (its triggers were put back) and the loaded copy is dropped" in str(failed.value)
+    assert snapshot(fresh_db, fresh_db.database) == before
+    assert interrupted_swaps(fresh_db, fresh_db.database) == []
     assert rows(fresh_db, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE %s",
                 (fresh_db.database + "\\_\\_%",)) == []
