@@ -160,6 +160,8 @@ class Confiner:
             return self._statement(line, stmt)
         except _Refuse as exc:
             raise self.refusal(line, exc.reason) from None
+        except (IndexError, ValueError, UnicodeError):  # never let an unforeseen form through: refuse it
+            raise self.refusal(line, "a statement in a form this check cannot read") from None
 
     def finish(self) -> None:
         """After the last statement: a database dropped or altered but never the file's own is refused."""
