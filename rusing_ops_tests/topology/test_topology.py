@@ -43,6 +43,9 @@ PG = {"host": os.environ.get("RUSING_TEST_PG_HOST", "127.0.0.1"), "port": os.env
       "user": os.environ.get("RUSING_TEST_PG_USER", "postgres")}
 WRITER_TAG = "rusing/db-write"
 EVENT_ID = "evt_topology_" + uuid.uuid4().hex[:8]
+# Secrets the processes get; trust auth ignores the Postgres password, so it only has to stay out of everything.
+PG_PASSWORD = "pg-topology-" + uuid.uuid4().hex[:12]
+STRIPE_KEY = "sk_test_topology" + uuid.uuid4().hex[:12]
 FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
 SLOT_GRACE_S = 5
 
@@ -161,13 +164,13 @@ def test_production_topology(tmp_path, pg_database, fresh_db, db_conn, database_
     code_port, web_port, dead_port = free_port(), free_port(), free_port()
     pause_file = tmp_path / "paused-worker.pid"
     pg_env = {"DAGSTER_PG_HOST": PG["host"], "DAGSTER_PG_PORT": PG["port"], "DAGSTER_PG_USER": PG["user"],
-              "DAGSTER_PG_PASSWORD": "", "DAGSTER_PG_DB": pg_database}
+              "DAGSTER_PG_PASSWORD": PG_PASSWORD, "DAGSTER_PG_DB": pg_database}
     env = {**os.environ, **pg_env, "DAGSTER_HOME": str(home), "PYTHONUNBUFFERED": "1",
            "RUSING_CODE_SERVER_HOST": "127.0.0.1", "RUSING_CODE_SERVER_PORT": str(code_port),
            "DATABASE_URL": database_url_str, "RUSING_BACKUP_URL": str(backups), "DRIZZLE_DIR": str(drizzle),
            # Re-delivery configured (the sensor reads the log only then); Stripe and the app are unreachable, so
            # the requested run fails quickly, which is not what this test is about.
-           "STRIPE_SECRET_KEY": "sk_test_topology", "STRIPE_WEBHOOK_SECRET": "whsec_topology",
+           "STRIPE_SECRET_KEY": STRIPE_KEY, "STRIPE_WEBHOOK_SECRET": "whsec_topology",
            "STRIPE_API_BASE": f"http://127.0.0.1:{dead_port}", "APP_BASE_URL": f"http://127.0.0.1:{dead_port}",
            # Test-only hook: a pre-migration backup stops after its first bytes and waits to be killed.
            "RUSING_OPS_TEST_PAUSE_AT": "backup-pre-migration", "RUSING_OPS_TEST_PAUSE_FILE": str(pause_file)}
@@ -295,6 +298,13 @@ def test_production_topology(tmp_path, pg_database, fresh_db, db_conn, database_
         assert schedule_after.status.value == schedule_before.status.value == "RUNNING"
         assert schedule_after.instigator_data.start_timestamp == schedule_before.instigator_data.start_timestamp
         assert pg.state("failed_webhook_events").instigator_data.cursor == cursor
+        # No secret in the instance config, the processes' logs, the compute logs or anything Dagster stored.
+        stored = json.dumps([pg.rows(f"SELECT * FROM {table}") for table in
+                             ("runs", "event_logs", "instigators", "job_ticks")], default=str)
+        written = [p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file() and p.suffix in
+                   (".log", ".out", ".err", ".yaml", ".json")]
+        for secret in (PG_PASSWORD, STRIPE_KEY):
+            assert secret not in stored and not any(secret in text for text in written), secret
         print(f"topology test body {time.monotonic() - started:.1f}s")
     finally:
         stack.stop_all()
