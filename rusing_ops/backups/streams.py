@@ -65,13 +65,17 @@ class CompressingWriter:
             self._sink(data)
 
     def _run(self) -> None:
+        stopped = False
         try:
             while (item := self._queue.get()) is not _STOP:
                 self._emit(self._compressor.compress(item))
+            stopped = True
             self._emit(self._compressor.flush())
         except BaseException as exc:  # handed to the producer thread
             self._error = exc
-            while self._queue.get() is not _STOP:  # drain so the producer never blocks on a dead worker
+            # Drain so the producer never blocks on a dead worker -- unless the stop was already taken (the final
+            # flush failed, e.g. on a full disk): waiting for a second one would hang close() forever.
+            while not stopped and self._queue.get() is not _STOP:
                 pass
 
     def _check(self) -> None:
