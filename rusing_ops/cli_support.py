@@ -152,13 +152,18 @@ WAIT_VARIABLE = "RUSING_WRITE_WAIT_S"
 ORPHAN_AFTER_S = 120  # a slot claimed for a run that was never created (killed between claim and run start)
 
 
-def _start_ticks(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux), which tells a reused pid from the original."""
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time in clock ticks since boot) from Linux's /proc; the start time tells a reused pid apart."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    return fields[0], fields[19]
+
+
+def _start_ticks(pid: int) -> str | None:
+    stat = _proc_stat(pid)
+    return stat[1] if stat else None
 
 
 def process_tags() -> dict[str, str]:
@@ -182,7 +187,11 @@ def process_alive(tag: str) -> bool | None:
         return False
     except PermissionError:
         pass
-    return not ticks or _start_ticks(pid) in (None, ticks)
+    stat = _proc_stat(pid)
+    if stat is None:
+        return True  # no /proc (not Linux): the pid exists, take it as alive
+    state, started = stat
+    return state not in ("Z", "X") and (not ticks or started == ticks)  # a zombie or a reused pid is not the run
 
 
 def write_steps(job) -> list[str]:

@@ -217,3 +217,20 @@ def test_the_sensor_fails_a_dead_cli_run_that_holds_no_slot(dagster_instance):
         dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTED]
     again = free_slots_of_dead_cli_runs(dg.build_sensor_context(instance=dagster_instance))
     assert again.skip_message == "no CLI run died unfinished"
+
+
+def test_a_zombie_or_a_reused_pid_is_not_taken_for_the_run():
+    from rusing_ops.cli_support import _start_ticks, process_alive, process_tags
+
+    here = socket.gethostname()
+    assert process_alive(process_tags()["rusing/process"]) is True
+    assert process_alive(f"{here}:{os.getpid()}:{int(_start_ticks(os.getpid())) + 1}") is False  # same pid, other process
+    assert process_alive(f"{here}:{_dead_pid()}:") is False
+    assert process_alive(f"another-host:{os.getpid()}:") is None  # cannot tell from here
+    zombie = subprocess.Popen(["true"])
+    try:
+        wait_until(lambda: Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z",
+                   what="the child to exit unreaped")
+        assert process_alive(f"{here}:{zombie.pid}:") is False
+    finally:
+        zombie.wait()
