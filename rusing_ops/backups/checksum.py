@@ -17,6 +17,7 @@ restore and verify compute it on the loaded copy. A value the dump rendered wron
 from __future__ import annotations
 
 from ..core.database import quote_ident
+from ..core.flavour import kind_from_version
 from .schema import FLOATING, Column, Table, read_tables
 
 PREFIX = "crc32ws"  # names the method inside the value, so that a later method cannot be mistaken for this one
@@ -67,6 +68,18 @@ def table_checksums(conn, database: str, tables: list[str] | None = None) -> dic
         found = {t.name: t for t in read_tables(cur, database, with_ddl=False)}
         names = sorted(found) if tables is None else tables
         return {name: table_checksum(cur, database, found[name]) for name in names if name in found}
+
+
+def same_flavour(conn, server_version: str) -> bool:
+    """Whether ``conn``'s server is of the kind that took a backup (``server_version`` from its manifest).
+
+    The checksum hashes values as the server prints them; MariaDB, MySQL and TiDB print some DOUBLEs and JSON
+    differently (TiDB: 3141500000000000 for 3.1415e15), so checksums only compare between servers of one kind.
+    """
+    with conn.cursor() as cur:
+        cur.execute("SELECT VERSION(), @@version_comment")
+        version, comment = (v.decode() if isinstance(v, (bytes, bytearray)) else str(v) for v in cur.fetchone())
+    return kind_from_version(version, comment) == kind_from_version(server_version)
 
 
 def checksum_mismatches(conn, database: str, expected: dict[str, str | None]) -> tuple[list[str], dict[str, str]]:

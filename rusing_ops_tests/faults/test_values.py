@@ -247,3 +247,21 @@ def test_a_killed_dump_connection_is_named_as_the_cause(fresh_db, db_conn, local
     assert ("connection was killed" in message or "connection to the server was lost" in message), message
     assert "No backup was written" in message
     assert list(local_store.list()) == []
+
+
+def test_a_backup_from_another_kind_of_server_is_checked_by_row_counts_saying_so(edge_db, local_store):
+    """TiDB prints some DOUBLEs and JSON unlike MariaDB: its checksums cannot be compared here, and the restore
+    says that it compared row counts only (instead of refusing a good backup)."""
+    from rusing_ops.backups import keys
+
+    backup = backup_database(edge_db, local_store)
+    manifest = backup.manifest
+    manifest.server_version = "8.0.11-TiDB-v7.5.0"
+    manifest.tables["edge"].server_checksum = "crc32ws:8:1"  # as TiDB would have printed it: not comparable
+    local_store.put_bytes(keys.manifest_key(manifest.key), manifest.to_json())
+    lines: list[str] = []
+    copy = edge_db.database + "__copy"
+    restore_backup(edge_db, local_store, manifest.key, database=copy, pre_restore_backup=False,
+                   from_database=edge_db.database, log=lines.append)
+    assert query(edge_db, copy, EXACT) == query(edge_db, edge_db.database, EXACT)
+    assert any("checked by row counts only" in line and "TiDB" in line for line in lines), lines
