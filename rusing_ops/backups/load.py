@@ -81,7 +81,7 @@ class Loader:
     def __init__(self, url: DatabaseURL, database: str, *, workers: int = WORKERS, progress: Progress | None = None):
         self.url, self.database, self.progress = url, database, progress
         self.admin = open_connection(url, "")
-        self.sandbox = StagingUser(self.admin, url, database)
+        self.sandbox = StagingUser(self.admin, url, database, log=progress.log if progress else None)
         self.conns: list = []
         try:
             load_url = self.sandbox.__enter__()  # least privilege: a user that can touch `database` only
