@@ -37,7 +37,8 @@ def test_schedules_and_sensors_that_protect_data_run_by_default():
     running = {d.name for d in [*repo.schedule_defs, *repo.sensor_defs]
                if d.default_status is not None and d.default_status.value == "RUNNING"}
     assert {"nightly_backup", "backup_freshness_schedule", "health_check_every_5_minutes", "stripe_event_sweep",
-            "alert_on_run_failure", "failed_webhook_events", "migrate_database_on_new_journal_entries"} <= running
+            "alert_on_run_failure", "failed_webhook_events", "migrate_database_on_new_journal_entries",
+            "backup_store_partitions"} <= running
 
 
 def test_everything_has_a_description():
