@@ -224,3 +224,27 @@ def test_a_killed_loads_temporary_user_is_swept_by_the_next_load(fresh_db, serve
     finally:
         for user in (stale, recent):
             query(server_url, "", "DROP USER IF EXISTS %s@'localhost'", (user,))
+
+
+def test_an_account_that_may_not_create_users_loads_as_itself_and_says_so(fresh_db, server_url, tmp_path,
+                                                                         local_store):
+    import dataclasses
+    import uuid
+
+    user, password = f"rot_nocreate_{uuid.uuid4().hex[:6]}", "Aa1-" + uuid.uuid4().hex
+    query(server_url, "", "CREATE USER %s@'%%' IDENTIFIED BY %s", (user, password))
+    query(server_url, "", "CREATE USER %s@'localhost' IDENTIFIED BY %s", (user, password))
+    for host in ("%", "localhost"):
+        query(server_url, "", f"GRANT ALL PRIVILEGES ON `{fresh_db.database}%%`.* TO %s@%s", (user, host))
+    try:
+        limited = dataclasses.replace(fresh_db, user=user, password=password)
+        path = tmp_path / "small.sql"
+        path.write_bytes((HEADER + PRELUDE).encode())
+        lines: list[str] = []
+        restore_backup(limited, local_store, str(path), pre_restore_backup=False, lock=NO_LOCK, log=lines.append)
+        assert query(fresh_db, fresh_db.database, "SELECT id, note FROM t") == [(1, "staged")]
+        assert any("may not create a temporary user (CREATE USER privilege): only the statement checks confine it"
+                   in line for line in lines), lines
+    finally:
+        for host in ("%", "localhost"):
+            query(server_url, "", "DROP USER IF EXISTS %s@%s", (user, host))
