@@ -264,7 +264,9 @@ TARGET = configured_target()  # read when the code location loads, so the Launch
 
 class RestoreDatabaseConfig(dg.Config):
     backup: str = Field(default="latest", description="Used when no partition is picked: `latest` (newest complete "
-                        "backup), a backup name/key, or a local .sql/.sql.gz/.sql.zst path.")
+                        "backup), a backup name/key, or a local dump file (*.sql, *.sql.gz, *.sql.zst; never under /proc, /sys, "
+                        "/dev, /run; every statement checked before any runs: README 'Restore: what a dump file may "
+                        "contain').")
     database: str | None = Field(default=None, description="Restore into this database instead of the application "
                                     f"database {TARGET} (drills, verification).")
     confirm: str = Field(description=f"Type the target database's name: the application database {TARGET}, or the "
