@@ -263,7 +263,7 @@ def resolve(store: BackupStore, ref: str | None = "latest", database: str | None
                            next_step="take one with `rusing-ops db backup`" + (
                                ", or name a backup of another database explicitly" if others else "") + ".")
         return entry
-    for entry in list_backups(store):
+    for entry in list_backups(store, include_partial=True):
         if ref in (entry.key, entry.name, entry.key.rsplit("/", 1)[-1]):
             if require_complete and not entry.complete:
                 if entry.problem == INCOMPLETE:
