@@ -171,3 +171,15 @@ def test_cli_prints_the_table_and_exits_non_zero_on_failure(database_url_str, ap
     assert {"check": "app stripe", "status": "FAIL", "detail": "stripe='missing', expected 'configured'"} in report["checks"]
     assert {"check": "stripe key", "status": "not configured",
             "detail": "STRIPE_SECRET_KEY is not set; Stripe checks skipped"} in report["checks"]
+
+
+def test_one_health_check_executes_alone(dagster_instance, database_url_str, app_stand_in):
+    """The UI's "Execute" on one check runs that check only: here the database, with the app never called."""
+    resources = {"database": DatabaseResource(url=database_url_str), "app": AppResource(base_url=app_stand_in.base_url),
+                 "stripe": StripeResource()}
+    key = dg.AssetCheckKey(dg.AssetKey("app_database"), "database_reachable")
+    defs = dg.Definitions.merge(health_defs, dg.Definitions(
+        resources=resources, jobs=[dg.define_asset_job("one_check", selection=dg.AssetSelection.checks(key))]))
+    result = defs.resolve_job_def("one_check").execute_in_process(instance=dagster_instance)
+    assert [(e.check_name, e.passed) for e in result.get_asset_check_evaluations()] == [("database_reachable", True)]
+    assert app_stand_in.requests == []

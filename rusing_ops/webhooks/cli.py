@@ -9,8 +9,10 @@ from ..cli_support import execute, failure_message, print_json, print_table
 
 
 def _execute(job_name: str, op: str, config: dict):
-    # rusing/interactive: no op-level retry from a terminal (the answer comes after one bounded attempt)
-    return execute(job_name, {"ops": {op: {"config": config}}}, tags={"rusing/interactive": "true"})
+    # rusing/interactive: no op-level retry from a terminal (the answer comes after one bounded attempt);
+    # rusing/dry-run: the Runs list tells a dry run apart
+    tags = {"rusing/interactive": "true", **({"rusing/dry-run": "true"} if config.get("dry_run") else {})}
+    return execute(job_name, {"ops": {op: {"config": config}}}, tags=tags)
 
 
 def _failure_metadata(result) -> dict:
@@ -115,10 +117,10 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=status)
 
-    common = [("--dry-run", dict(action="store_true", help="fetch from Stripe and show what would happen; deliver nothing")),
-              ("--via-stripe", dict(metavar="WE_ID", help="ask Stripe to retry to this webhook endpoint (we_...) instead of "
-                                                          "re-delivering signed from here")),
-              ("--json", dict(action="store_true", help="print the result as JSON"))]
+    common = [("--dry-run", {"action": "store_true", "help": "fetch from Stripe and show what would happen; deliver nothing"}),
+              ("--via-stripe", {"metavar": "WE_ID", "help": "ask Stripe to retry to this webhook endpoint (we_...) instead of "
+                                                          "re-delivering signed from here"}),
+              ("--json", {"action": "store_true", "help": "print the result as JSON"})]
     p = subparsers.add_parser("reconcile", help="re-drive every failed or stuck event (or the named ones) into the app",
                               description="Runs reconcile_webhook_events: fetch each event from Stripe, deliver it signed, "
                                           "read the log row back. Exits 1 when any event did not end processed.")

@@ -44,7 +44,7 @@ def claim(cur, event) -> str:
     if cur.rowcount == 1:
         return "claimed"
     cur.execute("SELECT status, attempts FROM webhook_events_log WHERE stripeEventId = %s", (event["id"],))
-    status, attempts = cur.fetchone()
+    status, _attempts = cur.fetchone()
     return "dead-lettered" if status == "failed" else f"duplicate ({status})"
 
 

@@ -36,10 +36,10 @@ def _die_with_parent() -> None:
 
 
 def _spawn(args: list[str], env: dict | None = None, log_name: str = "server") -> tuple[subprocess.Popen, int]:
-    log = open(Path(tempfile.gettempdir()) / f"rusing-wh-{log_name}-{os.getpid()}.log", "wb")
+    log = open(Path(tempfile.gettempdir()) / f"rusing-wh-{log_name}-{os.getpid()}.log", "wb")  # noqa: SIM115 (the child writes it)
     proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=log, cwd=ROOT,
                             env={**os.environ, **(env or {})}, start_new_session=True,
-                            preexec_fn=_die_with_parent)
+                            preexec_fn=_die_with_parent)  # noqa: PLW1509 (prctl only, before exec)
     port = int(proc.stdout.readline().decode().strip())
     wait_for_port(port, 30, proc)
     return proc, port

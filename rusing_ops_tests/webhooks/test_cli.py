@@ -57,13 +57,13 @@ def test_status_reconcile_retry_end_to_end(cli, engine, db_conn, stripe_server, 
 
 
 def test_retry_refuses_a_forged_id_and_reports_failures(cli, engine, db_conn, stripe_server, app_endpoint):
-    code, out, err = cli("retry", "evt_x' OR 1=1")
+    code, _out, err = cli("retry", "evt_x' OR 1=1")
     assert code == 1
     assert "is not a Stripe event id (expected evt_ followed by letters and digits); refused before any query was sent." in err
     assert stripe_server.requests() == []
     stripe_server.add_events(make_event("evt_cf1"))
     app_endpoint.fail("evt_cf1", times=-1)
-    code, out, err = cli("retry", "evt_cf1")
+    code, _out, err = cli("retry", "evt_cf1")
     assert code == 1
     assert "retry of evt_cf1 ended failed: handler error: simulated failure for evt_cf1." in err
 

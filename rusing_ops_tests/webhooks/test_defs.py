@@ -189,7 +189,7 @@ def test_sweep_finds_and_delivers_missed_events(resources, engine, db_conn, stri
     assert app_endpoint.row("evt_m1")["status"] == "processed" and app_endpoint.row("evt_m2")["status"] == "processed"
     assert app_endpoint.row("evt_m4") is None and app_endpoint.row("evt_m5") is None
     assert app_endpoint.effects("evt_m3") == 0
-    meta = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"][0].event_specific_data.metadata
+    meta = next(e for e in result.all_events if e.event_type_value == "STEP_OUTPUT").event_specific_data.metadata
     assert (meta["undelivered_listed"].value, meta["recent_listed"].value, meta["missing"].value) == (1, 2, 2)
     listing = [q for q in stripe_server.requests() if q["path"] == "/v1/events"]
     assert listing[0]["params"]["delivery_success"] == "false" and "delivery_success" not in listing[1]["params"]

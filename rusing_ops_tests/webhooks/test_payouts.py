@@ -46,7 +46,7 @@ def test_flags_restricted_accounts_failed_payouts_and_errored_banks(stripe_serve
     payout_calls = [r for r in stripe_server.requests() if r["path"] == "/v1/payouts"]
     assert [r["stripe_account"] for r in payout_calls] == ["acct_ok1", "acct_restricted1", "acct_bank1"]
     assert all(r["method"] == "GET" for r in stripe_server.requests())  # nothing was created, cancelled or reversed
-    table = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"][0].event_specific_data.metadata["table"]
+    table = next(e for e in result.all_events if e.event_type_value == "STEP_OUTPUT").event_specific_data.metadata["table"]
     assert "| acct_restricted1 | Marie Tremblay | on | OFF |" in table.value
 
 
