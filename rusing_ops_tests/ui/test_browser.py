@@ -124,6 +124,7 @@ def shots(tmp_path):
 
 def test_operator_backs_up_finds_and_restores_from_the_ui(webserver, browser, shots, db_conn, fresh_db):
     from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
@@ -177,6 +178,7 @@ def test_operator_backs_up_finds_and_restores_from_the_ui(webserver, browser, sh
                                f"ops:\n  restore_database_op:\n    config:\n      confirm: {confirm}\n")
         wait_until("the config to validate", lambda: "Missing required config" not in page_text())
         if screenshot:
+            ActionChains(browser).move_to_element(browser.find_element(By.CSS_SELECTOR, ".CodeMirror")).perform()
             browser.save_screenshot(str(shots / screenshot))
         click("//button[normalize-space(.)='Launch Run']")
 
@@ -201,6 +203,8 @@ def test_operator_backs_up_finds_and_restores_from_the_ui(webserver, browser, sh
     assert restored["status"] == "SUCCESS"
     assert {t["key"]: t["value"] for t in restored["tags"]}["dagster/partition"] == name
     wait_until("the successful run page", lambda: "RUN_SUCCESS" in page_text())
+    browser.get(browser.current_url.split("?")[0] + "?logs=type%3AASSET_MATERIALIZATION")
+    wait_until("the pre-restore backup recorded as a partition", lambda: "pre-restore" in page_text())
     browser.save_screenshot(str(shots / "05-restored.png"))
     with db_conn.cursor() as cur:
         cur.execute("SELECT COUNT(*) FROM enrollments")
