@@ -61,10 +61,11 @@ def table_checksum(cur, database: str, table: Table) -> str:
 def table_checksums(conn, database: str, tables: list[str] | None = None) -> dict[str, str]:
     """Checksums of ``tables`` (default: every table holding rows) of ``database``, by table name.
 
-    Sets the session ``time_zone`` to UTC (TIMESTAMP values are hashed as UTC text, as the backup hashed them).
+    Sets the session ``time_zone`` and ``sql_mode`` as the backup's snapshot has them (snapshot.start_snapshot):
+    TIMESTAMPs are hashed as UTC text, and a server-wide PAD_CHAR_TO_FULL_LENGTH would change how CHARs read.
     """
     with conn.cursor() as cur:
-        cur.execute("SET time_zone = '+00:00'")
+        cur.execute("SET SESSION time_zone = '+00:00', SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO'")
         found = {t.name: t for t in read_tables(cur, database, with_ddl=False)}
         names = sorted(found) if tables is None else tables
         return {name: table_checksum(cur, database, found[name]) for name in names if name in found}
