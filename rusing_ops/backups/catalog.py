@@ -31,6 +31,7 @@ PINNED_REASONS = {  # backups a procedure's report or advice points to: pinned w
     "pre-restore": "it holds what the restore replaced (the way back)",
     "pre-rollback": "it holds the state before the rollback (the way back)",
     "recovery": "the data-loss recovery points to it",
+    "pre-undo": "it holds the state before `db undo` (the way back)",
 }
 INCOMPLETE = "incomplete: no manifest (interrupted, or still being written); not restorable"
 
