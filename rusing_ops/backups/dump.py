@@ -20,9 +20,9 @@ import json
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pymysql
 
@@ -32,7 +32,7 @@ from ..core.errors import OpsError
 from ..core.faults import pause_point
 from ..core.progress import Progress
 from ..core.store import BackupStore
-from . import catalog, keys
+from . import catalog, crypto, keys
 from .checksum import table_checksum
 from .connection import open_connection
 from .manifest import Manifest, TableEntry
@@ -212,7 +212,7 @@ def dump_tables(conns: list, tables: list[Table], emit: Callable[[bytes], None],
             try:
                 results[table.name] = dump_rows(conn, table, locked_emit, statement_bytes=statement_bytes,
                                                 advance=advance, database=database, max_packet=max_packet)
-            except BaseException as exc:  # handed to the calling thread
+            except BaseException as exc:  # noqa: BLE001 - handed to the calling thread, which raises it
                 errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(c,), name="backup-dump", daemon=True) for c in conns[1:]]
@@ -251,8 +251,11 @@ _GONE = {1927: "the connection was killed (KILL from another session, or the ser
 
 
 def _cause(exc: BaseException) -> str:
+    """The server's error in words; never empty (PyMySQL says ``InterfaceError(0, '')`` for a closed socket)."""
     code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
-    detail = str(exc.args[-1]) if exc.args else type(exc).__name__
+    detail = (str(exc.args[-1]) if exc.args else "") or type(exc).__name__
+    if code == 0:
+        return f"the connection to the server was closed ({detail})"
     if code in _GONE:
         return f"{_GONE[code]} (error {code}: {detail})"
     return f"error {code}: {detail}" if code else detail
@@ -277,8 +280,9 @@ def backup_database(url: DatabaseURL, store: BackupStore, *, reason: str = "", c
     :param workers: connections dumping tables in parallel inside one snapshot (1 = no write lock at all).
     """
     started = time.monotonic()
-    now = now or dt.datetime.now(dt.timezone.utc)
-    key = keys.make_key(now, reason, compression)
+    now = now or dt.datetime.now(dt.UTC)
+    encryption = crypto.of(store)  # RUSING_BACKUP_RECIPIENTS set: age-encrypted, key ends in .age (crypto.py)
+    key = keys.make_key(now, reason, compression, encrypted=encryption.enabled)
     if store.exists(key) or store.exists(keys.manifest_key(key)):
         raise OpsError(f"A backup named {key} already exists in {store.url}; refusing to overwrite it.",
                        next_step="run the backup again a second later, or give another reason.")
@@ -296,7 +300,7 @@ def backup_database(url: DatabaseURL, store: BackupStore, *, reason: str = "", c
         progress = Progress(f"backup {url.database}", total=sum(t.estimated_rows for t in schema.tables) or None,
                             log=log)
         writer = store.open_write(key)
-        out = CompressingWriter(writer.write, compression)
+        out = CompressingWriter(writer.write, compression, wrap=crypto.wrap_for(store))
         try:
             before, after = _schema_sql(schema)
             out.write(f"-- rusing_ops {tool_version()} backup of `{url.database}` at {now.isoformat()} "
@@ -327,7 +331,7 @@ def backup_database(url: DatabaseURL, store: BackupStore, *, reason: str = "", c
         routines=[f"{k} {n}" for k, n, _ in schema.routines], events=[n for n, _ in schema.events],
         sequences={s.name: s.next_value for s in schema.sequences}, notes=schema.notes, migration_head=head, reason=keys.clean_reason(reason),
         run_id=run_id, tool_version=tool_version(), started_at=now.isoformat(), server=server,
-        snapshot=snapshot_point(conns),
+        snapshot=snapshot_point(conns), encryption=encryption.manifest_entry() if encryption.enabled else None,
         duration_s=round(time.monotonic() - started, 3),
     )
     catalog.write_manifest(store, manifest)  # a failed write deletes the data object again

@@ -50,6 +50,9 @@ class Manifest:
     duration_s: float = 0.0
     server: dict | None = None  # the (server, database) it belongs to: address host:port, hostname, uuid
     snapshot: dict | None = None  # where the snapshot stands: binlog file/position/GTID or TiDB TSO (snapshot.py)
+    # {"format": "age", "recipients": [sha256 fingerprint, ...]} when the data object is encrypted (crypto.py);
+    # sha256 and bytes above are then those of the stored (encrypted) bytes. Never a key.
+    encryption: dict | None = None
     format: str = FORMAT
 
     @property
@@ -65,7 +68,7 @@ class Manifest:
         return json.dumps(asdict(self), indent=2, sort_keys=True, ensure_ascii=False).encode()
 
     @classmethod
-    def from_json(cls, data: bytes, key: str) -> "Manifest":
+    def from_json(cls, data: bytes, key: str) -> Manifest:
         try:
             raw = json.loads(data)
             if raw.get("format") != FORMAT:

@@ -9,7 +9,7 @@ and the connection is left exactly as PyMySQL leaves it after an unbuffered resu
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pymysql
 from pymysql import err
