@@ -14,7 +14,8 @@ What a dump may contain (README "Restore: what a dump file may contain"):
 - schema, deferred until after the swap: ``CREATE``/``DROP VIEW | TRIGGER | FUNCTION | PROCEDURE | EVENT``;
 - session: ``SET`` of user variables and of the session's character sets, time zone, ``sql_mode`` (not a mode that
   changes how text is read: ``ANSI_QUOTES``, ``NO_BACKSLASH_ESCAPES``, ``ANSI``, ``ORACLE``...), foreign-key and
-  unique checks, ``sql_notes``; ``SET sql_log_bin`` / ``autocommit`` are skipped;
+  unique checks, ``sql_notes``; ``SET sql_log_bin`` / ``autocommit`` and mysqldump's
+  ``SET @@GLOBAL.GTID_PURGED='...'`` (the source's replication state) are skipped;
 - mapped to staging: ``DROP``/``CREATE``/``ALTER DATABASE`` and ``USE`` of the dump's own database (the manifest's,
   else the one the file creates or uses) are skipped; a name qualified with it loses the qualifier;
   ``LOCK``/``UNLOCK TABLES``, ``COMMIT``, ``START TRANSACTION`` are skipped.
@@ -77,7 +78,8 @@ KEYWORDS = frozenset({"GRANT", "REVOKE", "SHUTDOWN", "KILL", "INSTALL", "UNINSTA
 SESSION_VARS = frozenset({"character_set_client", "character_set_results", "character_set_connection",
                           "collation_connection", "time_zone", "sql_mode", "foreign_key_checks", "unique_checks",
                           "sql_notes", "sql_warnings", "check_constraint_checks", "sql_quote_show_create",
-                          "innodb_strict_mode", "sql_auto_is_null", "explicit_defaults_for_timestamp"})
+                          "innodb_strict_mode", "sql_auto_is_null", "explicit_defaults_for_timestamp",
+                          "information_schema_stats_expiry"})
 SKIPPED_VARS = frozenset({"sql_log_bin", "autocommit"})
 TEXT_VARS = frozenset({"character_set_client", "character_set_results", "character_set_connection",
                        "collation_connection", "sql_mode"})  # values that change how the next statements are read
@@ -212,7 +214,7 @@ class Confiner:
             return self._insert(line, b"".join(t.text for t in out))
         if first == "SET":
             kind = self._set(out, code)
-            return Action(kind, _join(out), line, "SET")
+            return Action(kind, _join(out) if kind != "skip" else b"", line, "SET")
         if first in ("LOCK", "UNLOCK") and len(words) > 1 and words[1] in ("TABLE", "TABLES"):
             for n in range(2, len(code)):  # LOCK TABLES `a` WRITE, `b` READ
                 if out[code[n]].kind in ("ident", "word") and (n == 2 or out[code[n - 1]].text == b","):
@@ -390,6 +392,9 @@ class Confiner:
         toks = [out[i] for i in code[1:]]
         if not toks:
             raise _Refuse("a SET without an assignment")
+        if toks[0].upper == "@@GLOBAL.GTID_PURGED" and toks[1:2] and toks[1].text == b"=" and all(
+                t.kind == "str" or t.text in (b"=", b",") for t in toks[1:]):
+            return "skip"  # mysqldump from a GTID server: the source's replication state, meaningless in staging
         if toks[0].upper in ("GLOBAL", "PERSIST", "PERSIST_ONLY", "PASSWORD", "ROLE", "DEFAULT", "TRANSACTION",
                              "STATEMENT") and toks[0].kind == "word":
             raise _Refuse(f"a SET {toks[0].upper} statement (only session settings may be in a dump)")

@@ -140,7 +140,8 @@ def check_all(text: bytes, own: str | None = "app") -> list[confine.Action]:
     (b"/*!40000 DROP DATABASE IF EXISTS `app`*/", "skip", b""),
     (b"USE `app`", "skip", b""),
     (b"LOCK TABLES `t` WRITE", "skip", b""),
-    (b"SET @@SESSION.SQL_LOG_BIN= 0", "skip", None),
+    (b"SET @@SESSION.SQL_LOG_BIN= 0", "skip", b""),
+    (b"SET @@GLOBAL.GTID_PURGED=/*!80000 '+'*/ '3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5'", "skip", b""),
 ])
 def test_allowed_statements(statement, kind, sql):
     [action] = check_all(statement + b";\n")
@@ -160,6 +161,7 @@ HOSTILE = [
     (b"CREATE USER 'x'@'%' IDENTIFIED BY 'pw'", "a CREATE USER statement"),
     (b"SET GLOBAL max_connections = 1", "a SET GLOBAL statement"),
     (b"/*!40101 SET @@GLOBAL.general_log = 1 */", "a SET of a global server variable"),
+    (b"SET @@GLOBAL.GTID_PURGED = (SELECT 1)", "a SET of a global server variable"),
     (b"SET PASSWORD = PASSWORD('x')", "a SET PASSWORD statement"),
     (b"SELECT * FROM t INTO OUTFILE '/tmp/x'", "a SELECT statement"),
     (b"LOAD DATA INFILE '/etc/passwd' INTO TABLE t", "a LOAD statement"),
