@@ -3,8 +3,6 @@ target database named in the UI before an operator confirms anything."""
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
 from .core.errors import ConfirmMismatch, OpsError
@@ -39,9 +37,11 @@ def is_refusal(failure_metadata: dict | None) -> bool:
 
 
 def _load_time_url():
+    """DATABASE_URL as the database resource resolves it (the documented default when unset), or None if malformed."""
     from .core.dburl import parse_database_url
+    from .settings import env
 
-    raw = os.environ.get("DATABASE_URL", "").strip()
+    raw = env("DATABASE_URL")
     try:
         return parse_database_url(raw) if raw else None
     except OpsError:
@@ -50,10 +50,10 @@ def _load_time_url():
 
 def configured_target() -> str:
     """The application database as the UI names it before `confirm`: ``name on host:port`` from DATABASE_URL
-    when the code location loaded (never the user or password), or a note that it is unset or malformed."""
+    when the code location loaded (never the user or password), or a note that it is malformed."""
     url = _load_time_url()
     if url is None:
-        return "(DATABASE_URL is unset or malformed: no target database)"
+        return "(DATABASE_URL is malformed: no target database)"
     return f"{url.database} on {url.host}:{url.port}"
 
 
