@@ -26,6 +26,7 @@ import pymysql
 from pymysql.constants import ER
 from sqlalchemy.engine import Connection, Engine
 
+from ..backups.swap import interrupted_swaps
 from ..core.database import DB_WRITE_LOCK, connect, named_lock
 from ..core.dburl import DatabaseURL, scrub_secret
 from ..core.errors import ConfigError, OpsError
@@ -205,6 +206,11 @@ def _prepare(conn: Connection, folder: MigrationFolder, url: DatabaseURL, run_id
     result = ApplyResult(database=url.database, run_id=run_id, dry_run=opts.dry_run, plan=plan,
                          findings=lint_migrations(folder, plan.pending))
     errors: list[OpsError] = []
+    for journal_db, state in interrupted_swaps(url, url.database):
+        errors.append(PlanRefused(
+            f"A restore of `{url.database}` was killed during its swap (journal `{journal_db}`, state {state}): the "
+            "database may be missing its triggers or views, so no migration is applied on top of it.",
+            next_step=f"run `rusing-ops db restore --repair --confirm {url.database}` first, then migrate again."))
     try:
         check_plan(plan, accept_skipped=opts.accept_skipped, accept_edited=opts.force)
     except PlanRefused as exc:

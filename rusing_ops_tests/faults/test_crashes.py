@@ -24,6 +24,7 @@ from rusing_ops.core.database import create_engine
 from rusing_ops.core.faults import PAUSE_AT, PAUSE_FILE
 from rusing_ops.core.store import LocalStore
 from rusing_ops.migrations.applier import ResumeRequired, apply_migrations
+from rusing_ops.migrations.planner import PlanRefused
 from rusing_ops_tests.backups.conftest import fill_every_type, snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -293,12 +294,17 @@ def test_a_kill_anywhere_in_the_swap_is_undone_or_finished(point, outcome, swap_
     assert staging_left == []
 
 
-def test_db_restore_repair_finishes_a_swap_killed_after_its_rename(swap_case, fresh_db, database_url_str, cli_env,
-                                                                   tmp_path):
+def test_db_restore_repair_finishes_a_swap_killed_after_its_rename(swap_case, fresh_db, engine, database_url_str,
+                                                                   cli_env, tmp_path):
     store, key, backed_up, _live = swap_case
     kill9(paused(library(RESTORE, database_url_str, str(store.root), key, "0"), os.environ, "swap-after-rename",
                  tmp_path))
     assert snapshot(fresh_db, fresh_db.database)["triggers"] == {}  # the live database without its triggers
+    with pytest.raises(PlanRefused) as refused:  # nothing is migrated on top of a half-swapped database
+        apply_migrations(engine, fresh_db, write_folder(tmp_path / "drizzle", ["CREATE TABLE `m` (`id` int)"]),
+                         no_backup=True)
+    assert str(refused.value).startswith(f"A restore of `{fresh_db.database}` was killed during its swap (journal `")
+    assert f"Next: run `rusing-ops db restore --repair --confirm {fresh_db.database}` first" in str(refused.value)
     done = subprocess.run(check=False, args=cli("db", "restore", "--repair", "--confirm", fresh_db.database),
                           env=cli_env, cwd=ROOT, text=True, capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr
