@@ -248,3 +248,31 @@ def test_an_account_that_may_not_create_users_loads_as_itself_and_says_so(fresh_
     finally:
         for host in ("%", "localhost"):
             query(server_url, "", "DROP USER IF EXISTS %s@%s", (user, host))
+
+
+def test_a_file_swapped_after_the_first_pass_is_stopped_by_the_load_pass(live, sentinel_db, server_url,  # noqa: F811
+                                                                        local_store):
+    """The file is read again to load it: the same checks run on what is sent, so a file replaced between the
+    passes stops at its bad line, with only the staging database (then dropped) written to."""
+    import io
+
+    from rusing_ops.backups.restore import stage
+    from rusing_ops.backups.source import Source
+
+    good = (HEADER + PRELUDE + "INSERT INTO t VALUES (2,'fine');\n").encode()
+    bad = (HEADER + PRELUDE + f"DROP TABLE `{sentinel_db.database}`.`t`;\n").encode()
+    opened = []
+
+    def opener():
+        opened.append(1)
+        return io.BytesIO(good if len(opened) <= 2 else bad)  # the sniff and the first pass see the good file
+
+    before = snapshot(server_url, sentinel_db.database)
+    staging = live.database + "__restore_swapped"
+    with pytest.raises(OpsError) as err:
+        stage(live, Source("swapped.sql", opener, "none"), staging)
+    assert len(opened) == 3
+    assert "'swapped.sql' line 4: a name in another database" in str(err.value)
+    assert f"The statements before it ran in `{staging}` only (it is dropped)" in str(err.value)
+    assert snapshot(server_url, sentinel_db.database) == before
+    assert databases_like(server_url, staging) == []
