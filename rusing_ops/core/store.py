@@ -343,6 +343,28 @@ class _S3Writer(ObjectWriter):
             self.upload_id = None
 
 
+class _S3Body:
+    """An object's body being read: a connection lost mid-read is a StoreError naming the store, not botocore's."""
+
+    def __init__(self, store: "S3Store", key: str, body):
+        self.store, self.key, self.body = store, key, body
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self.body.read(n if n is not None and n >= 0 else None)
+        except Exception as exc:  # urllib3 / botocore streaming errors (server gone, reset, timeout)
+            raise self.store._error("read", self.store.uri(self.key), exc) from None
+
+    def close(self) -> None:
+        self.body.close()
+
+    def __enter__(self) -> "_S3Body":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 class S3Store(BackupStore):
     """An S3 bucket (or any S3-compatible server: boto3 honours ``AWS_ENDPOINT_URL``)."""
 
@@ -371,7 +393,7 @@ class S3Store(BackupStore):
 
     def open_read(self, key: str) -> BinaryIO:
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            return _S3Body(self, key, self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"])
         except self.client.exceptions.NoSuchKey:
             raise NotFound(f"No backup object {key!r} in {self.url}.") from None
         except Exception as exc:

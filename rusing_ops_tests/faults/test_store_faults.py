@@ -250,6 +250,16 @@ def test_s3_stopped_mid_backup_names_the_store_then_prune_aborts_the_upload(fres
         swept = prune_backups(store, RetentionPolicy(), dry_run=False, now=partial.started + DAY_AFTER)
         assert swept.swept == [f"{partial.key} (unfinished upload)"]
         assert store.list_partial() == [] and store.list() == []
+
+        store.put_stream("big.bin", iter([os.urandom(1024 * 1024)] * 64))  # more than any socket buffer holds
+        with store.open_read("big.bin") as body:
+            assert len(body.read(1024 * 1024)) == 1024 * 1024
+            os.killpg(server.proc.pid, signal.SIGKILL)  # the server dies while a restore reads
+            server.proc.wait()
+            with pytest.raises(StoreError) as err:
+                while body.read(1024 * 1024):
+                    pass
+        assert str(err.value).startswith(f"The backup store {store.url} could not read s3://backups/prod/big.bin: ")
     finally:
         try:
             os.killpg(server.proc.pid, signal.SIGKILL)
