@@ -78,16 +78,6 @@ class CoachAccountsReport:
         return (f"{len(self.accounts)} connected account(s): {restricted} restricted, {payouts} failed payout(s), "
                 f"{banks} errored bank account(s)")
 
-    def markdown(self) -> str:
-        if not self.flagged:
-            return "All connected accounts are enabled; no failed payouts or errored bank accounts."
-        lines = ["| account | coach | charges | payouts | problems | next step |", "|---|---|---|---|---|---|"]
-        for a in self.flagged:
-            problems = "; ".join(a.problems).replace("|", "\\|")
-            lines.append(f"| {a.id} | {a.name} | {'on' if a.charges_enabled else 'OFF'} | "
-                         f"{'on' if a.payouts_enabled else 'OFF'} | {problems} | {a.next_step} |")
-        return "\n".join(lines)
-
 
 def _get(obj, key, default=None):
     value = obj.get(key) if isinstance(obj, dict) else None

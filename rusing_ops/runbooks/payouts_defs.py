@@ -29,7 +29,6 @@ def check_accounts(context: dg.OpExecutionContext, config: CheckAccountsConfig, 
                 "restricted": sum(a.restricted for a in report.accounts),
                 "failed_payouts": sum(len(a.failed_payouts) for a in report.accounts),
                 "errored_bank_accounts": sum(len(a.errored_bank_accounts) for a in report.accounts),
-                "table": dg.MetadataValue.md(report.markdown()),
                 "flagged_accounts": dg.MetadataValue.table(
                     [dg.TableRecord({"account": a.id, "coach": a.name, "charges": a.charges_enabled,
                                      "payouts": a.payouts_enabled, "problems": "; ".join(a.problems),

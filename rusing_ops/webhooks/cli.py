@@ -24,8 +24,8 @@ def _failure_metadata(result) -> dict:
 
 def _fail(result) -> int:
     events = _failure_metadata(result).get("events")
-    if events is not None:
-        print(events.value)
+    if events is not None and hasattr(events, "records"):  # the outcome table the UI shows
+        print_table([r.data for r in events.records], ["event", "type", "outcome", "attempts", "error"])
     print(f"error: {failure_message(result)}", file=sys.stderr)
     return 1
 

@@ -120,7 +120,7 @@ def reconcile_events(context: dg.OpExecutionContext, config: ReconcileEventsConf
     except OpsError as exc:
         raise _failure(context, exc, database=database.parsed.masked()) from None
     metadata = {"selected": len(report.selected), "outcomes": dg.MetadataValue.json(report.counts),
-                "events": dg.MetadataValue.md(report.markdown()), "outcome_table": _outcomes_table(report.outcomes),
+                "events": _outcomes_table(report.outcomes),
                 "dry_run": report.dry_run, "database": database.parsed.masked()}
     context.add_output_metadata(metadata)
     context.log.info(report.summary())
@@ -168,7 +168,7 @@ def sweep_events(context: dg.OpExecutionContext, config: SweepEventsConfig, data
         raise _failure(context, exc, database=database.parsed.masked()) from None
     metadata = {"undelivered_listed": report.undelivered, "recent_listed": report.recent,
                 "in_log": dg.MetadataValue.json(report.in_log), "missing": len(report.missing),
-                "events": dg.MetadataValue.md(report.markdown()), "outcome_table": _outcomes_table(report.outcomes),
+                "events": _outcomes_table(report.outcomes),
                 "dry_run": report.dry_run}
     context.add_output_metadata(metadata)
     context.log.info(report.summary())

@@ -4,8 +4,8 @@ concurrency, and report per event. The runbook's manual retry is :func:`retry_ev
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ..core.database import connect
 from ..core.errors import ConfigError, NotFound
@@ -14,7 +14,7 @@ from .redeliver import Outcome, Redriver, redrive_many
 
 
 class OutcomesMixin:
-    """Shared by the reports that hold ``outcomes``: counts, problems (outcomes not ok), markdown table."""
+    """Shared by the reports that hold ``outcomes``: counts and problems (outcomes not ok)."""
 
     outcomes: list[Outcome]
 
@@ -30,9 +30,6 @@ class OutcomesMixin:
     def ok(self) -> bool:
         return not self.problems
 
-    def markdown(self, limit: int = 100) -> str:
-        return outcomes_markdown(self.outcomes, limit)
-
 
 @dataclass
 class ReconcileReport(OutcomesMixin):
@@ -45,17 +42,6 @@ class ReconcileReport(OutcomesMixin):
             return "nothing to reconcile: no failed or stuck events selected"
         counts = ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items()))
         return f"{len(self.selected)} event(s){' (dry run)' if self.dry_run else ''}: {counts}"
-
-
-def outcomes_markdown(outcomes: list[Outcome], limit: int = 100) -> str:
-    lines = ["| event | type | outcome | attempts | HTTP | error |", "|---|---|---|---|---|---|"]
-    for o in outcomes[:limit]:
-        error = (o.error or "").replace("|", "\\|").replace("\n", " ")[:200]
-        lines.append(f"| {o.event_id} | {o.event_type or ''} | {o.outcome} | {'' if o.attempts is None else o.attempts} "
-                     f"| {o.http_status or ''} | {error} |")
-    if len(outcomes) > limit:
-        lines.append(f"| ... {len(outcomes) - limit} more | | | | | |")
-    return "\n".join(lines)
 
 
 def prepare(redriver: Redriver, *, dry_run: bool) -> bool:

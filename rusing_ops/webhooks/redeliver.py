@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import requests
 import stripe
@@ -22,7 +22,12 @@ from ..core.database import connect
 from ..core.dburl import DatabaseURL, mask_url, scrub_secret
 from ..core.errors import ConfigError, NotFound
 from ..core.progress import Progress
-from ..core.stripe_api import CONNECT_TIMEOUT_S, StripeAPI, StripeRefused, StripeUnavailable
+from ..core.stripe_api import (
+    CONNECT_TIMEOUT_S,
+    StripeAPI,
+    StripeRefused,
+    StripeUnavailable,
+)
 from . import events_log as log
 from .stripe_events import RETENTION_S, ask_stripe_to_retry, fetch_event
 
@@ -136,10 +141,10 @@ class Redriver:
                     out.actions.append(f"reset attempts {before.attempts}->0")
                     self._audit(conn, "reset_attempts", "done", event_id, {"attempts_before": before.attempts})
                     baseline_attempts, restored_to = 0, before.attempts
-            elif before is not None and before.status == "processing" and before.idle_s > self.stuck_after_s:
-                if log.release_stuck(conn, event_id, stuck_after_s=self.stuck_after_s):
-                    out.actions.append(f"released stuck row (processing {before.idle_s}s)")
-                    self._audit(conn, "release_stuck", "done", event_id, {"idle_s": before.idle_s})
+            elif (before is not None and before.status == "processing" and before.idle_s > self.stuck_after_s
+                  and log.release_stuck(conn, event_id, stuck_after_s=self.stuck_after_s)):
+                out.actions.append(f"released stuck row (processing {before.idle_s}s)")
+                self._audit(conn, "release_stuck", "done", event_id, {"idle_s": before.idle_s})
         delivered = self._deliver(event, out)
         with connect(self.engine, self.url) as conn:
             if not delivered:

@@ -26,21 +26,6 @@ class WebhookStats:
     def as_dict(self) -> dict:
         return asdict(self)
 
-    def failures_markdown(self) -> str:
-        lines = ["| event | type | attempts | dead-lettered | idle | last error |", "|---|---|---|---|---|---|"]
-        for f in self.recent_failures:
-            error = (f["last_error"] or "").replace("|", "\\|").replace("\n", " ")[:160]
-            lines.append(f"| {f['event_id']} | {f['type']} | {f['attempts']} | {'yes' if f['dead_lettered'] else 'no'} "
-                         f"| {f['idle_s']}s | {error} |")
-        return "\n".join(lines) if self.recent_failures else "No failed events."
-
-    def types_markdown(self) -> str:
-        statuses = ("processed", "processing", "failed")
-        lines = ["| type | " + " | ".join(statuses) + " |", "|---|" + "---|" * len(statuses)]
-        for type_, counts in sorted(self.by_type.items()):
-            lines.append(f"| {type_} | " + " | ".join(str(counts.get(s, 0)) for s in statuses) + " |")
-        return "\n".join(lines)
-
 
 def collect(conn: Connection, *, stuck_after_s: int = 900, recent: int = 20, indexed: bool = True) -> WebhookStats:
     """Read the statistics in a handful of queries (the per-type totals scan the table; the rest use indexes).

@@ -129,6 +129,12 @@ def test_schema_checks_run_alone_without_materializing_the_asset(resources, dags
     assert result.success
     assert [(c.check_name, c.passed) for c in result.get_asset_check_evaluations()] == [("no_schema_drift", True)]
     assert not any(e.is_step_materialization for e in result.all_events)
+    from rusing_ops.definitions import defs as location  # what the UI asks before enabling "Execute"
+
+    graph = location.get_repository_def().asset_graph
+    for name in ("drizzle_folder_valid", "all_migrations_applied", "no_schema_drift"):
+        check = dg.AssetCheckKey(app_database_schema.key, name)
+        assert graph.get_execution_set_asset_and_check_keys(check) == {check}
 
 
 def test_validate_schema_is_scheduled():

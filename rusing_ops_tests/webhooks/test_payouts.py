@@ -46,8 +46,11 @@ def test_flags_restricted_accounts_failed_payouts_and_errored_banks(stripe_serve
     payout_calls = [r for r in stripe_server.requests() if r["path"] == "/v1/payouts"]
     assert [r["stripe_account"] for r in payout_calls] == ["acct_ok1", "acct_restricted1", "acct_bank1"]
     assert all(r["method"] == "GET" for r in stripe_server.requests())  # nothing was created, cancelled or reversed
-    table = next(e for e in result.all_events if e.event_type_value == "STEP_OUTPUT").event_specific_data.metadata["table"]
-    assert "| acct_restricted1 | Marie Tremblay | on | OFF |" in table.value
+    meta = next(e for e in result.all_events if e.event_type_value == "STEP_OUTPUT").event_specific_data.metadata
+    flagged = {r.data["account"]: r.data for r in meta["flagged_accounts"].records}
+    assert set(flagged) == {"acct_restricted1", "acct_bank1"} and meta["dagster/row_count"].value == 3
+    assert (flagged["acct_restricted1"]["coach"], flagged["acct_restricted1"]["charges"],
+            flagged["acct_restricted1"]["payouts"]) == ("Marie Tremblay", True, False)
 
 
 def test_unreachable_stripe_is_a_clear_failure_retried_as_transient(dagster_instance):
