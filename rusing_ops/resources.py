@@ -85,9 +85,20 @@ class BackupStoreResource(dg.ConfigurableResource):
     """Where backups live: S3 (boto3 reads AWS_* itself, AWS_ENDPOINT_URL included) or a local directory."""
 
     url: str = Field(default="./backups", description="RUSING_BACKUP_URL: s3://bucket/prefix, file:///dir or a path relative to the project.")
+    recipients: Optional[str] = Field(default=None, description="RUSING_BACKUP_RECIPIENTS: age public keys (age1...) backups are encrypted to; unset = not encrypted.")
+    identity: Optional[str] = Field(default=None, description="RUSING_BACKUP_IDENTITY (secret, environment variable only): the AGE-SECRET-KEY-1... or the path of its file; needed to restore or verify encrypted backups.")
+    copy_url: Optional[str] = Field(default=None, description="RUSING_BACKUP_COPY_URL: a second store every backup is copied to (s3://other-bucket/prefix or a folder).")
+    sse: Optional[str] = Field(default=None, description="RUSING_BACKUP_SSE: S3 server-side encryption of every upload, AES256 or aws:kms.")
+    sse_kms_key_id: Optional[str] = Field(default=None, description="RUSING_BACKUP_SSE_KMS_KEY_ID: the KMS key of aws:kms.")
+    lock_days: Optional[str] = Field(default=None, description="RUSING_BACKUP_LOCK_DAYS: Object Lock retention (days) of every data object and manifest; unset = not locked.")
+    lock_mode: Optional[str] = Field(default=None, description="RUSING_BACKUP_LOCK_MODE: GOVERNANCE (default) or COMPLIANCE.")
 
     def get_store(self) -> BackupStore:
-        return open_store(self.url, base_dir=PROJECT_ROOT)
+        from .backups.protect import Protection, protect
+
+        return protect(open_store(self.url, base_dir=PROJECT_ROOT),
+                       Protection(self.recipients, self.identity, self.copy_url, self.sse, self.sse_kms_key_id,
+                                  self.lock_days, self.lock_mode), base_dir=PROJECT_ROOT)
 
 
 class StripeResource(dg.ConfigurableResource):
@@ -142,7 +153,11 @@ def default_resources() -> dict:
     """Resources built from the environment as it is when the code location loads."""
     return {
         "database": DatabaseResource(url=from_env("DATABASE_URL")),
-        "backup_store": BackupStoreResource(url=from_env("RUSING_BACKUP_URL")),
+        "backup_store": BackupStoreResource(
+            url=from_env("RUSING_BACKUP_URL"), recipients=from_env("RUSING_BACKUP_RECIPIENTS"),
+            identity=from_env("RUSING_BACKUP_IDENTITY"), copy_url=from_env("RUSING_BACKUP_COPY_URL"),
+            sse=from_env("RUSING_BACKUP_SSE"), sse_kms_key_id=from_env("RUSING_BACKUP_SSE_KMS_KEY_ID"),
+            lock_days=from_env("RUSING_BACKUP_LOCK_DAYS"), lock_mode=from_env("RUSING_BACKUP_LOCK_MODE")),
         "stripe": StripeResource(api_key=from_env("STRIPE_SECRET_KEY"),
                                  webhook_secret=from_env("STRIPE_WEBHOOK_SECRET"),
                                  api_base=from_env("STRIPE_API_BASE")),

@@ -36,6 +36,24 @@ VARIABLES: dict[str, tuple[str, str | None]] = {
     "SLACK_API_BASE_URL": ("override of Slack's API base URL (tests, proxies)", None),
     "RUSING_BINLOG_ARCHIVE_INTERVAL_S": ("seconds between binlog archive passes under writes (the RPO's bound)", "60"),
     "RUSING_WRITE_WAIT_S": ("seconds a CLI write command waits for the database write slot before giving up", "600"),
+    "RUSING_BACKUP_RECIPIENTS": ("age public keys (age1..., comma or space separated) every backup is encrypted to; "
+                                 "unset = backups are not encrypted", None),
+    "RUSING_BACKUP_IDENTITY": ("the age identity that decrypts backups to restore or verify them: the "
+                               "AGE-SECRET-KEY-1... itself or the path of a file holding it (secret)", None),
+    "RUSING_BACKUP_COPY_URL": ("a second store every backup is copied to and checked in (another bucket, endpoint "
+                               "or folder); unset = one copy", None),
+    "RUSING_BACKUP_SSE": ("S3 server-side encryption of every upload: AES256 (SSE-S3) or aws:kms (SSE-KMS)", None),
+    "RUSING_BACKUP_SSE_KMS_KEY_ID": ("the KMS key id of RUSING_BACKUP_SSE=aws:kms (default: the bucket's key)", None),
+    "RUSING_BACKUP_LOCK_DAYS": ("days of S3 Object Lock retention on every data object and manifest (the bucket "
+                                "needs versioning + Object Lock); unset = not locked", None),
+    "RUSING_BACKUP_LOCK_MODE": ("Object Lock mode: GOVERNANCE or COMPLIANCE", "GOVERNANCE"),
+    "RUSING_DRILL_CRON": ("cron of the restore drill (restore_drill_schedule, America/Toronto)", "0 5 * * 0"),
+    "RUSING_DRILL_PICK": ("which backup a drill restores: latest, or random:N (random within the last N days)",
+                          "latest"),
+    "RUSING_RTO_TARGET_S": ("restore drill target: a restore takes at most this many seconds", "3600"),
+    "RUSING_RPO_TARGET_H": ("restore drill target: the newest verified backup is at most this many hours old", "26"),
+    "RUSING_RETENTION_CRON": ("cron of the scheduled prune (retention_schedule, America/Toronto)", "30 4 * * *"),
+    "RUSING_RETENTION_APPLY": ("true = the scheduled prune deletes; anything else = dry run (reports only)", "false"),
 }
 
 

@@ -54,10 +54,16 @@ class BackupEntry:
     pins: list[dict] = field(default_factory=list)
     modified: dt.datetime | None = None  # the data object's last write (an orphan's age counts from it)
     partial: PartialUpload | None = None  # an unfinished upload (listed with include_partial only)
+    copy_problem: str | None = None  # a configured second copy lacks it (copies.py): restorable, but not complete
 
     @property
     def complete(self) -> bool:
-        return self.manifest is not None
+        """Manifest present, and every configured second copy holds it (RUSING_BACKUP_COPY_URL)."""
+        return self.manifest is not None and not self.copy_problem
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(getattr(self.manifest, "encryption", None))
 
     @property
     def verified(self) -> bool:
@@ -91,7 +97,8 @@ class BackupEntry:
         return {
             "name": self.name, "key": self.key, "taken_at": self.taken_at.isoformat(), "reason": self.reason,
             "database": self.database, "server": self.server, "bytes": self.size, "complete": self.complete,
-            "problem": self.problem, "rows": m.total_rows if m else None, "tables": len(m.tables) if m else None,
+            "problem": self.problem or self.copy_problem, "copy_problem": self.copy_problem, "rows": m.total_rows if m else None,
+            "encrypted": ", ".join((m.encryption or {}).get("recipients") or []) if m and m.encryption else "", "tables": len(m.tables) if m else None,
             "verified": self.verified, "pinned": [p.get("why", "") for p in self.pins],
             "migration_head": (head.get("tag") or head.get("hash")) if m else None,
         }
@@ -148,6 +155,10 @@ def list_backups(store: BackupStore, database: str | None = None, *, with_manife
                 why = f"unfinished upload (last written {up.started:%Y-%m-%d %H:%M}Z): killed, or still running"
                 entries.append(BackupEntry(up.key, parsed.name, parsed.taken_at, parsed.reason, parsed.compression,
                                            up.size, None, None, why, modified=up.started, partial=up))
+    if with_manifests:
+        from . import copies  # a backup is complete only when every configured copy holds it
+
+        copies.mark_missing(store, entries)
     return sorted(entries, key=lambda e: (e.taken_at, e.key), reverse=True)
 
 
@@ -266,7 +277,7 @@ def resolve(store: BackupStore, ref: str | None = "latest", database: str | None
         return entry
     for entry in list_backups(store, include_partial=True):
         if ref in (entry.key, entry.name, entry.key.rsplit("/", 1)[-1]):
-            if require_complete and not entry.complete:
+            if require_complete and entry.manifest is None:  # (a missing second copy: still restorable)
                 if entry.problem == INCOMPLETE:
                     entry.manifest = read_manifest(store, entry.key)  # raises the "incomplete" error
                     entry.problem = None  # (the manifest was written meanwhile)

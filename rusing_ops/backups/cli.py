@@ -12,6 +12,7 @@ from ..core.errors import OpsError
 from ..core.store import open_store
 from ..settings import PROJECT_ROOT, env
 from . import catalog
+from .protect import from_env as protection_from_env, protect
 
 
 def backup(args) -> int:
@@ -35,7 +36,8 @@ def _scope(args) -> str | None:
 
 def backups(args) -> int:
     try:
-        store = open_store(env("RUSING_BACKUP_URL"), base_dir=PROJECT_ROOT)
+        store = protect(open_store(env("RUSING_BACKUP_URL"), base_dir=PROJECT_ROOT), protection_from_env(),
+                        base_dir=PROJECT_ROOT)  # second copies count (a backup is complete when every copy is)
         database = _scope(args)
         entries = catalog.list_backups(store, database, include_partial=True)
     except OpsError as exc:
@@ -50,7 +52,10 @@ def backups(args) -> int:
                   **({"database": r["database"] or "?"} if database is None else {}),
                   "MB": f"{r['bytes'] / 1e6:,.1f}", "rows": f"{r['rows']:,}" if r["complete"] else "-",
                   "verified": "yes" if r["verified"] else "no", "pinned": "yes" if r["pinned"] else "",
-                  "state": "complete" if r["complete"] else f"NOT RESTORABLE: {r['problem']}"} for r in rows])
+                  "encrypted": f"age ({r['encrypted']})" if r.get("encrypted") else "no",
+                  "state": "complete" if r["complete"] else (
+                      f"restorable, NOT COMPLETE: {r['copy_problem']}" if r.get("copy_problem")
+                      else f"NOT RESTORABLE: {r['problem']}")} for r in rows])
     return 0
 
 
@@ -111,7 +116,7 @@ def verify(args) -> int:
         result = run_job("verify_backup", {"ops": {"verify_backup_op": {"config": {"backup": args.backup}}}})
     out = result.output_for_node("verify_backup_op")
     print(f"verified {out['key']}: restored into a scratch database, {len(out['tables'])} tables match the manifest's "
-          f"row counts and content checksums ({out['duration_s']:.1f}s, run {result.run_id})")
+          f"row counts and server checksums ({out['duration_s']:.1f}s, run {result.run_id})")
     return 0
 
 
@@ -168,7 +173,7 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("verify", help="prove a backup restores (job verify_backup)",
                               description="Restore a backup into a scratch database, compare every table's rows and "
-                              "content checksum with its manifest, drop the scratch database; recorded on the partition.")
+                              "server checksum with its manifest, drop the scratch database; recorded on the partition.")
     p.add_argument("--backup", default="latest", metavar="KEY", help="backup name/key (default: latest)")
     p.set_defaults(func=verify)
 

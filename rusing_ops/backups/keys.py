@@ -14,7 +14,8 @@ MANIFEST_SUFFIX = ".manifest.json"
 VERIFIED_SUFFIX = ".verified.json"
 PIN_SUFFIX = ".pin.json"
 SIDECAR_SUFFIXES = (MANIFEST_SUFFIX, VERIFIED_SUFFIX, PIN_SUFFIX)
-_KEY = re.compile(r"(?:.*/)?backup-(?P<ts>\d{4}-\d{2}-\d{2}T\d{6}Z)(?:-(?P<reason>[a-z0-9-]+))?(?P<ext>\.sql(?:\.zst|\.gz)?)")
+_KEY = re.compile(r"(?:.*/)?backup-(?P<ts>\d{4}-\d{2}-\d{2}T\d{6}Z)(?:-(?P<reason>[a-z0-9-]+))?(?P<ext>\.sql(?:\.zst|\.gz)?)(?P<age>\.age)?")
+ENCRYPTED_SUFFIX = ".age"  # an age-encrypted data object (crypto.py): backup-<ts>-<reason>.sql.zst.age
 
 
 @dataclass(frozen=True)
@@ -23,11 +24,14 @@ class BackupName:
     taken_at: dt.datetime
     reason: str
     compression: str
+    encrypted: bool = False
 
     @property
     def name(self) -> str:
         """The partition key: the object name without directory or extension."""
         base = self.key.rsplit("/", 1)[-1]
+        if self.encrypted:
+            base = base[: -len(ENCRYPTED_SUFFIX)]
         return base[: -len(EXTENSIONS[self.compression])]
 
 
@@ -37,13 +41,15 @@ def clean_reason(reason: str | None) -> str:
     return text[:40].strip("-")
 
 
-def make_key(taken_at: dt.datetime, reason: str | None = None, compression: str = "zstd") -> str:
-    """The data object's key for a backup started at ``taken_at`` (converted to UTC)."""
+def make_key(taken_at: dt.datetime, reason: str | None = None, compression: str = "zstd",
+             encrypted: bool = False) -> str:
+    """The data object's key for a backup started at ``taken_at`` (converted to UTC); ``.age`` when encrypted."""
     if compression not in EXTENSIONS:
         raise ConfigError(f"Compression {compression!r} is not supported; choose one of: zstd, gzip.")
     stamp = taken_at.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
     reason = clean_reason(reason)
-    return f"backup-{stamp}{'-' + reason if reason else ''}{EXTENSIONS[compression]}"
+    return (f"backup-{stamp}{'-' + reason if reason else ''}{EXTENSIONS[compression]}"
+            f"{ENCRYPTED_SUFFIX if encrypted else ''}")
 
 
 def partition_name(taken_at: dt.datetime, reason: str | None = None) -> str:
@@ -63,7 +69,7 @@ def parse_key(key: str) -> BackupName | None:
         return None
     taken = dt.datetime.strptime(m["ts"], "%Y-%m-%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)
     compression = {v: k for k, v in EXTENSIONS.items()}[m["ext"]]
-    return BackupName(key, taken, m["reason"] or "", compression)
+    return BackupName(key, taken, m["reason"] or "", compression, bool(m["age"]))
 
 
 def manifest_key(key: str) -> str:

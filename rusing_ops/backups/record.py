@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from ..core.dburl import DatabaseURL
 from ..core.store import BackupStore
-from . import catalog, keys
+from . import catalog, copies, keys
 from .dump import backup_database, journal_tag
 from .manifest import Manifest, ManifestError
 
@@ -32,6 +32,7 @@ class BackupRecord:
     manifest: Manifest
     migration_head: str
     verification: dict | None
+    copies: tuple = ()  # per configured second copy: {"copy": uri, "state": ...} (copies.py)
 
     @property
     def verified(self) -> bool:
@@ -56,6 +57,9 @@ class BackupRecord:
             "compressed_ratio": m.ratio, "sha256": m.sha256, "rows": m.total_rows,
             "table_rows": {n: t.rows for n, t in sorted(m.tables.items())}, "duration_s": m.duration_s,
             "migration_head": self.migration_head, "compression": m.compression, "run_id": m.run_id or "(none)",
+            "encrypted": (f"age, recipients {', '.join(m.encryption.get('recipients') or [])}" if m.encryption
+                          else "no"),
+            "copies": "; ".join(f"{c['copy']}: {c['state']}" for c in self.copies) or "none configured",
         }
 
 
@@ -77,7 +81,8 @@ def describe(store: BackupStore, key: str, drizzle_dir: str | Path | None = None
         raise ManifestError(f"{key!r} is not a backup's key.", next_step=f"choose one of the backups ({catalog.NEXT_LIST}).")
     manifest = catalog.read_manifest(store, key)
     return BackupRecord(parsed.name, key, store.uri(key), parsed.taken_at, manifest,
-                        head_label(manifest, drizzle_dir), catalog.read_verification(store, key))
+                        head_label(manifest, drizzle_dir), catalog.read_verification(store, key),
+                        tuple(copies.status(store, key)))
 
 
 def take(url: DatabaseURL, store: BackupStore, *, reason: str, compression: str = "zstd", run_id: str | None = None,
@@ -85,6 +90,7 @@ def take(url: DatabaseURL, store: BackupStore, *, reason: str, compression: str 
     """Back up ``url``'s database now (name and time from the clock when the snapshot starts) and describe it."""
     result = backup_database(url, store, reason=reason, compression=compression, run_id=run_id,
                              drizzle_dir=drizzle_dir, log=log)
+    copies.copy_backup(store, result.manifest, log)  # RUSING_BACKUP_COPY_URL: copied and read back, or CopyFailed
     return describe(store, result.manifest.key, drizzle_dir)
 
 

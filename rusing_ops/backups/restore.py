@@ -187,7 +187,8 @@ def restore_backup(url: DatabaseURL, store: BackupStore, ref: str | None = "late
         for note in catalog.check_target(source.manifest, target, from_database, f"{url.host}:{url.port}"):
             log(f"note: {note}")
     log(f"restore source: {source.label} ({'manifest ' + source.manifest.sha256[:12] if source.manifest else 'plain SQL file, no manifest'})")
-    source.check_integrity()
+    for note in source.check_integrity() or ():  # a damaged primary object: its second copy, said (copies.py)
+        log(f"note: {note}")
     with contextlib.ExitStack() as held:
         try:  # held from here to the end of the swap: no migration or other restore can run meanwhile
             held.enter_context(lock() if lock else write_lock(url))

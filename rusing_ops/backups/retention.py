@@ -21,6 +21,7 @@ from ..core.errors import StoreError
 from ..core.store import BackupStore, PartialUpload, StoredObject
 from . import keys
 from .catalog import BackupEntry, list_backups
+from .immutability import locked_until
 
 STALE_AFTER = dt.timedelta(hours=24)  # an unfinished upload or manifest-less object younger than this may be running
 INCOMPLETE_GRACE = STALE_AFTER  # (former name)
@@ -41,6 +42,7 @@ class PrunePlan:
     partial: list[PartialUpload] = field(default_factory=list)  # unfinished uploads older than STALE_AFTER
     orphans: list[StoredObject] = field(default_factory=list)  # sidecars whose data object is gone
     swept: list[str] = field(default_factory=list)  # unfinished uploads and orphans actually removed
+    locked: dict[str, dt.datetime] = field(default_factory=dict)  # pruned by policy, but Object-Locked until then
 
     @property
     def freed_bytes(self) -> int:
@@ -61,6 +63,9 @@ class PrunePlan:
         for key, why in sorted(self.pinned.items()):
             name = keys.parse_key(key).name if keys.parse_key(key) else key
             out.append(f"kept {name}: pinned ({'; '.join(why)}) — `rusing-ops db unpin {name}` releases it")
+        for key, until in sorted(self.locked.items()):
+            out.append(f"kept {key}: outside the policy, but under Object Lock retention until "
+                       f"{until:%Y-%m-%d %H:%M}Z; deletable (by the next prune) after then")
         return out
 
 
@@ -100,6 +105,8 @@ def plan_prune(entries: list[BackupEntry], policy: RetentionPolicy, now: dt.date
             continue
         if entry.complete:
             plan.delete.append(entry)
+        elif entry.manifest is not None:  # complete here, but a configured second copy lacks it (copies.py)
+            plan.keep[entry.key] = [f"not deleted: {entry.copy_problem}"]
         elif entry.unreadable:
             plan.keep[entry.key] = [f"not deleted: {entry.problem}; inspect it, delete it by hand if it is damaged"]
         elif now - (entry.modified or entry.taken_at) > stale_after:
@@ -132,6 +139,11 @@ def prune_backups(store: BackupStore, policy: RetentionPolicy, *, dry_run: bool 
     """
     plan = plan_prune(list_backups(store, database), policy, now, stale_after=stale_after)
     sweep_plan(store, plan, now, stale_after=stale_after)
+    for entry in list(plan.delete):  # never try to delete a locked object (immutability.py): say when it can go
+        until = locked_until(store, entry.key)
+        if until is not None:
+            plan.delete.remove(entry)
+            plan.locked[entry.key] = until
     if dry_run:
         return plan
     try:

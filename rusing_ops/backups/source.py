@@ -8,19 +8,20 @@ and no error shows its content. (Through the UI's run config this is the same ru
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from ..core.errors import NotFound, OpsError
+from ..core.errors import NotFound, OpsError, StoreError
 from ..core.store import BackupStore
-from . import catalog, keys
-from .manifest import Manifest
+from . import catalog, copies, crypto, keys
+from .manifest import Manifest, ManifestError
 from .sqlsplit import SqlSyntaxError, numbered_statements
 from .streams import HashingReader, decompressed_chunks
 
@@ -46,12 +47,37 @@ class Source:
     opener: Callable[[], BinaryIO]
     compression: str
     manifest: Manifest | None = None
+    decrypt: Callable[[BinaryIO], BinaryIO] | None = None  # stored bytes -> plaintext (an encrypted backup: crypto.py)
+    fallbacks: list[tuple[str, Callable[[], BinaryIO]]] = field(default_factory=list)  # (where, opener): copies.py
+    notes: list[str] = field(default_factory=list)  # what the restore must say (e.g. read from the second copy)
 
-    def check_integrity(self) -> None:
-        """Read the whole object once: size and sha256 must equal the manifest's (no database is touched)."""
+    def check_integrity(self) -> list[str]:
+        """Read the whole object once: size and sha256 must equal the manifest's (no database is touched).
+
+        When the object is damaged and a second copy (copies.py) matches the manifest, the copy is used from here
+        on, and the returned notes say so (with any note from choosing the source)."""
         if self.manifest is None:
-            return
-        with self.opener() as stream:
+            return list(self.notes)
+        try:
+            self._check_stored(self.opener)
+        except (BackupCorrupt, StoreError, NotFound) as exc:
+            for where, opener in self.fallbacks:
+                try:
+                    self._check_stored(opener)
+                except (BackupCorrupt, StoreError, NotFound):
+                    continue
+                self.opener = opener
+                self.notes.append(f"the primary object of {self.label} is unusable ({exc.message}); using the copy "
+                                  f"at {where} instead: its size and sha256 match the manifest")
+                return list(self.notes)
+            raise
+        return list(self.notes)
+
+    def _plain(self, stream):
+        return self.decrypt(stream) if self.decrypt is not None else contextlib.nullcontext(stream)
+
+    def _check_stored(self, opener) -> None:
+        with opener() as stream:
             reader = HashingReader(stream)
             reader.drain()
         if reader.bytes != self.manifest.bytes or reader.hash.hexdigest() != self.manifest.sha256:
@@ -75,7 +101,8 @@ class Source:
         with self.opener() as stream:
             reader = HashingReader(stream)
             try:
-                yield from numbered_statements(decompressed_chunks(reader, self.compression))
+                with self._plain(reader) as plain:
+                    yield from numbered_statements(decompressed_chunks(plain, self.compression))
             except (ValueError, SqlSyntaxError) as exc:
                 raise BackupCorrupt(f"{self.label!r} cannot be read as SQL: {exc}.",
                                     next_step="check the file, or restore another backup.") from None
@@ -87,9 +114,9 @@ class Source:
     def head(self) -> bytes:
         """The first decompressed bytes (up to 64 KiB)."""
         out = b""
-        with self.opener() as stream:
+        with self.opener() as stream, self._plain(stream) as plain:
             try:
-                for chunk in decompressed_chunks(stream, self.compression):
+                for chunk in decompressed_chunks(plain, self.compression):
                     out += chunk
                     if len(out) >= SNIFF_BYTES:
                         break
@@ -125,8 +152,28 @@ def store_source(store: BackupStore, ref: str | None, database: str | None = Non
     """A backup from the store: ``latest``, a key or a partition name (must be complete), or a plain object."""
     if ref and keys.parse_key(ref) is None and store.exists(ref):
         return Source(ref, lambda: store.open_read(ref), keys.compression_of(ref))
-    entry = catalog.resolve(store, ref, database)  # `latest` of ``database`` (catalog.py: scope)
-    return Source(entry.key, lambda: store.open_read(entry.key), entry.compression, entry.manifest)
+    try:
+        entry = catalog.resolve(store, ref, database)  # `latest` of ``database`` (catalog.py: scope)
+    except (NotFound, ManifestError):  # not (complete) in the primary store: a second copy may hold it (copies.py)
+        found = copies.resolve_in_copies(store, ref, database)
+        if found is None:
+            raise
+        copy, entry = found
+        source = backup_source(store, copy, entry)
+        source.notes.append(f"backup {entry.name} is missing or incomplete in the primary store {store.url}; "
+                            f"using the copy at {copy.uri(entry.key)}")
+        return source
+    source = backup_source(store, store, entry)
+    source.fallbacks = [(copy.uri(entry.key), functools.partial(copy.open_read, entry.key))
+                        for copy in copies.stores(store)]
+    return source
+
+
+def backup_source(primary: BackupStore, holder: BackupStore, entry) -> Source:
+    """A complete backup read from ``holder`` (the primary store or a copy), decrypted with ``primary``'s identity."""
+    opener = functools.partial(holder.open_read, entry.key)
+    decrypt = crypto.decryptor(primary, entry.manifest, entry.name, opener)  # no identity: refused here, in one line
+    return Source(entry.key, opener, entry.compression, entry.manifest, decrypt)
 
 
 def file_source(path: str | os.PathLike) -> Source:

@@ -47,9 +47,12 @@ class CompressingWriter:
     raised by the sink (upload failures) surface in the caller's next ``write()`` or ``close()``.
     """
 
-    def __init__(self, sink: Callable[[bytes], object], compression: str = "zstd", max_pending: int = 8):
+    def __init__(self, sink: Callable[[bytes], object], compression: str = "zstd", max_pending: int = 8,
+                 wrap: Callable | None = None):
         self._sink = sink
         self._compressor = make_compressor(compression)
+        if wrap is not None:  # e.g. crypto.Encryptor: what reaches the sink (and the hash) is ciphertext
+            self._compressor = wrap(self._compressor)
         self._queue: queue.Queue = queue.Queue(max_pending)
         self._hash = hashlib.sha256()
         self._error: BaseException | None = None

@@ -33,6 +33,7 @@ class VerifyResult:
     scratch_db: str
     tables: dict[str, dict] = field(default_factory=dict)  # name -> expected/found rows, checksum_ok
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. the primary object was damaged: the copy was verified
     duration_s: float = 0.0
     verified_at: str = ""
 
@@ -91,7 +92,9 @@ def verify_backup(url: DatabaseURL, store: BackupStore, ref: str | None = "lates
     scratch = derived_name(url.database, "verify", stamp())
     result = VerifyResult(source.label, False, scratch)
     try:
-        source.check_integrity()
+        for note in source.check_integrity() or ():  # read from the second copy: said (copies.py)
+            log(f"note: {note}")
+            result.notes.append(note)
         staged = stage(url, source, scratch, log=log)
         recreate_objects(url, scratch, staged.deferred)
         compare(source.manifest, staged, sequence_values(url, scratch, sorted(source.manifest.sequences)), result)

@@ -308,7 +308,8 @@ class _S3Writer(ObjectWriter):
         s3, bucket = self.store.client, self.store.bucket
         try:
             if self.upload_id is None:
-                self.upload_id = s3.create_multipart_upload(Bucket=bucket, Key=self.key)["UploadId"]
+                self.upload_id = s3.create_multipart_upload(Bucket=bucket, Key=self.key,
+                                                            **self.store.write_args(self.key))["UploadId"]
             number = len(self.parts) + 1
             etag = s3.upload_part(Bucket=bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=body)
             self.parts.append({"ETag": etag["ETag"], "PartNumber": number})
@@ -319,7 +320,7 @@ class _S3Writer(ObjectWriter):
         s3, bucket = self.store.client, self.store.bucket
         try:
             if self.upload_id is None:  # small object: one PUT
-                s3.put_object(Bucket=bucket, Key=self.key, Body=self.buffer.getvalue())
+                s3.put_object(Bucket=bucket, Key=self.key, Body=self.buffer.getvalue(), **self.store.write_args(self.key))
                 return
             if self.buffer.tell():
                 self._flush_part()
@@ -378,6 +379,9 @@ class S3Store(BackupStore):
             "s3", config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=120)
         )
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        # Extra arguments of every upload (PUT / multipart start), by full key: server-side encryption and Object
+        # Lock retention (backups/protect.py sets it from RUSING_BACKUP_SSE / RUSING_BACKUP_LOCK_DAYS).
+        self.write_args = lambda full_key: {}
 
     def _key(self, key: str) -> str:
         check_key(key)
