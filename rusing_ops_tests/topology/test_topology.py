@@ -197,7 +197,7 @@ def test_production_topology(tmp_path, pg_database, fresh_db, db_conn, database_
         backup_run = wait_for(lambda: [r for r in nightly_runs() if r["status"] in FINISHED], 90,
                               "the nightly_backup tick's run to finish", logs=stack)[0]
         assert backup_run["status"] == "SUCCESS", stack.tails()
-        assert backup_run["job"] == "backup_database"
+        assert backup_run["job"] == "backup_database", backup_run
         events = pg.event_types(backup_run["run_id"])
         # (stored under their legacy PIPELINE_* names) queued, dequeued and launched by the daemon, run, materialized
         expected = ["PIPELINE_ENQUEUED", "PIPELINE_STARTING", "PIPELINE_START", "ASSET_MATERIALIZATION",
@@ -207,7 +207,7 @@ def test_production_topology(tmp_path, pg_database, fresh_db, db_conn, database_
         assert worker and worker not in stack.pids() and worker != os.getpid(), "the run ran in its own process"
         ticks = pg.ticks(selector_id)
         assert [t.status.value for t in ticks] == ["SUCCESS"], ticks
-        assert ticks[0].run_ids == [backup_run["run_id"]]
+        assert ticks[0].run_ids == [backup_run["run_id"]], (ticks, nightly_runs())
         assert ticks[0].timestamp == tick.timestamp(), "last night's 03:00 Toronto tick"
         manifests = [json.loads(p.read_text()) for p in backups.rglob("*.manifest.json")]
         nightly = [m for m in manifests if m.get("run_id") == backup_run["run_id"]]
@@ -219,7 +219,7 @@ def test_production_topology(tmp_path, pg_database, fresh_db, db_conn, database_
                                       if r["tags"].get("dagster/sensor_name") == "failed_webhook_events"], 60,
                              "failed_webhook_events to request a run", logs=stack)
         assert len(reconcile) == 1, reconcile
-        assert reconcile[0]["run_config"]["ops"]["reconcile_events"]["config"]["event_ids"] == [EVENT_ID]
+        assert reconcile[0]["run_config"]["ops"]["reconcile_events"]["config"]["event_ids"] == [EVENT_ID], reconcile
         cursor = pg.state("failed_webhook_events").instigator_data.cursor
         assert cursor, "the sensor's cursor moved past the failed row"
 
@@ -231,7 +231,7 @@ def test_production_topology(tmp_path, pg_database, fresh_db, db_conn, database_
         paused_pid = int(pause_file.read_text())
         assert pg.worker_pid(first) == paused_pid, "the paused process is the first writer's run worker"
         assert stack.procs["code-server"].pid in ancestors(paused_pid), "run workers are the code server's children"
-        assert pg.run(first)["status"] == "STARTED"
+        assert pg.run(first)["status"] == "STARTED", pg.run(first)
         assert pg.run(second)["status"] == "QUEUED", "the second writer waits while the first holds the tag"
         held = pg.rows("SELECT concurrency_key, run_id FROM concurrency_slots WHERE run_id IS NOT NULL")
         assert held == [{"concurrency_key": "app_db_write", "run_id": first}], held
@@ -250,8 +250,8 @@ def test_production_topology(tmp_path, pg_database, fresh_db, db_conn, database_
                              and log_time(line) >= ended]
         assert blocked_after_end, "the killed run's slot should have held the second writer back after it ended"
         assert pg.run(second)["status"] == "SUCCESS", pg.messages(second)[-8:]
-        assert not pg.rows("SELECT 1 FROM concurrency_slots WHERE run_id IN (%s, %s)", first, second)
-        assert pg.run(second)["start"] > pg.run(first)["end"]
+        assert not pg.rows("SELECT 1 FROM concurrency_slots WHERE run_id IN (%s, %s)", first, second), "slots held"
+        assert pg.run(second)["start"] > pg.run(first)["end"], (pg.run(first), pg.run(second))
         writers = [r for r in pg.runs() if r["tags"].get(WRITER_TAG)]
         assert {first, second} <= {r["run_id"] for r in writers}
         # dagster.yaml's run_retries retries a crashed worker once: the retry is one more writer, queued behind the
@@ -260,7 +260,7 @@ def test_production_topology(tmp_path, pg_database, fresh_db, db_conn, database_
                          "run_retries to retry the crashed writer", logs=stack)[0]
         wait_for(pause_file.exists, 120, "the retried writer to reach its pre-migration backup", logs=stack)
         assert int(pause_file.read_text()) == pg.worker_pid(retry["run_id"])
-        assert pg.run(retry["run_id"])["start"] > pg.run(second)["end"]
+        assert pg.run(retry["run_id"])["start"] > pg.run(second)["end"], (pg.run(second), retry)
         os.kill(int(pause_file.read_text()), signal.SIGKILL)
         wait_for(lambda: pg.run(retry["run_id"])["status"] == "FAILURE", 30, "the killed retry to fail", logs=stack)
         wait_for(lambda: not pg.rows("SELECT 1 FROM concurrency_slots WHERE run_id IS NOT NULL"), 30,
@@ -290,7 +290,7 @@ def test_production_topology(tmp_path, pg_database, fresh_db, db_conn, database_
         after_run = stack.launch("prune_backups")
         wait_for(lambda: stack.run_status(after_run) in FINISHED, 90, "a run through the restarted processes",
                  logs=stack)
-        assert stack.run_status(after_run) == "SUCCESS"
+        assert stack.run_status(after_run) == "SUCCESS", pg.messages(after_run)[-8:]
         after = {r["run_id"]: r["status"] for r in pg.runs()}
         assert {k: after[k] for k in before} == before, "runs and their statuses survive the restart"
         assert len(nightly_runs()) == 1, "the restarted scheduler did not fire last night's tick again"
