@@ -250,7 +250,8 @@ def _recreate(cur, target: str, deferred: list[str], *, repair: bool = False) ->
                 continue
             raise SwapFailed(
                 f"The tables were swapped into `{target}`, but recreating a view/trigger/routine failed "
-                f"({exc.args[-1]}): {sql[:160]}", changed=True,
+                f"({exc.args[-1]}): {' '.join(sql.split()[:4])[:80]} ... (the rest of the file's text is not shown)",
+                changed=True,
                 next_step="create it by hand from the backup file, then run `rusing-ops db restore --repair "
                           f"--confirm {target}` to finish the swap (its journal is kept), or restore the "
                           "`__pre_restore_` tables.") from None
