@@ -8,6 +8,7 @@ import dagster as dg
 
 from .alerting import defs as alerting
 from .backups import defs as backups
+from .backups import drill_defs as backup_protection
 from .health import defs as health
 from .migrations import defs as migrations
 from .pitr import defs as pitr
@@ -15,7 +16,7 @@ from .resources import default_resources
 from .runbooks import defs as runbooks
 from .webhooks import defs as webhooks
 
-CAPABILITIES = [health, alerting, backups, migrations, webhooks, runbooks, pitr]
+CAPABILITIES = [health, alerting, backups, backup_protection, migrations, webhooks, runbooks, pitr]
 
 
 def build_definitions() -> dg.Definitions:

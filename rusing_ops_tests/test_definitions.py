@@ -10,12 +10,14 @@ EXPECTED_JOBS = {
     "recover_from_data_loss", "migrate_database", "validate_schema", "rollback_migration", "reconcile_webhook_events",
     "retry_webhook_event", "sweep_stripe_events", "report_webhook_processing_stats", "check_coach_accounts",
     "setup_webhook_tables", "plan_migrations", "generate_migrations", "restore_to_time", "archive_binlogs", "undo_changes",
+    "run_restore_drill", "check_backup_store_immutable",
 }
 EXPECTED_SCHEDULES = {"health_check_every_5_minutes", "nightly_backup", "backup_freshness_schedule", "stripe_event_sweep",
-                      "validate_schema_every_6_hours"}
+                      "validate_schema_every_6_hours", "restore_drill_schedule", "backup_store_immutable_daily",
+                      "retention_schedule"}
 EXPECTED_SENSORS = {"alert_on_run_failure", "free_slots_of_dead_cli_runs", "failed_webhook_events", "migrate_database_on_new_journal_entries",
                     "backup_store_partitions", "archive_binlogs_when_the_server_moved"}
-EXPECTED_ASSETS = {"database_backup", "newest_backup", "binlog_archive", "app_database_schema", "webhook_processing_stats", "rusing_app", "app_database",
+EXPECTED_ASSETS = {"database_backup", "newest_backup", "restore_drill", "binlog_archive", "app_database_schema", "webhook_processing_stats", "rusing_app", "app_database",
                    "stripe_account"}
 
 
