@@ -12,8 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import random
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 from ..core.dburl import DatabaseURL
 from ..core.errors import ConfigError, NotFound

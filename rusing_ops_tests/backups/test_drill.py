@@ -12,7 +12,12 @@ import pytest
 from rusing_ops.backups import catalog
 from rusing_ops.backups.defs import defs as backups_defs
 from rusing_ops.backups.drill import pick_backup, run_drill
-from rusing_ops.backups.drill_defs import RPO_CHECK, RTO_CHECK, retention_run_config, retention_schedule
+from rusing_ops.backups.drill_defs import (
+    RPO_CHECK,
+    RTO_CHECK,
+    retention_run_config,
+    retention_schedule,
+)
 from rusing_ops.backups.drill_defs import defs as drill_defs
 from rusing_ops.backups.dump import backup_database
 from rusing_ops.core.errors import ConfigError, NotFound
