@@ -71,6 +71,12 @@ class Webserver:
 
         return wait_until(f"{count} finished run(s) of {job}", probe, timeout=60)
 
+    def failure_of(self, run_id: str) -> str:
+        """The run's step failure messages (for an assertion's text)."""
+        events = self.graphql("query($id: ID!) { logsForRun(runId: $id) { ... on EventConnection { events { "
+                              "... on ExecutionStepFailureEvent { error { message } } } } } }", {"id": run_id})
+        return " | ".join(e["error"]["message"] for e in events["logsForRun"]["events"] if e.get("error"))
+
 
 @pytest.fixture
 def webserver(database_url_str, tmp_path):
@@ -200,7 +206,7 @@ def test_operator_backs_up_finds_and_restores_from_the_ui(webserver, browser, sh
 
     launch_restore(fresh_db.database)
     restored = webserver.finished_run("restore_database", 2)
-    assert restored["status"] == "SUCCESS"
+    assert restored["status"] == "SUCCESS", webserver.failure_of(restored["runId"])
     assert {t["key"]: t["value"] for t in restored["tags"]}["dagster/partition"] == name
     wait_until("the successful run page", lambda: "RUN_SUCCESS" in page_text())
     browser.get(browser.current_url.split("?")[0] + "?logs=type%3AASSET_MATERIALIZATION")
