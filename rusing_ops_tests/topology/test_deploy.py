@@ -83,7 +83,9 @@ def test_values_use_only_keys_of_the_chart_schema(values, deployment):
 def test_every_contract_variable_comes_from_a_kubernetes_secret(deployment):
     env = {e["name"]: e for e in deployment["env"]}
     missing = sorted(set(VARIABLES) - set(env))
-    assert not missing, f"add these settings.VARIABLES to deploy/helm/values.yaml (user deployment env): {missing}"
+    lines = "".join(f"        - name: {n}\n          valueFrom: {{secretKeyRef: {{name: rusing-ops-env, key: {n}, "
+                    "optional: true}}\n" for n in missing)
+    assert not missing, f"settings.VARIABLES missing from deploy/helm/values.yaml; add to the user deployment's env:\n{lines}"
     for name, entry in env.items():
         ref = entry.get("valueFrom", {}).get("secretKeyRef")
         assert ref and ref["key"] == name and ref["name"] == "rusing-ops-env" and "value" not in entry, entry
