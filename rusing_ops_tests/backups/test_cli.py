@@ -37,7 +37,8 @@ def test_backup_list_restore(cli, every_type_db, tmp_path):
         ("before-deploy", 3015, True, False)]
     table = cli("backups").stdout.splitlines()
     assert table[0] == f"backups of `{every_type_db.database}` in {(tmp_path / 'backups').as_uri()}, newest first:"
-    assert table[1].split() == ["NAME", "TAKEN_AT", "REASON", "MB", "ROWS", "VERIFIED", "PINNED", "STATE"]
+    assert table[1].split() == ["NAME", "TAKEN_AT", "REASON", "MB", "ROWS", "VERIFIED", "PINNED", "ENCRYPTED",
+                                "STATE"]
     assert listed[0]["name"] in table[2] and "3,015" in table[2] and table[2].endswith("complete")
 
     query(every_type_db, every_type_db.database, "DELETE FROM enrollments")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 
 import dagster as dg
 import pyrage
@@ -135,3 +138,30 @@ def test_backup_job_reads_keys_through_envvar_and_records_no_secret(every_type_d
     run = dagster_instance.get_run_by_id(result.run_id)
     everything += json.dumps(run.run_config, default=str)
     assert age_keys["secret"] not in everything and age_keys["secret"][16:48] not in everything
+
+
+def test_the_cli_encrypts_lists_and_refuses_without_identity(every_type_db, database_url_str, age_keys, tmp_path):
+    """The operator's path: `rusing-ops db backup | backups | restore` in real processes, keys in the environment."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {**os.environ, "DATABASE_URL": database_url_str, "RUSING_BACKUP_URL": str(tmp_path / "backups"),
+           "DAGSTER_HOME": str(home), "RUSING_BACKUP_RECIPIENTS": age_keys["public"]}
+
+    def cli(*args: str, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "rusing_ops.cli", "db", *args], env={**env, **extra}, check=False,
+                              capture_output=True, text=True, timeout=300)
+
+    made = cli("backup", "--reason", "enc")
+    assert made.returncode == 0, made.stderr
+    assert "-enc.sql.zst.age: 3,015 rows" in made.stdout
+    table = cli("backups").stdout.splitlines()
+    assert f"age ({crypto.fingerprint(age_keys['public'])})" in table[2] and table[2].endswith("complete")
+    refused = cli("restore", "--confirm", every_type_db.database)
+    assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) <= 2
+    assert "RUSING_BACKUP_IDENTITY is not set" in refused.stderr
+    done = cli("verify", RUSING_BACKUP_IDENTITY=age_keys["secret"])  # (verify takes no database write lock)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("verified backup-") and "6 tables match" in done.stdout
+    for out in (made, refused, done):
+        assert age_keys["secret"] not in out.stdout + out.stderr
