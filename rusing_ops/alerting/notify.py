@@ -12,7 +12,8 @@ from ..core.dburl import parse_database_url, scrub_secret
 from ..core.errors import ConfigError
 
 SECRET_VARIABLES = ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "SLACK_BOT_TOKEN", "AWS_SECRET_ACCESS_KEY",
-                    "AWS_SESSION_TOKEN", "RUSING_ALERT_WEBHOOK_URL", "DAGSTER_PG_PASSWORD")
+                    "AWS_SESSION_TOKEN", "RUSING_ALERT_WEBHOOK_URL", "DAGSTER_PG_PASSWORD",
+                    "RUSING_BACKUP_IDENTITY")
 
 
 def known_secrets() -> list[str]:
