@@ -91,8 +91,9 @@ class StripeAPI:
                                  next_step="use a key with that permission (restricted keys list theirs)")
         if isinstance(exc, stripe.InvalidRequestError) and status == 404:
             return NotFound(f"Stripe has no such object while {what}: {message}", code=exc.code)
-        if isinstance(exc, stripe.RateLimitError) or (status or 0) >= 500 or status == 409:
-            return StripeUnavailable(f"Stripe at {self.host} answered HTTP {status} while {what}: {message}",
+        if isinstance(exc, stripe.RateLimitError) or status is None or status >= 500 or status == 409:
+            answer = f"answered HTTP {status}" if status else "gave no usable answer"
+            return StripeUnavailable(f"Stripe at {self.host} {answer} while {what}: {message}",
                                      next_step="retry later; if it persists check status.stripe.com")
         return StripeRefused(f"Stripe at {self.host} refused {what} (HTTP {status}): {message}",
                              next_step="fix the request shown; retrying the same request cannot succeed")

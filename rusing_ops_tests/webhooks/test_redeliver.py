@@ -195,3 +195,27 @@ def test_connect_event_is_fetched_from_the_coachs_account(redriver, stripe_serve
     assert out.outcome == "processed"
     fetches = [(q["path"], q["stripe_account"]) for q in stripe_server.requests()]
     assert fetches == [("/v1/events/evt_acct1", None), ("/v1/events/evt_acct1", "acct_coach1")]
+
+
+@pytest.mark.parametrize(("status", "kind", "error_type"), [
+    (503, "StripeUnavailable", "api_error"), (429, "StripeUnavailable", "rate_limit_error"),
+    (500, "StripeUnavailable", "api_error"), (400, "StripeRefused", "invalid_request_error"),
+    (403, "StripeRefused", "invalid_request_error"), (404, "NotFound", "invalid_request_error")])
+def test_stripe_errors_are_transient_or_refused_once_for_all_callers(status, kind, error_type):
+    """One translation: what a RetryPolicy may retry (transient) and what it must not (a refusal)."""
+    from rusing_ops_tests.conftest import JsonServer
+
+    server = JsonServer(lambda method, path, headers, body: (
+        status, {"error": {"type": error_type, "message": f"simulated {status} for {API_KEY}"}}))
+    try:
+        api = connect_stripe(API_KEY, server.base_url, network_retries=0)
+        with pytest.raises(Exception) as err:
+            fetch_event(api, "evt_e1")
+    finally:
+        server.close()
+    assert type(err.value).__name__ == kind
+    assert getattr(err.value, "transient", False) is (kind == "StripeUnavailable")
+    text = str(err.value)
+    assert "fetching evt_e1" in text and API_KEY not in text  # the key Stripe echoed back is scrubbed
+    if kind != "NotFound":
+        assert f"Stripe at {server.base_url.removeprefix('http://')} " in text and f"HTTP {status}" in text
