@@ -196,16 +196,20 @@ def test_kill_9_mid_backup_is_listed_as_unfinished_and_swept_by_prune_once_old(c
 def test_s3_stopped_mid_backup_names_the_store_then_prune_aborts_the_upload(fresh_db, tmp_path, monkeypatch):
     import boto3
 
-    for name, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_REGION", "us-east-1")):
-        monkeypatch.setenv(name, value)  # _start_seaweedfs's readiness probe signs its requests
+    # SeaweedFS takes its admin identity from these; boto3's default session (the readiness probe) caches the first
+    # credentials it saw, so use the same ones as the session's s3_server fixture.
+    creds = {"AWS_ACCESS_KEY_ID": "test-access-key", "AWS_SECRET_ACCESS_KEY": "test-secret-key-do-not-log",
+             "AWS_REGION": "us-east-1"}
+    for name, value in creds.items():
+        monkeypatch.setenv(name, value)
     _bulk(fresh_db, 150_000)
     workdir = tmp_path / "weed"
     workdir.mkdir()
     server = _start_seaweedfs(str(workdir))
 
     def client(endpoint):
-        return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
-                            region_name="us-east-1")
+        return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
 
     try:
         s3 = client(server.endpoint)
