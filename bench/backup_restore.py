@@ -193,7 +193,7 @@ from rusing_ops.core.dburl import parse_database_url
 from rusing_ops.core.store import LocalStore
 from rusing_ops.backups.restore import restore_backup
 restore_backup(parse_database_url(sys.argv[1]), LocalStore(sys.argv[2]), "latest", database=sys.argv[3],
-               pre_restore_backup=False)
+               pre_restore_backup=False, from_database=sys.argv[3].replace("_dst_", "_src_"))  # backups belong to a db
 """
 
 
