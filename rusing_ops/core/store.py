@@ -390,7 +390,7 @@ class S3Store(BackupStore):
     def _error(self, action: str, where: str, exc: Exception) -> StoreError:
         return StoreError(f"The backup store {self.url} could not {action} {where}: {s3_cause(exc)}.", changed=None,
                           cause=s3_cause(exc), next_step="check that the S3 endpoint is up and the credentials and "
-                          "bucket are right (`rusing-ops health`), then run the command again.")
+                          "bucket are right (`rusing-ops db backups` reads the store), then run the command again.")
 
     def open_write(self, key: str) -> ObjectWriter:
         return _S3Writer(self, self._key(key))
