@@ -141,7 +141,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=backup)
 
     p = subparsers.add_parser("backups", help="list backups, newest first, with size, rows and verification",
-                              description="List the backups in RUSING_BACKUP_URL, newest first.")
+                              description="List the backups of DATABASE_URL's database in RUSING_BACKUP_URL (every "
+                              "database's with --all-databases), newest first; what is not restorable says why.")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--all-databases", action="store_true",
                    help="list the backups of every database in the store (default: DATABASE_URL's database)")
