@@ -4,8 +4,8 @@ The statements of a backup or dump file are checked first (confine.py); they the
 statement the checks misjudged cannot reach another database, a file (no FILE privilege) or a server setting (no
 SUPER). The user is named ``rusing_tmp_<base36 time><hex>`` (TiDB Cloud's user prefix kept), has a random password
 that is never logged nor stored, the host pattern of the account that creates it, and is dropped when the load
-ends. A process killed mid-load leaves it behind: the next load drops every such user older than an hour that has
-no session. When the account may not create users (no CREATE USER privilege), the load runs as that account, says
+ends. A process killed mid-load leaves it behind: the next load drops every such user without a session whose
+staging database is gone or that is ten minutes old. When the account may not create users (no CREATE USER privilege), the load runs as that account, says
 so in its result, and relies on the checks alone.
 """
 
@@ -22,7 +22,7 @@ from ..core.database import quote_ident
 from ..core.dburl import DatabaseURL
 
 PREFIX = "rusing_tmp_"
-STALE_S = 3600
+STALE_S = 600  # a load always holds a session: ten minutes without one is a dead load's user
 _DENIED = {1044, 1045, 1142, 1227, 1410, 8121}  # access denied / needs a privilege (8121: TiDB's)
 
 
@@ -86,12 +86,27 @@ class StagingUser:
 
 
 def sweep(cur, host: str) -> list[str]:
-    """Drop the temporary users a killed load left: older than an hour, without a session. Returns their names."""
+    """Drop the temporary users a killed load left; returns their names.
+
+    A load keeps its connections open from start to end, so a user without a session is dead once its database
+    (staging) is gone, or after ten minutes. Only an account that sees every session (PROCESS) sweeps: another
+    account would take a running load's user for an idle one.
+    """
     try:
         cur.execute("SELECT User, Host FROM mysql.user WHERE User LIKE %s", (f"%{PREFIX}%",))
         users = [(_text(u), _text(h)) for u, h in cur.fetchall()]
+        if not users:
+            return []
+        cur.execute("SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES WHERE PRIVILEGE_TYPE IN "
+                    "('PROCESS', 'SUPER') AND GRANTEE = CONCAT(\"'\", SUBSTRING_INDEX(CURRENT_USER(), '@', 1), "
+                    "\"'@'\", SUBSTRING_INDEX(CURRENT_USER(), '@', -1), \"'\")")
+        if not int(cur.fetchone()[0]):
+            return []
         cur.execute("SELECT DISTINCT USER FROM information_schema.PROCESSLIST")
         active = {_text(r[0]) for r in cur.fetchall()}
+        cur.execute("SELECT d.User FROM mysql.db d LEFT JOIN information_schema.SCHEMATA s ON s.SCHEMA_NAME = d.Db "
+                    "WHERE d.User LIKE %s AND s.SCHEMA_NAME IS NULL", (f"%{PREFIX}%",))
+        orphaned = {_text(r[0]) for r in cur.fetchall()}
     except pymysql.err.MySQLError:
         return []  # no read access to mysql.user: nothing to sweep that this account could have created
     dropped = []
@@ -102,7 +117,7 @@ def sweep(cur, host: str) -> list[str]:
             born = int(stamp, 36)
         except ValueError:
             continue
-        if user not in active and now - born > STALE_S:
+        if user not in active and (user in orphaned or now - born > STALE_S):
             cur.execute("DROP USER IF EXISTS %s@%s", (user, user_host))
             dropped.append(user)
     return dropped

@@ -205,7 +205,8 @@ def test_the_load_runs_as_a_user_that_can_touch_the_staging_database_only(fresh_
 
 
 def test_a_killed_loads_temporary_user_is_swept_by_the_next_load(fresh_db, server_url, tmp_path, local_store):
-    """A kill -9 cannot run the drop: the next load drops such users once they are an hour old and idle."""
+    """A kill -9 cannot run the drop: the next load drops such users once idle and ten minutes old, or idle with
+    their staging database gone; a running load's user (it has a session) is never taken."""
     import time
 
     from rusing_ops.backups.sandbox import PREFIX, _b36
@@ -214,15 +215,19 @@ def test_a_killed_loads_temporary_user_is_swept_by_the_next_load(fresh_db, serve
     query(server_url, "", "CREATE USER %s@'localhost' IDENTIFIED BY 'x-Aa1-long-enough'", (stale,))
     recent = f"{PREFIX}{_b36(int(time.time()))}busy"  # a concurrent load's: too young to be taken for dead
     query(server_url, "", "CREATE USER %s@'localhost' IDENTIFIED BY 'x-Aa1-long-enough'", (recent,))
+    query(server_url, "", f"GRANT ALL ON `{fresh_db.database}`.* TO %s@'localhost'", (recent,))
+    orphan = f"{PREFIX}{_b36(int(time.time()))}0rph"  # young, but its staging database was dropped: dead
+    query(server_url, "", "CREATE USER %s@'localhost' IDENTIFIED BY 'x-Aa1-long-enough'", (orphan,))
+    query(server_url, "", "GRANT ALL ON `rot_gone_staging`.* TO %s@'localhost'", (orphan,))
     try:
         path = tmp_path / "small.sql"
         path.write_bytes((HEADER + PRELUDE).encode())
         restore_backup(fresh_db, local_store, str(path), pre_restore_backup=False, lock=NO_LOCK)
         users = {u[0] for u in _temporary_users(server_url)}
-        assert stale not in users and recent in users
+        assert stale not in users and orphan not in users and recent in users
         assert query(fresh_db, fresh_db.database, "SELECT id, note FROM t") == [(1, "staged")]
     finally:
-        for user in (stale, recent):
+        for user in (stale, recent, orphan):
             query(server_url, "", "DROP USER IF EXISTS %s@'localhost'", (user,))
 
 
