@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 
+import pytest
 import zstandard
 
 from rusing_ops.backups import catalog, keys
 from rusing_ops.backups.catalog import BackupEntry
 from rusing_ops.backups.dump import backup_database
 from rusing_ops.backups.manifest import Manifest
+from rusing_ops.backups.restore import RestoreRefused, restore_backup
 from rusing_ops.backups.retention import RetentionPolicy, plan_prune, prune_backups
 from rusing_ops.backups.sqlsplit import split_statements
 from rusing_ops.backups.verify import verify_backup
 
-from .conftest import databases_like
+from .conftest import databases_like, snapshot
 
 UTC = dt.UTC
 
@@ -63,6 +66,13 @@ def test_verify_fails_naming_the_table_when_a_value_is_altered_inside_a_self_con
     result = verify_backup(every_type_db, local_store, manifest.key)
     assert not result.ok
     assert len(result.problems) == 1 and "server checksum of table(s) payments differs" in result.problems[0]
+    before = snapshot(every_type_db, every_type_db.database)
+    with pytest.raises(RestoreRefused) as refused:  # a restore of it stops at its staging copy
+        restore_backup(every_type_db, local_store, manifest.key, pre_restore_backup=False,
+                       lock=contextlib.nullcontext)  # the server-wide write lock is not what this test is about
+    assert "payments" in refused.value.message and "was not touched" in refused.value.message
+    assert snapshot(every_type_db, every_type_db.database) == before
+    assert databases_like(every_type_db, every_type_db.database + "__") == []
 
 
 def test_verify_reports_a_corrupted_backup(every_type_db, local_store):
