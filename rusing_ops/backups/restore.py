@@ -195,7 +195,7 @@ def restore_backup(url: DatabaseURL, store: BackupStore, ref: str | None = "late
         except LockBusy as exc:
             raise RestoreRefused(f"{exc.message} Nothing was changed: no backup was taken and `{target}` was not "
                                  "touched.", next_step=exc.next_step, changed=False) from None
-        for repaired in repair_swap(url, target, log=log):
+        for repaired in repair_swap(url, target):
             log(f"an earlier restore of `{target}` was interrupted during its swap; {repaired.line()}")
         baseline = _fingerprint(url, target)
         staging, staged = _stage_new(url, source, target, log, workers)
