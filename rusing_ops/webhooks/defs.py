@@ -260,18 +260,18 @@ def _outcomes_table(outcomes) -> dg.MetadataValue:
     return _table(rows, ["event", "type", "outcome", "attempts", "http", "error"])
 
 
-@dg.asset(group_name=GROUP, kinds={"mysql", "stripe"},
+@dg.asset(group_name=GROUP, kinds={"mysql"},
           description="Webhook processing statistics (runbook's Admin Stability view): totals by status and type, failed, "
           "dead-lettered and stuck counts, oldest unprocessed age, recent failures. Read only.")
 def webhook_processing_stats(context: dg.AssetExecutionContext, database: DatabaseResource) -> dg.MaterializeResult:
     with database.connect() as conn:
         missing = events_log.missing_schema(conn)
-        if "table" in missing:
-            context.log.warning(f"{events_log.TABLE} does not exist yet (the app creates it on its first webhook).")
-            return dg.MaterializeResult(metadata={"dagster/row_count": 0, "total": 0,
-                                                  "table_missing": f"{events_log.TABLE} does not exist yet"})
-        s = stats_mod.collect(conn, stuck_after_s=STUCK_AFTER_MINUTES * 60, indexed="index" not in missing)
-    note = _index_note(missing)
+        if "table" in missing:  # nothing logged yet: all zeros, and said so
+            s = stats_mod.WebhookStats(0, {}, {}, 0, 0, 0, None, stuck_after_s=STUCK_AFTER_MINUTES * 60)
+        else:
+            s = stats_mod.collect(conn, stuck_after_s=STUCK_AFTER_MINUTES * 60, indexed="index" not in missing)
+    note = (f"{events_log.TABLE} does not exist yet (the app creates it on its first webhook)." if "table" in missing
+            else _index_note(missing))
     if note:
         context.log.warning(note)
     by_type = [{"type": t, **{k: c.get(k, 0) for k in ("processed", "processing", "failed")}}
@@ -284,7 +284,8 @@ def webhook_processing_stats(context: dg.AssetExecutionContext, database: Databa
         "by_type": _table(by_type, ["type", "processed", "processing", "failed"]),
         "recent_failures": _table(s.recent_failures, ["event_id", "type", "attempts", "dead_lettered", "idle_s",
                                                       "last_error"]),
-        "status_index": "present" if "index" not in missing else f"missing: run the {SETUP_JOB} job to create it",
+        "status_index": ("no table yet" if "table" in missing else "present" if "index" not in missing
+                         else f"missing: run the {SETUP_JOB} job to create it"),
         "stats": dg.MetadataValue.json(s.as_dict())})
 
 

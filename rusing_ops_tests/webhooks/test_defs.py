@@ -305,6 +305,12 @@ def test_read_paths_never_write_and_the_setup_job_creates_the_index(database_url
                  "app": AppResource(base_url=app_endpoint.base)}
     nothing = tick(resources, dagster_instance)  # no table at all: skipped, nothing created
     assert nothing.skip_message.startswith("webhook_events_log does not exist yet (the app creates it on its first")
+    empty = dg.materialize([wh.webhook_processing_stats, wh.no_stuck_events], resources=resources,
+                           instance=dagster_instance)
+    meta = empty.asset_materializations_for_node("webhook_processing_stats")[0].metadata
+    assert (meta["total"].value, meta["status_index"].value, meta["stats"].value["total"]) == (0, "no table yet", 0)
+    [check] = empty.get_asset_check_evaluations()
+    assert (check.passed, check.severity) == (False, dg.AssetCheckSeverity.WARN)  # nothing checked: not green
     assert schema() == ()
     with db_conn.cursor() as cur:
         cur.execute(log.APP_TABLE_DDL)  # the app's table, as the app creates it: no rusing_ops index
