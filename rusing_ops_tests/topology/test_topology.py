@@ -294,6 +294,8 @@ def test_production_topology(tmp_path, pg_database, fresh_db, db_conn, database_
         after = {r["run_id"]: r["status"] for r in pg.runs()}
         assert {k: after[k] for k in before} == before, "runs and their statuses survive the restart"
         assert len(nightly_runs()) == 1, "the restarted scheduler did not fire last night's tick again"
+        retries = [r["run_id"] for r in pg.runs() if r["tags"].get("dagster/root_run_id") == first]
+        assert retries == [retry["run_id"]], "max_retries 1: the killed retry was not retried again"
         schedule_after = pg.state("nightly_backup")
         assert schedule_after.status.value == schedule_before.status.value == "RUNNING"
         assert schedule_after.instigator_data.start_timestamp == schedule_before.instigator_data.start_timestamp
