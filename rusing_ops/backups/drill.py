@@ -78,7 +78,7 @@ def newest_verified(store: BackupStore, database: str, now: dt.datetime | None =
     for entry in catalog.list_backups(store, database):
         if entry.manifest is not None and entry.verified:
             age = ((now or dt.datetime.now(dt.UTC)) - entry.taken_at).total_seconds() / 3600
-            return entry.name, round(age, 3)
+            return entry.name, round(age, 4)
     return None, None
 
 
