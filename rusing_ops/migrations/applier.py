@@ -171,6 +171,7 @@ def apply_migrations(engine: Engine, url: DatabaseURL, folder: MigrationFolder |
         say(result.plan_text())
         return result
     failure: MigrationFailed | None = None
+    pause_point("migrate-before-lock")
     with named_lock(engine, url, DB_WRITE_LOCK, opts.lock_timeout_s), connect(engine, url) as conn:
         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
         result, errors = _prepare(conn, folder, url, run_id, opts)
