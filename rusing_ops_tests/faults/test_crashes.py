@@ -297,11 +297,15 @@ def test_a_kill_anywhere_in_the_swap_is_undone_or_finished(point, outcome, swap_
     assert staging_left == []
 
 
-def test_db_restore_repair_finishes_a_swap_killed_after_its_rename(swap_case, fresh_db, engine, database_url_str,
-                                                                   cli_env, tmp_path):
+def test_db_restore_repair_finishes_a_swap_killed_after_its_rename(swap_case, fresh_db, engine, cli_env, tmp_path):
+    """kill -9 of `rusing-ops db restore` right after its RENAME: the live database has the restored tables but
+    no triggers or views. `db migrate` refuses to build on it; `db restore --repair` frees the dead run's slot and
+    finishes the swap."""
     store, key, backed_up, _live = swap_case
-    kill9(paused(library(RESTORE, database_url_str, str(store.root), key, "0"), os.environ, "swap-after-rename",
-                 tmp_path))
+    env = {**cli_env, "RUSING_BACKUP_URL": str(store.root)}
+    killed = paused(cli("db", "restore", "--file", key, "--confirm", fresh_db.database, "--no-pre-restore-backup"),
+                    env, "swap-after-rename", tmp_path)
+    kill9(killed)
     assert snapshot(fresh_db, fresh_db.database)["triggers"] == {}  # the live database without its triggers
     with pytest.raises(PlanRefused) as refused:  # nothing is migrated on top of a half-swapped database
         apply_migrations(engine, fresh_db, write_folder(tmp_path / "drizzle", ["CREATE TABLE `m` (`id` int)"]),
@@ -309,8 +313,9 @@ def test_db_restore_repair_finishes_a_swap_killed_after_its_rename(swap_case, fr
     assert str(refused.value).startswith(f"A restore of `{fresh_db.database}` was killed during its swap (journal `")
     assert f"Next: run `rusing-ops db restore --repair --confirm {fresh_db.database}` first" in str(refused.value)
     done = subprocess.run(check=False, args=cli("db", "restore", "--repair", "--confirm", fresh_db.database),
-                          env=cli_env, cwd=ROOT, text=True, capture_output=True, timeout=300)
+                          env=env, cwd=ROOT, text=True, capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    assert f"(restore_database, STARTED, pid {killed.pid} on " in done.stderr and "its process is gone" in done.stderr
     assert done.stdout.startswith("finished the interrupted swap: the target holds the restored copy (journal "
                                   f"`{fresh_db.database}__pre_restore_")
     assert snapshot(fresh_db, fresh_db.database) == backed_up
