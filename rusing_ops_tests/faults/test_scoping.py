@@ -19,6 +19,7 @@ from rusing_ops.backups.restore import restore_backup
 from rusing_ops.backups.retention import RetentionPolicy, prune_backups
 from rusing_ops.backups.verify import verify_backup
 from rusing_ops.core.errors import NotFound
+from rusing_ops.core.store import LocalStore
 from rusing_ops_tests.backups.conftest import databases_like, query, snapshot
 from rusing_ops_tests.conftest import admin_connection, drop_databases_like
 
@@ -152,3 +153,38 @@ def test_prune_of_only_old_backups_keeps_each_databases_newest(app_db, other_db,
     plan = prune_backups(local_store, RetentionPolicy(daily=0, weekly=0, monthly=0), dry_run=False)
     assert plan.deleted == []
     assert plan.keep == {mine: ["newest complete"], theirs: ["newest complete"]}
+
+
+def test_cli_drill_restore_needs_from_database_and_says_whose_backup_it_was(app_db, database_url_str, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    store_dir = tmp_path / "backups"
+    made = backup_database(app_db, LocalStore(store_dir), now=at(1)).manifest
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {**os.environ, "DATABASE_URL": database_url_str, "RUSING_BACKUP_URL": str(store_dir),
+           "DAGSTER_HOME": str(home)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "rusing_ops.cli", "db", "restore", *args], env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    drill = app_db.database + "__drill"
+    latest = cli("--database", drill, "--confirm", drill)
+    assert latest.returncode == 1
+    assert (f"There is no complete backup in {store_dir.as_uri()} of database `{drill}` (it holds backups of "
+            f"`{app_db.database}`: `db backups --all-databases`). Nothing was changed.") in latest.stderr
+    named = cli("--file", made.key, "--database", drill, "--confirm", drill)
+    assert named.returncode == 1
+    assert f"was taken from database `{app_db.database}`, not `{drill}`; it was not restored." in named.stderr
+    assert f"add `--from-database {app_db.database}`" in named.stderr
+    assert databases_like(app_db, drill) == []
+
+    done = cli("--database", drill, "--from-database", app_db.database, "--confirm", drill)
+    assert done.returncode == 0, done.stderr
+    assert f"restored {made.key} into `{drill}`: 2 rows in 1 tables" in done.stdout
+    assert f"note: this was a backup of database `{app_db.database}`, restored into `{drill}`" in done.stdout
+    assert query(app_db, drill, "SELECT id, v FROM t ORDER BY id") == [(1, "app"), (2, "app")]
