@@ -24,7 +24,6 @@ from .catalog import BackupEntry, list_backups
 from .immutability import locked_until
 
 STALE_AFTER = dt.timedelta(hours=24)  # an unfinished upload or manifest-less object younger than this may be running
-INCOMPLETE_GRACE = STALE_AFTER  # (former name)
 
 
 @dataclass(frozen=True)
