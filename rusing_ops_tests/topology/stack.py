@@ -94,6 +94,12 @@ class Stack:
             pass
         proc.wait(5)
 
+    def kill(self, name: str) -> None:
+        """SIGKILL the process group of ``name`` at once (a crash: no shutdown of any kind)."""
+        proc = self.procs.pop(name)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
     def stop_all(self) -> None:
         for name in list(self.procs):
             self.stop(name)

@@ -4,7 +4,8 @@ init --postgres`, with the workspace shipped in deploy/. Through them: the real 
 its run is dequeued by the queued coordinator and run in its own worker process; the failed_webhook_events sensor
 requests a run; two database writers launched over GraphQL run one at a time; a kill -9 of the first writer's
 worker in the middle of its pre-migration backup leaves the run FAILED, its app_db_write slot freed and the second
-writer running; a restart of the daemon and the code server keeps runs, schedule state and sensor cursors.
+writer running; a crash (kill -9) of the code server and a restart of the daemon keep runs, schedule state and
+sensor cursors, while a writer that died with its code server stays STARTED until force-terminated.
 Every claim is read back from the Postgres tables (runs, event_logs, job_ticks, instigators, concurrency_slots)."""
 
 from __future__ import annotations
@@ -262,6 +263,7 @@ def test_production_topology(tmp_path, pg_database, fresh_db, db_conn, database_
         assert int(pause_file.read_text()) == pg.worker_pid(retry["run_id"])
         assert pg.run(retry["run_id"])["start"] > pg.run(second)["end"], (pg.run(second), retry)
         os.kill(int(pause_file.read_text()), signal.SIGKILL)
+        pause_file.unlink()
         wait_for(lambda: pg.run(retry["run_id"])["status"] == "FAILURE", 30, "the killed retry to fail", logs=stack)
         wait_for(lambda: not pg.rows("SELECT 1 FROM concurrency_slots WHERE run_id IS NOT NULL"), 30,
                  "run monitoring to free the killed retry's slot", logs=stack)
@@ -273,12 +275,16 @@ def test_production_topology(tmp_path, pg_database, fresh_db, db_conn, database_
             cur.execute("SELECT status FROM webhook_events_log WHERE stripeEventId = %s", (EVENT_ID,))
             assert cur.fetchone() is not None
 
-        # ---------------------------------------------------------------- restart daemon + code server
+        # ---------------------------------------------------------------- crash of the code server, restart
+        # Everything before is finished; then a writer is left mid-backup and the code server's whole process group
+        # (server, gRPC child, that run's worker) is killed -9, the daemon stopped, both started again.
         wait_for(lambda: all(r["status"] in FINISHED for r in pg.runs()), 90, "every run to finish", logs=stack)
         before = {r["run_id"]: r["status"] for r in pg.runs()}
         schedule_before = pg.state("nightly_backup")
+        stranded = stack.launch("migrate_database")
+        wait_for(pause_file.exists, 120, "a third writer to reach its pre-migration backup", logs=stack)
+        stack.kill("code-server")
         stack.stop("daemon")
-        stack.stop("code-server")
         restarted = time.time()
         stack.start("code-server")
         wait_for_port(code_port, 60, stack.procs["code-server"])
@@ -287,6 +293,17 @@ def test_production_topology(tmp_path, pg_database, fresh_db, db_conn, database_
                                  "timestamp > to_timestamp(%s) AT TIME ZONE 'UTC'", restarted),
                  60, "the restarted daemon's scheduler to beat", logs=stack)
         wait_for(stack.location_loaded, 60, "the webserver to reload the restarted code server", logs=stack)
+        # Nothing notices a worker that died with its code server (the default launcher has no health check): the
+        # run stays STARTED with its slot until max_runtime. If this fails, it now is noticed: update README
+        # "Who notices a dead run worker". The operator's way out, the UI's force termination, frees it.
+        assert pg.run(stranded)["status"] == "STARTED", pg.run(stranded)
+        assert pg.rows("SELECT run_id FROM concurrency_slots WHERE run_id IS NOT NULL") == [{"run_id": stranded}]
+        terminated = stack.graphql("mutation($id: String!) { terminateRun(runId: $id, terminatePolicy: "
+                                   "MARK_AS_CANCELED_IMMEDIATELY) { __typename } }", {"id": stranded})
+        assert terminated["terminateRun"]["__typename"] == "TerminateRunSuccess", terminated
+        wait_for(lambda: not pg.rows("SELECT 1 FROM concurrency_slots WHERE run_id IS NOT NULL"), 30,
+                 "run monitoring to free the terminated run's slot", logs=stack)
+        assert pg.run(stranded)["status"] == "CANCELED"
         after_run = stack.launch("prune_backups")
         wait_for(lambda: stack.run_status(after_run) in FINISHED, 90, "a run through the restarted processes",
                  logs=stack)
