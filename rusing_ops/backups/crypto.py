@@ -286,6 +286,18 @@ def _describe(manifest) -> str:
     return f"encrypted with age to recipient(s) {', '.join(fps) or '?'} (sha256 fingerprints)"
 
 
+def _stored_intact(opener, manifest) -> bool:
+    """Whether the stored object still has the manifest's sha256 (then a refusal is the identity's fault)."""
+    digest = hashlib.sha256()
+    try:
+        with opener() as stream:
+            while chunk := stream.read(1024 * 1024):
+                digest.update(chunk)
+    except OpsError:
+        return False
+    return digest.hexdigest() == manifest.sha256
+
+
 def decryptor(store, manifest, label: str, opener):
     """For source.Source: ``stream -> plaintext stream`` for an encrypted backup (None for a plain one).
 
@@ -306,7 +318,7 @@ def decryptor(store, manifest, label: str, opener):
     try:
         pyrage.decrypt_io(io.BytesIO(head), io.BytesIO(), identities)
     except pyrage.DecryptError as exc:
-        if "No matching keys" in str(exc):
+        if "No matching keys" in str(exc) and _stored_intact(opener, manifest):  # (a damaged header is not the key's
             raise IdentityProblem(f"{IDENTITY_VAR} does not open backup {label}: it is {_describe(manifest)}, and "
                                   "the configured identity is none of them. Nothing was restored and no database "
                                   "was touched.", next_step=f"set {IDENTITY_VAR} to the identity of one of those "

@@ -191,7 +191,7 @@ def _verify(context, database: DatabaseResource, backup_store: BackupStoreResour
         record_backup(context, store, rec, database)
     tables = table_of([{"table": n, **t} for n, t in sorted(result.tables.items())])
     return result, rec, {"key": result.key, "tables": tables, "duration_s": result.duration_s,
-                         "scratch_db": result.scratch_db}
+                         "scratch_db": result.scratch_db, "notes": "; ".join(result.notes) or "(none)"}
 
 
 @dg.multi_asset_check(specs=[VERIFIED], description="Recorded per partition by the verify_backup job (Dagster "

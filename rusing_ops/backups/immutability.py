@@ -80,6 +80,20 @@ def bucket_problem(store: BackupStore) -> str | None:
     return None
 
 
+def require_lockable(store: BackupStore) -> None:
+    """Before a backup: with RUSING_BACKUP_LOCK_DAYS set, an S3 bucket must be able to lock (its uploads would fail).
+
+    A local folder cannot lock and is not refused (no backup would be worse): the canary check says "not immutable"."""
+    if policy_of(store) is None or not isinstance(store, S3Store):
+        return
+    problem = bucket_problem(store)
+    if problem:
+        raise ConfigError(f"RUSING_BACKUP_LOCK_DAYS is set but {problem}: backups there cannot be locked. No backup "
+                          "was taken; nothing was changed.",
+                          next_step="use a bucket created with Object Lock (aws s3api create-bucket ... "
+                          "--object-lock-enabled-for-bucket), or unset RUSING_BACKUP_LOCK_DAYS.")
+
+
 def locked_until(store: BackupStore, key: str) -> dt.datetime | None:
     """When the current version of ``key`` stops being locked (None: not locked, or not an S3 store)."""
     if not isinstance(store, S3Store):

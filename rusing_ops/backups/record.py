@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from ..core.dburl import DatabaseURL
 from ..core.store import BackupStore
-from . import catalog, copies, keys
+from . import catalog, copies, immutability, keys
 from .dump import backup_database, journal_tag
 from .manifest import Manifest, ManifestError
 
@@ -88,6 +88,7 @@ def describe(store: BackupStore, key: str, drizzle_dir: str | Path | None = None
 def take(url: DatabaseURL, store: BackupStore, *, reason: str, compression: str = "zstd", run_id: str | None = None,
          drizzle_dir: str | Path | None = None, log: Callable[[str], None] | None = None) -> BackupRecord:
     """Back up ``url``'s database now (name and time from the clock when the snapshot starts) and describe it."""
+    immutability.require_lockable(store)  # RUSING_BACKUP_LOCK_DAYS on a bucket that cannot lock: refused first
     result = backup_database(url, store, reason=reason, compression=compression, run_id=run_id,
                              drizzle_dir=drizzle_dir, log=log)
     copies.copy_backup(store, result.manifest, log)  # RUSING_BACKUP_COPY_URL: copied and read back, or CopyFailed

@@ -68,8 +68,9 @@ def test_a_missing_copy_leaves_the_backup_not_complete_but_kept_and_restorable(e
     assert [e.complete for e in catalog.list_backups(broken, every_type_db.database)] == [False]
 
 
+@pytest.mark.parametrize("where", ["payload", "age header"])
 def test_a_corrupt_primary_is_restored_and_verified_from_the_copy_which_is_said(every_type_db, s3_server, s3_bucket,
-                                                                                copy_bucket):
+                                                                                copy_bucket, where):
     identity = pyrage.x25519.Identity.generate()  # encrypted too: the copy decrypts with the same identity
     copy_url = f"s3://{copy_bucket}/c-{uuid.uuid4().hex[:8]}"
     primary = _primary(s3_server, s3_bucket)
@@ -78,7 +79,7 @@ def test_a_corrupt_primary_is_restored_and_verified_from_the_copy_which_is_said(
     before = snapshot(every_type_db, every_type_db.database)
     rec = record.take(every_type_db, store, reason="nightly")
     damaged = bytearray(primary.get_bytes(rec.key))
-    damaged[len(damaged) // 2] ^= 0xFF
+    damaged[len(damaged) // 2 if where == "payload" else 40] ^= 0x01  # 40: inside the recipient stanza
     primary.put_bytes(rec.key, bytes(damaged))  # same size, one byte changed: only sha256 tells
 
     lines: list[str] = []

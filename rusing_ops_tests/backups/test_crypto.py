@@ -133,10 +133,14 @@ def test_backup_job_reads_keys_through_envvar_and_records_no_secret(every_type_d
     md = {k: v.value for k, v in mat.metadata.items()}
     assert md["encrypted"] == f"age, recipients {crypto.fingerprint(age_keys['public'])}"
     assert md["key"].endswith(".sql.zst.age")
-    records = dagster_instance.get_records_for_run(result.run_id).records
-    everything = json.dumps([str(r.event_log_entry) for r in records]) + json.dumps(str(md))
-    run = dagster_instance.get_run_by_id(result.run_id)
-    everything += json.dumps(run.run_config, default=str)
+    verified = defs.resolve_job_def("verify_backup").execute_in_process(instance=dagster_instance)  # uses the identity
+    assert verified.success and verified.output_for_node("verify_backup_op")["ok"] is True
+    everything = ""
+    for run_id in (result.run_id, verified.run_id):
+        records = dagster_instance.get_records_for_run(run_id).records
+        everything += json.dumps([str(r.event_log_entry) for r in records])
+        everything += json.dumps(dagster_instance.get_run_by_id(run_id).run_config, default=str)
+    everything += json.dumps(str(md))
     assert age_keys["secret"] not in everything and age_keys["secret"][16:48] not in everything
 
 

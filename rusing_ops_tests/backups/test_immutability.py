@@ -104,3 +104,14 @@ def test_server_side_encryption_is_asked_for_on_every_upload(s3_server, s3_bucke
     for headers in uploads.values():
         assert headers["x-amz-server-side-encryption"] == "aws:kms"
         assert headers["x-amz-server-side-encryption-aws-kms-key-id"] == "alias/backups"
+
+
+def test_a_lock_asked_of_a_bucket_that_cannot_lock_refuses_the_backup_first(every_type_db, s3_server, s3_bucket):
+    from rusing_ops.backups import record
+    from rusing_ops.core.errors import ConfigError
+
+    store = _store(s3_server, s3_bucket, lock_days=7)  # the session bucket: no Object Lock
+    with pytest.raises(ConfigError) as err:
+        record.take(every_type_db, store, reason="nightly")
+    assert "RUSING_BACKUP_LOCK_DAYS is set but" in str(err.value) and "No backup was taken" in str(err.value)
+    assert store.list("") == []
