@@ -342,7 +342,8 @@ def prune_backups_op(context: dg.OpExecutionContext, config: PruneBackupsConfig,
         context.log.info(line)
     summary = {"dry_run": config.dry_run, "kept": len(plan.keep), "to_delete": len(plan.delete),
                "deleted": len(plan.deleted), "freed_bytes": plan.freed_bytes, "pinned": len(plan.pinned),
-               "swept": len(plan.swept), "to_sweep": len(plan.partial) + len(plan.orphans)}
+               "swept": len(plan.swept), "to_sweep": len(plan.partial) + len(plan.orphans),
+               "locked": len(plan.locked)}
     context.add_output_metadata({**summary, "keep": table_of([{"key": k, "why": ", ".join(w)} for k, w in plan.keep.items()]),
                                  "delete": table_of([{"key": e.key, "bytes": e.size} for e in plan.delete])})
     return {**summary, "keep": plan.keep, "delete": [e.key for e in plan.delete], "lines": lines}

@@ -22,7 +22,7 @@ from ..core.errors import LockBusy, OpsError
 from ..core.faults import pause_point
 from ..core.progress import Progress
 from ..core.store import BackupStore
-from . import catalog, confine, dataonly
+from . import catalog, confine, copies, dataonly
 from .changes import describe_changes, fingerprint
 from .checksum import checksum_mismatches, same_flavour
 from .connection import open_connection
@@ -299,4 +299,8 @@ def backup_live(target: DatabaseURL, store: BackupStore, run_id: str | None, log
         return None
     result = backup_database(target, store, reason="pre-restore", run_id=run_id, log=log)
     log(f"pre-restore backup: {result.uri}")
+    try:  # its second copy too (RUSING_BACKUP_COPY_URL); a failing copy store does not stop a restore
+        copies.copy_backup(store, result.manifest, log)
+    except copies.CopyFailed as exc:
+        log(f"warning: {exc.message}")
     return result.manifest.key

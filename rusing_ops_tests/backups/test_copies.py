@@ -109,3 +109,12 @@ def test_a_missing_primary_is_restored_from_the_copy_which_is_said(every_type_db
     assert any(f"is missing or incomplete in the primary store {primary.url}; using the copy at "
                f"{(tmp_path / 'copy' / rec.key).as_uri()}" in line for line in lines)
     assert snapshot(every_type_db, target) == before
+
+
+def test_the_pre_restore_backup_of_an_in_place_restore_is_copied_too(every_type_db, local_store, tmp_path):
+    store = protect(local_store, Protection(copy_url=str(tmp_path / "copy")))
+    rec = record.take(every_type_db, store, reason="nightly")
+    result = restore_backup(every_type_db, store, rec.name)
+    [copy] = copies.stores(store)
+    assert result.pre_restore_backup and copy.exists(keys.manifest_key(result.pre_restore_backup))
+    assert all(e.complete for e in catalog.list_backups(store, every_type_db.database))
