@@ -30,21 +30,23 @@ from ..core.database import quote_ident
 from ..core.dburl import DatabaseURL
 from ..core.errors import OpsError
 from ..core.faults import pause_point
+from ..core.flavour import statement_bytes as flavour_statement_bytes
 from ..core.progress import Progress
 from ..core.store import BackupStore
-from . import catalog, crypto, keys
+from . import catalog, chunks, crypto, keys
 from .checksum import table_checksum
+from .chunks import chunk_checksum
 from .connection import open_connection
 from .manifest import Manifest, TableEntry
 from .pieces import dump_big_row
 from .rawrows import text_rows
 from .schema import Schema, Table, read_schema
-from .snapshot import open_snapshots, snapshot_point
+from .snapshot import history_kept, open_snapshots, snapshot_point
 from .sqlsplit import FRAME
 from .streams import CompressingWriter
 
 WORKERS = 2  # connections dumping tables in parallel (one shared snapshot, see snapshot.py)
-STATEMENT_BYTES = 1024 * 1024  # one INSERT stays far below TiDB's 6 MiB entry / 100 MiB transaction limits
+STATEMENT_BYTES = 1024 * 1024  # the cap on one INSERT: below TiDB's 6 MiB entry limit, and memory stays flat
 HEADER = (
     "SET NAMES utf8mb4;\n"
     "SET TIME_ZONE='+00:00';\n"
@@ -116,13 +118,14 @@ def large_bytes_limit(max_packet: int) -> int:
 
 def dump_rows(conn, table: Table, emit: Callable[[bytes], None], *, statement_bytes: int = STATEMENT_BYTES,
               advance: Callable[[int, int], None] | None = None, database: str | None = None,
-              max_packet: int = 16 * 1024 * 1024) -> TableEntry:
+              max_packet: int = 16 * 1024 * 1024, where: str | None = None) -> TableEntry:
     """Stream ``table``'s rows as INSERT statements through ``emit``; return the row count and both checksums.
 
     ``checksum`` is sha256 over the rows' SQL tuples as written (informational). ``server_checksum`` is the
     independent one (checksum.py), computed by the server on this connection from the stored values after the
     rows were read, in the same snapshot; it is skipped only when ``database`` is None. A row too large for one
-    SQL text is dumped in pieces (pieces.py), or refused naming it; never written as NULL.
+    SQL text is dumped in pieces (pieces.py), or refused naming it; never written as NULL. ``where`` restricts
+    rows and checksum to one key range (chunks.py).
     """
     head = table.insert_head()
     digest = hashlib.sha256()
@@ -141,7 +144,7 @@ def dump_rows(conn, table: Table, emit: Callable[[bytes], None], *, statement_by
             advance(len(buf), size)
         buf, size = [], 0
 
-    for batch in text_rows(conn, table.select_sql(large_bytes_limit(max_packet))):
+    for batch in text_rows(conn, table.select_sql(large_bytes_limit(max_packet), where)):
         for text in batch:
             if text is None or text == b"!":
                 raise BackupFailed(
@@ -169,7 +172,7 @@ def dump_rows(conn, table: Table, emit: Callable[[bytes], None], *, statement_by
     server = None
     if database is not None:
         with conn.cursor() as cur:
-            server = table_checksum(cur, database, table)
+            server = chunk_checksum(cur, database, table, where) if where else table_checksum(cur, database, table)
     return TableEntry(rows=rows, checksum=digest.hexdigest(), server_checksum=server)
 
 
@@ -179,16 +182,22 @@ class _Stopped(Exception):
 
 def dump_tables(conns: list, tables: list[Table], emit: Callable[[bytes], None], *,
                 statement_bytes: int = STATEMENT_BYTES, progress: Progress | None = None, database: str | None = None,
-                max_packet: int = 16 * 1024 * 1024) -> dict[str, TableEntry]:
+                max_packet: int = 16 * 1024 * 1024, chunk_bytes: int | None = None) -> dict[str, TableEntry]:
     """Dump ``tables``, largest first, on as many threads as ``conns`` (all in one snapshot); entries by name.
 
-    Whole statements from different tables interleave in the output, which is still valid SQL: every CREATE TABLE
-    comes first and foreign-key checks are off.
+    A large table is cut into key-range chunks (chunks.py; about ``chunk_bytes`` each) that several connections
+    dump at once. Whole statements from different tables and chunks interleave in the output, which is still valid
+    SQL: every CREATE TABLE comes first and foreign-key checks are off.
     """
     work: queue.Queue = queue.Queue()
-    for table in sorted(tables, key=lambda t: -t.estimated_rows):
-        work.put(table)
-    results: dict[str, TableEntry] = {}
+    if database is None:  # no sizes to plan by: one chunk per table
+        planned = [chunks.Chunk(t, None) for t in sorted(tables, key=lambda t: -t.estimated_rows)]
+    else:
+        with conns[0].cursor() as cur:
+            planned = chunks.plan(cur, database, tables, workers=len(conns), chunk_bytes=chunk_bytes)
+    for chunk in planned:
+        work.put(chunk)
+    results: dict[tuple[str, int], TableEntry] = {}
     errors: list[BaseException] = []
     lock = threading.Lock()
 
@@ -206,12 +215,13 @@ def dump_tables(conns: list, tables: list[Table], emit: Callable[[bytes], None],
     def worker(conn) -> None:
         while not errors:
             try:
-                table = work.get_nowait()
+                chunk = work.get_nowait()
             except queue.Empty:
                 return
             try:
-                results[table.name] = dump_rows(conn, table, locked_emit, statement_bytes=statement_bytes,
-                                                advance=advance, database=database, max_packet=max_packet)
+                results[chunk.table.name, chunk.index] = dump_rows(
+                    conn, chunk.table, locked_emit, statement_bytes=statement_bytes, advance=advance,
+                    database=database, max_packet=max_packet, where=chunk.where)
             except BaseException as exc:  # noqa: BLE001 - handed to the calling thread, which raises it
                 errors.append(exc)
 
@@ -224,7 +234,8 @@ def dump_tables(conns: list, tables: list[Table], emit: Callable[[bytes], None],
     real = [e for e in errors if not isinstance(e, _Stopped)]
     if real or errors:
         raise (real or errors)[0]
-    return {t.name: results[t.name] for t in tables}
+    counts = {c.table.name: c.count for c in planned}
+    return {t.name: chunks.combine([results[t.name, i] for i in range(counts[t.name])]) for t in tables}
 
 
 def _schema_sql(schema: Schema) -> tuple[list[str], list[str]]:
@@ -266,11 +277,22 @@ def _quietly(close: Callable[[], object]) -> None:
         close()
 
 
-def backup_database(url: DatabaseURL, store: BackupStore, *, reason: str = "", compression: str = "zstd",
-                    run_id: str | None = None, drizzle_dir: str | Path | None = None,
-                    log: Callable[[str], None] | None = None, statement_bytes: int = STATEMENT_BYTES,
-                    now: dt.datetime | None = None, workers: int = WORKERS) -> BackupResult:
+def backup_database(url: DatabaseURL, store: BackupStore, *, log: Callable[[str], None] | None = None,
+                    **options) -> BackupResult:
     """Back up the database named in ``url`` to ``store``; return the manifest (written last) and the object URI.
+
+    Options as :func:`_backup`. The whole dump runs inside ``snapshot.history_kept``: on TiDB the MVCC history is
+    kept for as long as the dump may take (and set back afterwards); elsewhere one look at the server, no change.
+    """
+    with history_kept(url, open_connection, log or (lambda _line: None)):
+        return _backup(url, store, log=log, **options)
+
+
+def _backup(url: DatabaseURL, store: BackupStore, *, reason: str = "", compression: str = "zstd",
+            run_id: str | None = None, drizzle_dir: str | Path | None = None,
+            log: Callable[[str], None] | None = None, statement_bytes: int | None = None,
+            now: dt.datetime | None = None, workers: int = WORKERS, chunk_bytes: int | None = None) -> BackupResult:
+    """The backup itself (see :func:`backup_database`).
 
     :param reason: a short word recorded in the key and manifest (``nightly``, ``pre-migration``, ``manual``).
     :param compression: ``zstd`` (default) or ``gzip``.
@@ -278,6 +300,9 @@ def backup_database(url: DatabaseURL, store: BackupStore, *, reason: str = "", c
     :param drizzle_dir: the app's Drizzle folder, to name the migration head's tag.
     :param log: where progress lines go (``context.log.info`` in Dagster).
     :param workers: connections dumping tables in parallel inside one snapshot (1 = no write lock at all).
+    :param statement_bytes: largest INSERT written; default the server's limit (``flavour.statement_bytes``: from
+        its max_allowed_packet, TiDB's transaction limits) capped at 1 MiB, which keeps memory flat.
+    :param chunk_bytes: size of a table's key-range chunks (chunks.py); default from the database's size.
     """
     started = time.monotonic()
     now = now or dt.datetime.now(dt.UTC)
@@ -295,6 +320,8 @@ def backup_database(url: DatabaseURL, store: BackupStore, *, reason: str = "", c
             server_version = cur.fetchone()[0].decode()
             cur.execute("SELECT @@max_allowed_packet")
             max_packet = int(cur.fetchone()[0])
+        statement_bytes = statement_bytes or min(flavour_statement_bytes(conn), STATEMENT_BYTES)
+        with conn.cursor() as cur:
             server = catalog.server_identity(cur, f"{url.host}:{url.port}")
             head = migration_head(cur, url.database, drizzle_dir)
         progress = Progress(f"backup {url.database}", total=sum(t.estimated_rows for t in schema.tables) or None,
@@ -308,7 +335,7 @@ def backup_database(url: DatabaseURL, store: BackupStore, *, reason: str = "", c
             out.write("".join(before).encode())
             pause_point(f"backup-{keys.clean_reason(reason)}")  # test-only: a kill -9 mid-backup (core/faults.py)
             tables = dump_tables(conns, schema.tables, out.write, statement_bytes=statement_bytes, progress=progress,
-                                 database=url.database, max_packet=max_packet)
+                                 database=url.database, max_packet=max_packet, chunk_bytes=chunk_bytes)
             out.write(("".join(after) + FOOTER).encode())
             out.close()
             writer.commit()
