@@ -302,3 +302,30 @@ def test_a_sink_failing_on_the_final_flush_raises_instead_of_hanging():
     assert not closer.is_alive(), "close() hangs when the sink fails on the final flush"
     assert [str(e) for e in raised] == ["The backup store file:///x could not write y: the disk is full. Nothing "
                                         "was changed."]
+
+
+def test_kill_9_mid_s3_backup_leaves_an_open_upload_listed_then_aborted(cli, fresh_db, s3_store):
+    _bulk(fresh_db, 150_000)
+    env = {**cli.env, "RUSING_BACKUP_URL": s3_store.url}  # AWS_ENDPOINT_URL and keys: the s3_server fixture's
+    proc = subprocess.Popen(cli.command("backup", "--reason", "nightly"), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    try:
+        while not s3_store.list_partial():  # the first 8 MiB part is uploaded: kill it there
+            assert proc.poll() is None, f"the backup finished before it could be killed: {proc.stderr.read()[-500:]!r}"
+            assert time.monotonic() < deadline, "no multipart upload started"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    [partial] = s3_store.list_partial()
+    assert s3_store.list() == []
+
+    listed = cli("backups", "--json", RUSING_BACKUP_URL=s3_store.url)
+    assert listed.returncode == 0, listed.stderr
+    [row] = json.loads(listed.stdout)
+    assert (row["key"], row["complete"]) == (partial.key, False) and row["problem"].startswith("unfinished upload")
+    assert prune_backups(s3_store, RetentionPolicy(), dry_run=False).partial == []  # young: maybe running, kept
+    swept = prune_backups(s3_store, RetentionPolicy(), dry_run=False, now=partial.started + DAY_AFTER)
+    assert swept.swept == [f"{partial.key} (unfinished upload)"]
+    assert s3_store.list_partial() == [] and catalog.list_backups(s3_store, include_partial=True) == []
