@@ -5,10 +5,16 @@ Builds a reproducible e-learning dataset inside MariaDB (SEQUENCE engine, no cli
 speed drifts, so a ratio is taken per pair and the median reported). Prints wall time, data MB/s (InnoDB
 data_length / wall), output size, peak RSS of the largest process, and the ratio to each peer.
 
-    /work/venv/bin/python bench/backup_restore.py --rows 50000 --pairs 2
+    .venv/bin/python bench/backup_restore.py --rows 50000 --pairs 2
 
-Our side runs the library (``backup_database`` / ``restore_backup``) in a fresh Python process writing to a local
-store; the Dagster job around it adds a fixed ~2-3 s of imports and run bookkeeping.
+Datasets (``--datasets``): ``app`` (the e-learning tables in bench.md §1 ratios) and ``giant`` (one table,
+``webhook_events_log`` with JSON payloads and long texts, holds ~90% of the bytes: the case a per-table parallel
+dump cannot split). Our side runs the library (``backup_database`` / ``restore_backup``) in a fresh Python process
+writing to a local store; the ``cli`` phase (1x app) runs ``rusing-ops db backup`` (the Dagster job) against the
+same library call, paired, and prints Dagster's overhead. The ``physical`` phase (``mariabackup`` installed) is the
+reference limit: on a server of its own (rusing_ops_tests/mariadb_server.py, never the machine's own), ours
+against ``mariabackup --backup --stream=xbstream | zstd -3`` and, for restore, ``mbstream -x`` + ``--prepare`` +
+``--copy-back`` into an empty datadir (the server start that follows is not counted).
 """
 
 from __future__ import annotations
@@ -27,8 +33,8 @@ import pymysql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rusing_ops.core.dburl import parse_database_url  # noqa: E402
-
+from rusing_ops.core.dburl import parse_database_url
+from rusing_ops_tests.mariadb_server import MariaDBServer
 
 SCHEMA = [
     """CREATE TABLE users (
@@ -105,12 +111,20 @@ SCHEMA = [
 _TEXT = "'Élève « première » leçon — café, naïve, señor 🎓🚀 '"
 
 
-def fill(conn, users: int) -> dict[str, int]:
-    """Insert ``users`` users and the proportional rows of every other table (bench.md §1 ratios)."""
+def fill(conn, users: int, giant: bool = False) -> dict[str, int]:
+    """Insert ``users`` users and the proportional rows of every other table (bench.md §1 ratios).
+
+    ``giant``: the database is mostly one table -- ``webhook_events_log`` with the same number of events but
+    larger JSON payloads and long error texts holds ~90% of the bytes, the other tables are 1/8 of the usual size.
+    """
+    events = users * 4 // 5
+    users = users // 8 if giant else users
     courses = max(users // 100, 10)
     enrollments = users * 4
     purchases = users * 3 // 2
-    events = users * 4 // 5
+    extra = f", 'lines', JSON_ARRAY(REPEAT(SHA2(seq, 256), 6), REPEAT({_TEXT}, 4))" if giant else ""
+    long_error = f"REPEAT(CONCAT('Erreur: délai dépassé ', seq, ' {_TEXT[1:-1]} '), 6)" if giant else \
+        "CONCAT('Erreur: délai dépassé ', seq)"
     statements = [
         f"""INSERT INTO users (id, email, full_name, bio, avatar, token_hash, role, created_at, balance)
             SELECT seq, CONCAT('user', seq, '@example.com'), CONCAT('Zoé Tremblay-Côté ', seq),
@@ -145,10 +159,10 @@ def fill(conn, users: int) -> dict[str, int]:
                      'created', 1700000000 + seq, 'livemode', FALSE,
                      'data', JSON_OBJECT('object', JSON_OBJECT('id', CONCAT('pi_', MD5(seq)), 'amount', seq % 100000,
                        'currency', 'cad', 'description', {_TEXT}, 'metadata', JSON_OBJECT('user_id', seq, 'note', 'Reçu'),
-                       'charges', REPEAT(SHA2(seq, 512), 8)))),
+                       'charges', REPEAT(SHA2(seq, 512), 8)){extra})),
                    IF(seq % 3 = 0, NULL, UNHEX(SHA2(CONCAT('sig', seq), 256))),
                    ELT(1 + seq % 3, 'received', 'processed', 'failed'),
-                   IF(seq % 3 = 2, CONCAT('Erreur: délai dépassé ', seq), NULL),
+                   IF(seq % 3 = 2, {long_error}, NULL),
                    TIMESTAMP('2024-05-01') + INTERVAL seq SECOND
             FROM seq_1_to_{events}""",
     ]
@@ -163,7 +177,7 @@ def fill(conn, users: int) -> dict[str, int]:
             "ledger_entries": purchases * 2, "webhook_events_log": events}
 
 
-def build_dataset(url, database: str, users: int) -> dict[str, int]:
+def build_dataset(url, database: str, users: int, giant: bool = False) -> dict[str, int]:
     """(Re)create ``database`` on the server of ``url`` (a DatabaseURL) and fill it."""
     conn = pymysql.connect(**url.pymysql_kwargs(database=""), autocommit=True)
     try:
@@ -173,7 +187,7 @@ def build_dataset(url, database: str, users: int) -> dict[str, int]:
             cur.execute(f"USE `{database}`")
             for sql in SCHEMA:
                 cur.execute(sql)
-        return fill(conn, users)
+        return fill(conn, users, giant)
     finally:
         conn.close()
 
@@ -199,7 +213,7 @@ restore_backup(parse_database_url(sys.argv[1]), LocalStore(sys.argv[2]), "latest
 
 def timed(shell: str) -> tuple[float, float]:
     """(wall seconds, peak RSS MiB of the largest process) of a shell pipeline, via GNU time."""
-    out = subprocess.run(["/usr/bin/time", "-f", "%e %M", "sh", "-c", shell], capture_output=True, text=True)
+    out = subprocess.run(["/usr/bin/time", "-f", "%e %M", "sh", "-c", shell], check=False, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"{shell!r} failed: {out.stderr[-800:]}")
     wall, rss_kb = out.stderr.strip().splitlines()[-1].split()
@@ -246,12 +260,12 @@ class Bench:
         url = f"mysql://{self.url.user}@{self.url.host}:{self.url.port}/{src}"
         cmds = {
             "rusing_ops (zstd)": (f"rm -rf {w}/ours && {self.py} '{OURS_BACKUP}' {url} {w}/ours", w / "ours"),
-            "mysqldump | zstd -3": (f"mysqldump {self.cli} --single-transaction --quick --hex-blob --routines "
-                                    f"--triggers {src} | zstd -3 -q > {w}/md.sql.zst", w / "md.sql.zst"),
+            "mysqldump | zstd -3": ((f"mysqldump {self.cli} --single-transaction --quick --hex-blob --routines "
+                                     f"--triggers {src} | zstd -3 -q > {w}/md.sql.zst"), w / "md.sql.zst"),
         }
         if self.mydumper:
-            cmds["mydumper -t 2 -c"] = (f"rm -rf {w}/myd && mydumper {self.cli} -B {src} -t 2 --trx-consistency-only "
-                                        f"-R -G -c -o {w}/myd", w / "myd")
+            cmds["mydumper -t 2 -c"] = ((f"rm -rf {w}/myd && mydumper {self.cli} -B {src} -t 2 "
+                                         f"--trx-consistency-only -R -G -c -o {w}/myd 2>/dev/null"), w / "myd")
         return cmds
 
     def restore_cmds(self, dst: str) -> dict[str, str]:
@@ -290,48 +304,112 @@ class Bench:
                               "peak_RSS_MiB": rss[name], "ours/peer": statistics.median(ratios)})
 
     def print(self) -> None:
-        print(f"\n{'size':<5} {'phase':<8} {'tool':<22} {'wall s':>7} {'MB/s':>7} {'out MB':>7} {'RSS MiB':>8} "
+        print(f"\n{'size':<8} {'phase':<8} {'tool':<26} {'wall s':>7} {'MB/s':>7} {'out MB':>7} {'RSS MiB':>8} "
               f"{'ours/peer wall':>14}  (<1 = ours faster)")
         for r in self.rows:
             out = f"{r['out_MB']:.1f}" if r["out_MB"] is not None else "-"
-            print(f"{r['size']:<5} {r['phase']:<8} {r['tool']:<22} {r['wall_s']:>7.2f} {r['MB/s']:>7.1f} {out:>7} "
+            print(f"{r['size']:<8} {r['phase']:<8} {r['tool']:<26} {r['wall_s']:>7.2f} {r['MB/s']:>7.1f} {out:>7} "
                   f"{r['peak_RSS_MiB']:>8.1f} {r['ours/peer']:>14.2f}")
+        cli = {r["tool"]: r["wall_s"] for r in self.rows if r["phase"] == "cli"}
+        if len(cli) == 2:
+            lib, dag = cli["library backup_database"], cli["rusing-ops db backup"]
+            print(f"Dagster CLI overhead for `db backup`: {dag - lib:.2f} s on top of the library's {lib:.2f} s")
+
+
+def cli_phase(bench: Bench, src: str, mb: float) -> None:
+    """``rusing-ops db backup`` (Dagster job, in process) against the library call, paired: Dagster's overhead."""
+    w = bench.work
+    home = w / "dagster_home"
+    home.mkdir(exist_ok=True)
+    url = f"mysql://{bench.url.user}@{bench.url.host}:{bench.url.port}/{src}"
+    cli = Path(sys.executable).parent / "rusing-ops"
+    env = f"DATABASE_URL={url} RUSING_BACKUP_URL={w}/cli DAGSTER_HOME={home}"
+    timed(f"{env} {cli} db backup --reason warmup > /dev/null")  # the SQLite instance is created once
+    cmds = {"library backup_database": (f"rm -rf {w}/ours && {bench.py} '{OURS_BACKUP}' {url} {w}/ours", w / "ours"),
+            "rusing-ops db backup": (f"rm -rf {w}/cli && {env} {cli} db backup --reason bench > /dev/null", w / "cli")}
+    bench.run_paired("1x", "cli", cmds, mb)
+
+
+def physical_phase(bench: Bench, work: Path, scale: int, users: int, giant: bool, size: str) -> None:
+    """Ours against mariabackup on a server of its own (same dataset), paired."""
+    server = MariaDBServer.start(work / f"phys_{scale}", extra_args=["--innodb-buffer-pool-size=256M"])
+    try:
+        url = parse_database_url(server.url("rbench_phys"))
+        src, dst = "rbench_src_phys", "rbench_dst_phys"
+        build_dataset(url, src, users, giant)
+        mb = data_mb(url, src)
+        w = bench.work
+        own = Bench(url, w, bench.pairs, False)
+        login = f"--user=root --password={server.password} --socket={server.workdir / 'mysqld.sock'}"
+        ours_url = server.url(src)
+        bench.run_paired(size, "physical", {
+            "rusing_ops (zstd)": (f"rm -rf {w}/ours && {bench.py} '{OURS_BACKUP}' {ours_url} {w}/ours", w / "ours"),
+            "mariabackup | zstd -3": ((f"rm -rf {w}/pt && mkdir -p {w}/pt && mariabackup --backup {login} "
+                                       f"--stream=xbstream --target-dir={w}/pt 2>/dev/null | zstd -3 -q > {w}/phys.zst"),
+                                      w / "phys.zst"),
+        }, mb)
+        restore = (f"rm -rf {w}/px {w}/pd && mkdir -p {w}/px {w}/pd && zstd -dc {w}/phys.zst | mbstream -x -C {w}/px && "
+                   f"mariabackup --prepare --target-dir={w}/px 2>/dev/null && "
+                   f"mariabackup --copy-back --target-dir={w}/px --datadir={w}/pd 2>/dev/null")
+        bench.run_paired(size, "phys-rst", {
+            "rusing_ops": f"{bench.py} '{OURS_RESTORE}' {server.url(dst)} {w}/ours {dst}",
+            "mariabackup prepare+copy": restore,
+        }, mb, before=lambda: own.fresh(dst))
+    finally:
+        server.cleanup()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=50_000, help="users at 1x (other tables scale from it)")
     parser.add_argument("--scales", default="1,4", help="dataset sizes as multiples of --rows")
+    parser.add_argument("--datasets", default="app,giant", help="app (bench.md ratios), giant (one table ~90%%)")
     parser.add_argument("--pairs", type=int, default=2, help="A/B rounds per measurement")
     parser.add_argument("--url", default="mysql://root@127.0.0.1:3306/rbench", help="server to use (its database is unused)")
     parser.add_argument("--no-mydumper", action="store_true", help="skip mydumper/myloader even if installed")
+    parser.add_argument("--no-physical", action="store_true", help="skip the mariabackup reference even if installed")
+    parser.add_argument("--no-cli", action="store_true", help="skip the Dagster CLI overhead phase")
     parser.add_argument("--keep", action="store_true", help="keep the bench databases afterwards")
     args = parser.parse_args()
     url = parse_database_url(args.url)
     mydumper = not args.no_mydumper and shutil.which("mydumper") is not None
+    physical = not args.no_physical and shutil.which("mariabackup") is not None
+    if not mydumper:
+        print("mydumper/myloader not installed (apt-get install -y mydumper): those lines are skipped")
+    if not physical:
+        print("mariabackup not installed (apt-get install -y mariadb-backup): the physical line is skipped")
     work = Path(tempfile.mkdtemp(prefix="rbench-"))
     bench = Bench(url, work, args.pairs, mydumper)
     try:
-        for scale in (int(s) for s in args.scales.split(",")):
-            size = f"{scale}x"
-            src, dst = f"rbench_src_{scale}x", f"rbench_dst_{scale}x"
-            started = time.monotonic()
-            counts = build_dataset(url, src, args.rows * scale)
-            mb = data_mb(url, src)
-            print(f"{size}: {sum(counts.values()):,} rows, {mb:,.0f} MB data_length, built in "
-                  f"{time.monotonic() - started:.0f}s", flush=True)
-            bench.run_paired(size, "backup", bench.backup_cmds(src), mb)
-            expected = checksums(url, src)
+        for dataset in args.datasets.split(","):
+            giant = dataset == "giant"
+            for scale in (int(s) for s in args.scales.split(",")):
+                size = f"{scale}x" + ("-giant" if giant else "")
+                src, dst = f"rbench_src_{scale}x", f"rbench_dst_{scale}x"
+                started = time.monotonic()
+                counts = build_dataset(url, src, args.rows * scale, giant)
+                mb = data_mb(url, src)
+                share = float(admin(url, "SELECT MAX(DATA_LENGTH) / SUM(DATA_LENGTH) FROM information_schema.TABLES "
+                                         f"WHERE TABLE_SCHEMA = '{src}'")[0][0])
+                print(f"{size}: {sum(counts.values()):,} rows, {mb:,.0f} MB data_length ({share:.0%} in the largest "
+                      f"table), built in {time.monotonic() - started:.0f}s", flush=True)
+                bench.run_paired(size, "backup", bench.backup_cmds(src), mb)
+                expected = checksums(url, src)
 
-            def verify(name: str) -> None:
-                if checksums(url, dst) != expected:
-                    raise RuntimeError(f"{name}: restored checksums differ from the source")
+                def verify(name: str, dst=dst, expected=expected) -> None:
+                    if checksums(url, dst) != expected:
+                        raise RuntimeError(f"{name}: restored checksums differ from the source")
 
-            bench.run_paired(size, "restore", bench.restore_cmds(dst), mb, before=lambda: bench.fresh(dst), check=verify)
-            if not args.keep:
-                admin(url, f"DROP DATABASE IF EXISTS `{src}`")
-                admin(url, f"DROP DATABASE IF EXISTS `{dst}`")
-            bench.print()
+                bench.run_paired(size, "restore", bench.restore_cmds(dst), mb, before=lambda dst=dst: bench.fresh(dst),
+                                 check=verify)
+                if scale == 1 and not giant and not args.no_cli:
+                    cli_phase(bench, src, mb)
+                if not args.keep:
+                    admin(url, f"DROP DATABASE IF EXISTS `{src}`")
+                    admin(url, f"DROP DATABASE IF EXISTS `{dst}`")
+                if physical:
+                    physical_phase(bench, work, scale, args.rows * scale, giant, size)
+                bench.print()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
