@@ -236,3 +236,24 @@ def test_a_missing_ca_file_is_named_before_connecting():
     with pytest.raises(ConfigError) as err:
         dbmod.raw_connect(url)
     assert "ssl_ca file '/nonexistent/ca.pem' does not exist" in str(err.value)
+
+
+def test_the_write_lock_is_per_database(server_url):
+    """Two databases on one server never wait for each other's writers; the same database does."""
+    from rusing_ops.core.database import DB_WRITE_LOCK, create_engine, named_lock, scoped_lock_name
+    from rusing_ops.core.errors import LockBusy
+
+    a, b = server_url.with_database("lock_a"), server_url.with_database("lock_b")
+    ea, eb = create_engine(a.with_database(""), pool_size=1), create_engine(b.with_database(""), pool_size=1)
+    try:
+        with named_lock(ea, a, DB_WRITE_LOCK, 1):
+            with named_lock(eb, b, DB_WRITE_LOCK, 0.2):  # another database: free
+                pass
+            with pytest.raises(LockBusy, match=r"'rusing_ops\.app_db_write\.lock_a'"):
+                with named_lock(eb, a, DB_WRITE_LOCK, 0.2):  # the same database: held
+                    pass
+    finally:
+        ea.dispose()
+        eb.dispose()
+    long = scoped_lock_name(DB_WRITE_LOCK, "d" * 64)
+    assert len(long) == 64 and long != scoped_lock_name(DB_WRITE_LOCK, "d" * 63 + "e")

@@ -26,6 +26,18 @@ from .errors import ConfigError, DatabaseUnavailable, LockBusy
 # The GET_LOCK every writer of the application database holds (migrate, restore swap, rollback, recovery).
 DB_WRITE_LOCK = "rusing_ops.app_db_write"
 
+
+def scoped_lock_name(name: str, database: str) -> str:
+    """``name`` for one database: ``GET_LOCK`` names are server-wide, and two databases on one server (the app's and
+    a drill's, or two apps) must not wait for each other. MySQL caps a lock name at 64 characters: a long database
+    name is replaced by its hash (still one name per database)."""
+    scoped = f"{name}.{database}"
+    if len(scoped) <= 64:
+        return scoped
+    import hashlib
+
+    return f"{name}.{hashlib.sha256(database.encode()).hexdigest()[: 63 - len(name)]}"
+
 _IDENT = re.compile(r"[A-Za-z0-9_$]{1,64}")
 
 # Server error codes that mean "check your settings", with the advice to give.
@@ -284,13 +296,16 @@ def lock_holder(conn: Connection, name: str) -> int | None:
 
 @contextlib.contextmanager
 def named_lock(engine: Engine, url: DatabaseURL, name: str, timeout_s: float = 10.0) -> Iterator[Connection]:
-    """Hold MySQL's ``GET_LOCK(name)`` for the duration of the block, on a connection of its own.
+    """Hold MySQL's ``GET_LOCK(name)`` for the duration of the block, on a connection of its own. The database write
+    lock ``DB_WRITE_LOCK`` is taken for ``url``'s database only.
 
     The lock lives as long as that connection, so a crashed process releases it. Raises :class:`LockBusy`
     naming the holder's connection id (and what it is running) when it is not free within ``timeout_s``.
     """
     from .flavour import kind_from_version, lock_wait_seconds
 
+    if name == DB_WRITE_LOCK:  # the write lock is per database (see scoped_lock_name)
+        name = scoped_lock_name(name, url.database)
     with connect(engine, url) as conn:
         version = getattr(conn.connection.dbapi_connection, "server_version", "") or ""
         timeout_s = lock_wait_seconds(version, timeout_s)

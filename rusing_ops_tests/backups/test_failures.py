@@ -209,7 +209,7 @@ def test_restore_waits_for_the_write_lock_and_gives_up_untouched(every_type_db, 
                                lock=lambda: named_lock(engine, every_type_db, DB_WRITE_LOCK, 0.2))
     finally:
         engine.dispose()
-    assert f"Database lock '{DB_WRITE_LOCK}'" in str(err.value) and "is held by connection" in str(err.value)
+    assert f"Database lock '{DB_WRITE_LOCK}.{every_type_db.database}'" in str(err.value) and "is held by connection" in str(err.value)
     assert f"Nothing was changed: no backup was taken and `{every_type_db.database}` was not touched." in str(err.value)
     assert snapshot(server_url, every_type_db.database) == before
     assert databases_like(server_url, every_type_db.database + "__") == []

@@ -118,7 +118,7 @@ def test_a_restore_holds_the_write_lock_from_start_to_swap(fresh_db, engine, dat
                      tmp_path)
     with pytest.raises(LockBusy) as busy:
         apply_migrations(engine, fresh_db, folder, no_backup=True, lock_timeout_s=0.5)
-    assert "Database lock 'rusing_ops.app_db_write'" in str(busy.value) and "is held by connection" in str(busy.value)
+    assert f"Database lock 'rusing_ops.app_db_write.{fresh_db.database}'" in str(busy.value) and "is held by connection" in str(busy.value)
     assert rows(fresh_db, "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND "
                           "COLUMN_NAME = 'extra'") == [(0,)]
     kill9(restore)
