@@ -23,11 +23,16 @@ from ..core.errors import OpsError
 from ..core.progress import Progress
 from .confine import Action
 from .connection import open_connection
+from .deferkeys import split_create
 from .sandbox import StagingUser
 from .schema import strip_definer
 
 WORKERS = 2  # research/bench.md §3: two loaders (myloader -t 2) beat one stream by 1.5x on this server
 RETRIES = 3
+# Secondary keys and foreign keys added after the rows (deferkeys.py). Off: measured slower end to end here
+# (MariaDB 10.11, 128 MiB buffer pool: 1x restore 1.2-1.6x slower in 3 of 3 pairs; 4x 1.19x and 0.88x in two
+# pairs, no gain shown; README Performance). Per table the late ALTER is at best ~10% faster here.
+DEFER_KEYS = False
 SESSION = ("SET NAMES utf8mb4, time_zone = '+00:00', FOREIGN_KEY_CHECKS = 0, UNIQUE_CHECKS = 0, "
            "sql_mode = 'NO_AUTO_VALUE_ON_ZERO', net_read_timeout = 3600")
 _QUOTED = re.compile(r"(near|entry) '.*?'( at line \d+| for key)", re.DOTALL)  # server messages that quote the text
@@ -78,8 +83,11 @@ class _Worker(threading.Thread):
 class Loader:
     """Run a file's checked statements in ``database``; ``load()`` returns the deferred schema statements."""
 
-    def __init__(self, url: DatabaseURL, database: str, *, workers: int = WORKERS, progress: Progress | None = None):
+    def __init__(self, url: DatabaseURL, database: str, *, workers: int = WORKERS, progress: Progress | None = None,
+                 defer_keys: bool | None = None):
         self.url, self.database, self.progress = url, database, progress
+        self.defer_keys = DEFER_KEYS if defer_keys is None else defer_keys
+        self.pending: list[Action] = []  # their ALTER TABLEs, run when the rows are in
         self.admin = open_connection(url, "")
         self.sandbox = StagingUser(self.admin, url, database, log=progress.log if progress else None)
         self.conns: list = []
@@ -136,18 +144,34 @@ class Loader:
                     self.result.deferred.append(strip_definer(action.sql.decode("utf-8", "replace")))
                     continue
                 self._barrier()
+                sql = action.sql
+                if kind == "ddl" and self.defer_keys:
+                    sql, alter = split_create(sql)
+                    if alter is not None:
+                        self.pending.append(Action("data", alter, action.line, "ALTER TABLE adding its keys"))
+                    elif self.pending and not sql.lstrip().upper().startswith((b"CREATE TABLE", b"DROP TABLE")):
+                        self._add_keys()  # another DDL may need them (an ALTER naming a key, a SETVAL...)
                 targets = self.conns if kind == "session" else self.conns[:1]
                 try:
                     for conn in targets:
                         with conn.cursor() as cur:
-                            cur.execute(action.sql)
+                            cur.execute(sql)
                 except pymysql.err.MySQLError as exc:
                     self.error = (exc, action)
                     self._raise_if_failed()
             self._barrier()
+            self._add_keys()
             return self.result
         finally:
             self.close()
+
+    def _add_keys(self) -> None:
+        """The deferred ALTER TABLEs, tables in parallel on the loading connections, then wait for them."""
+        pending, self.pending = self.pending, []
+        for action in pending:
+            self._raise_if_failed()
+            self.queue.put(action)
+        self._barrier()
 
     def close(self) -> None:
         for w in self.workers:
