@@ -12,7 +12,7 @@ import re
 
 import pymysql
 
-from ..core.database import quote_ident
+from ..core.database import list_tables, quote_ident
 
 
 def _text(value) -> str:
@@ -39,9 +39,7 @@ def _checksum(cur, database: str, table: str) -> str:
 def fingerprint(cur, database: str) -> dict[str, str]:
     """``{"table t": ..., "view v": ..., "trigger x": ..., "routine r": ...}`` for ``database`` (empty if absent)."""
     out = {}
-    for (table,) in _rows(cur, "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
-                               "AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME", database):
-        table = _text(table)
+    for table in list_tables(cur, database):
         create = _text(_rows(cur, f"SHOW CREATE TABLE {quote_ident(database)}.{quote_ident(table)}")[0][1])
         create = re.sub(r" AUTO_INCREMENT=\d+", "", create)  # a failed insert moves it without changing data
         out[f"table {table}"] = hashlib.sha256(create.encode()).hexdigest()[:16] + "/" + _checksum(cur, database, table)

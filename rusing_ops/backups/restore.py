@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..core.database import quote_ident
+from ..core.database import ROW_TABLES, list_tables, quote_ident
 from ..core.dburl import DatabaseURL
 from ..core.errors import LockBusy, OpsError
 from ..core.faults import pause_point
@@ -70,11 +70,8 @@ def derived_name(target: str, what: str, ts: str) -> str:
 
 def table_counts(conn, database: str) -> dict[str, int]:
     with conn.cursor() as cur:
-        cur.execute("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
-                    "AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') ORDER BY TABLE_NAME", (database,))
-        names = [r[0].decode() for r in cur.fetchall()]
         counts = {}
-        for name in names:
+        for name in list_tables(cur, database, ROW_TABLES):
             cur.execute(f"SELECT COUNT(*) FROM {quote_ident(database)}.{quote_ident(name)}")
             counts[name] = int(cur.fetchone()[0])
     return counts

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import pymysql
 
-from ..core.database import quote_ident
+from ..core.database import list_tables, quote_ident
 from ..core.errors import OpsError
 
 NUMERIC = {"tinyint", "smallint", "mediumint", "int", "integer", "bigint", "decimal", "numeric", "year"}
@@ -235,8 +235,7 @@ def read_schema(cur, database: str) -> Schema:
         (database,))]
 
     sequences = []
-    for (name,) in _rows(cur, "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
-                              "AND TABLE_TYPE = 'SEQUENCE' ORDER BY TABLE_NAME", (database,)):
+    for name in list_tables(cur, database, "SEQUENCE"):
         create = _definition(cur, "SEQUENCE", database, name, 1)
         try:  # MariaDB reads a sequence as a one-row table; TiDB has no such read: refused, never left out
             cur.execute(f"SELECT next_not_cached_value FROM {q}.{quote_ident(name)}")

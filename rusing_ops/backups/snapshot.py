@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 
 import pymysql
 
-from ..core.database import quote_ident
+from ..core.database import ROW_TABLES, list_tables, quote_ident
 from ..core.dburl import DatabaseURL
 from ..core.flavour import (
     Flavour,
@@ -81,9 +81,7 @@ def _hold_writes(locker, database: str) -> tuple[str | None, str]:
             refusals.append(f"FLUSH TABLES WITH READ LOCK came back with warnings ({warned})")
         except pymysql.err.MySQLError as exc:
             refusals.append(f"FLUSH TABLES WITH READ LOCK refused ({exc.args[-1]!s:.120})")
-        cur.execute("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
-                    "AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED')", (database,))
-        names = [r[0].decode() if isinstance(r[0], bytes) else r[0] for r in cur.fetchall()]
+        names = list_tables(cur, database, ROW_TABLES)
         if not names:
             return "no tables", ""
         try:

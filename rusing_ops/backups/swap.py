@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 
 import pymysql
 
-from ..core.database import DB_WRITE_LOCK, create_engine, named_lock, quote_ident
+from ..core.database import (
+    DB_WRITE_LOCK,
+    ROW_TABLES,
+    create_engine,
+    list_tables,
+    named_lock,
+    quote_ident,
+)
 from ..core.dburl import DatabaseURL
 from ..core.errors import OpsError
 from ..core.faults import pause_point
@@ -72,9 +79,7 @@ def _names(cur, sql: str, *args) -> list[str]:
 
 
 def _tables(cur, database: str) -> list[str]:
-    return _names(cur, "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
-                       "AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED', 'SEQUENCE') ORDER BY TABLE_NAME",
-                  database)
+    return list_tables(cur, database, (*ROW_TABLES, "SEQUENCE"))
 
 
 def _text(value) -> str:

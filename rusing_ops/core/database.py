@@ -347,12 +347,36 @@ def database_exists(conn: Connection, name: str) -> bool:
     ).scalar_one() == 1
 
 
-def list_tables(conn: Connection, schema: str, kind: str = "BASE TABLE") -> list[str]:
-    rows = conn.execute(
-        sa.text(
-            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = :s AND TABLE_TYPE = :k "
-            "ORDER BY TABLE_NAME"
-        ),
-        {"s": schema, "k": kind},
-    )
-    return [r[0] for r in rows]
+# ------------------------------------------------------------------------------- the tables of a schema
+# The two questions asked of information_schema.TABLES, written once. Each takes a SQLAlchemy Connection or a raw
+# PyMySQL cursor (the backup pipeline's connections), and names are str either way (PyMySQL's binary-safe
+# connections give bytes). ``schema=None`` means the connection's current database (DATABASE()).
+ROW_TABLES = ("BASE TABLE", "SYSTEM VERSIONED")  # what holds rows (MariaDB's system-versioned tables included)
+
+
+def _query(conn, sql: str, args: tuple) -> list[tuple]:
+    if isinstance(conn, Connection):
+        return [tuple(r) for r in conn.exec_driver_sql(sql, args)]
+    conn.execute(sql, args)
+    return list(conn.fetchall())
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, (bytes, bytearray)) else value
+
+
+def list_tables(conn, schema: str | None = None, kind: str | tuple[str, ...] = "BASE TABLE") -> list[str]:
+    """The names of ``schema``'s tables of ``kind`` (one TABLE_TYPE or several, e.g. :data:`ROW_TABLES`), sorted."""
+    kinds = (kind,) if isinstance(kind, str) else tuple(kind)
+    where = "TABLE_SCHEMA = %s" if schema is not None else "TABLE_SCHEMA = DATABASE()"
+    sql = (f"SELECT TABLE_NAME FROM information_schema.TABLES WHERE {where} "
+           f"AND TABLE_TYPE IN ({', '.join(['%s'] * len(kinds))}) ORDER BY TABLE_NAME")
+    return [_text(r[0]) for r in _query(conn, sql, ((schema,) if schema is not None else ()) + kinds)]
+
+
+def table_exists(conn, name: str, schema: str | None = None) -> bool:
+    """Whether ``schema`` (default: the current database) holds a table or view named ``name``."""
+    where = "TABLE_SCHEMA = %s" if schema is not None else "TABLE_SCHEMA = DATABASE()"
+    rows = _query(conn, f"SELECT COUNT(*) FROM information_schema.TABLES WHERE {where} AND TABLE_NAME = %s",
+                  ((schema,) if schema is not None else ()) + (name,))
+    return int(rows[0][0]) > 0

@@ -16,6 +16,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from ..core import database as dbmod
+
 AUDIT_TABLE = "rusing_ops_migration_audit"
 CREATE_AUDIT_TABLE = f"""CREATE TABLE IF NOT EXISTS `{AUDIT_TABLE}` (
   `id` bigint unsigned NOT NULL AUTO_INCREMENT,
@@ -80,10 +82,7 @@ def ensure_table(conn: Connection) -> None:
 
 
 def table_exists(conn: Connection) -> bool:
-    return conn.execute(
-        sa.text("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :t"),
-        {"t": AUDIT_TABLE},
-    ).scalar_one() > 0
+    return dbmod.table_exists(conn, AUDIT_TABLE)
 
 
 def start(conn: Connection, *, run_id: str, migration: str, hash: str, created_at: int, total: int,

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from ..core.database import table_exists
+
 _NAME = r"`((?:[^`]|``)+)`"
 
 
@@ -25,8 +27,7 @@ class Effect:
 
 
 def _table(conn: Connection, table: str) -> bool:
-    return conn.execute(sa.text("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
-                                "AND TABLE_NAME = :t"), {"t": table}).scalar_one() > 0
+    return table_exists(conn, table)
 
 
 def _column(conn: Connection, table: str, column: str) -> bool:

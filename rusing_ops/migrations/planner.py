@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from ..core.database import table_exists
 from ..core.errors import OpsError
 from .folder import Migration, MigrationFolder
 
@@ -68,11 +69,7 @@ class PlanRefused(OpsError):
 
 def read_applied(conn: Connection) -> tuple[bool, list[AppliedRow]]:
     """``(table exists, rows ordered by created_at then id)``; reads only, creates nothing."""
-    exists = conn.execute(
-        sa.text("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :t"),
-        {"t": MIGRATIONS_TABLE},
-    ).scalar_one() > 0
-    if not exists:
+    if not table_exists(conn, MIGRATIONS_TABLE):
         return False, []
     rows = conn.execute(sa.text(f"SELECT id, hash, created_at FROM `{MIGRATIONS_TABLE}` ORDER BY created_at, id"))
     return True, [AppliedRow(int(r.id), r.hash, None if r.created_at is None else int(r.created_at)) for r in rows]

@@ -15,12 +15,14 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from ..core import database as dbmod
 from ..core.database import DB_WRITE_LOCK, connect, named_lock
 from ..core.dburl import DatabaseURL
 from ..core.errors import ConfigError
 
 TABLE = "webhook_events_log"
 AUDIT_TABLE = "rusing_ops_webhook_audit"
+STUCK_AFTER_S = 900  # a row `processing` this long (15 min) is stuck: the app died mid-event
 MAX_ATTEMPTS = 3  # runbook §4: "Failed events: Retried up to 3 times"; attempts >= 3 is dead-lettered
 STATUS_INDEX = "rusing_ops_status_updated_idx"
 
@@ -116,8 +118,7 @@ def _row(r) -> LogRow:
 
 
 def table_exists(conn: Connection, name: str) -> bool:
-    return conn.execute(sa.text("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
-                                "AND TABLE_NAME = :t"), {"t": name}).scalar_one() > 0
+    return dbmod.table_exists(conn, name)
 
 
 def index_exists(conn: Connection, name: str) -> bool:
