@@ -4,36 +4,22 @@ instance (so the run shows up in the UI). Argument parsing lives here; each capa
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
+from . import instance_cli
+from .backups import cli as backups_cli
+from .health import cli as health_cli
+from .migrations import cli as migrations_cli
+from .pitr import cli as pitr_cli
+from .runbooks import cli as runbooks_cli
+from .webhooks import cli as webhooks_cli
+
 # (group, module): each module has `register(subparsers)` adding its verbs to that group (None = top level).
-COMMAND_MODULES = [
-    (None, "rusing_ops.health.cli"),
-    ("db", "rusing_ops.backups.cli"),
-    ("db", "rusing_ops.migrations.cli"),
-    ("db", "rusing_ops.runbooks.cli"),
-    ("db", "rusing_ops.pitr.cli"),
-    ("webhooks", "rusing_ops.webhooks.cli"),
-    ("instance", "rusing_ops.instance_cli"),
-]
-# Verbs DESIGN.md §6 promises; any not registered by a module answers "not yet available".
-PROMISED = {
-    None: ["health"],
-    "db": ["migrate", "generate", "validate", "backup", "backups", "restore", "verify", "prune", "rollback", "recover"],
-    "webhooks": ["status", "reconcile", "retry"],
-}
+COMMAND_MODULES = [(None, health_cli), ("db", backups_cli), ("db", migrations_cli), ("db", runbooks_cli),
+                   ("db", pitr_cli), ("webhooks", webhooks_cli), ("instance", instance_cli)]
 GROUP_HELP = {"db": "database: migrations, backups, restores, validation, rollback",
               "webhooks": "Stripe webhook events: status, reconciliation, manual retry",
               "instance": "the Dagster instance folder: SQLite or Postgres storage"}
-
-
-def _not_yet(name: str):
-    def run(args) -> int:
-        print(f"`rusing-ops {name}` is not yet available in this version.", file=sys.stderr)
-        return 2
-
-    return run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,24 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
     top = parser.add_subparsers(dest="command", metavar="COMMAND")
     top.required = True
     groups = {None: top}
-    for group in GROUP_HELP:
-        gp = top.add_parser(group, help=GROUP_HELP[group], description=GROUP_HELP[group])
+    for group, help_text in GROUP_HELP.items():
+        gp = top.add_parser(group, help=help_text, description=help_text)
         groups[group] = gp.add_subparsers(dest="verb", metavar="VERB")
         groups[group].required = True
-    for group, module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
+    for group, module in COMMAND_MODULES:
         module.register(groups[group])
-    for group, verbs in PROMISED.items():
-        have = groups[group].choices
-        for verb in verbs:
-            if verb not in have:
-                name = f"{group} {verb}" if group else verb
-                groups[group].add_parser(verb, help="(not yet available)").set_defaults(func=_not_yet(name))
     return parser
 
 
@@ -80,8 +54,15 @@ def main(argv: list[str] | None = None) -> int:
         from . import cli_support
 
         cli_support.CONSOLE_LOG_LEVEL = "DEBUG"
+    from .cli_support import CommandFailed
+    from .core.errors import OpsError
+
     try:
         code = args.func(args)
+    except CommandFailed as exc:  # the one way a command fails: one paragraph on stderr (and JSON with --json)
+        return exc.print(as_json=getattr(args, "json", False))
+    except OpsError as exc:  # a library refusal raised outside a Dagster run (reading the store, a bad setting)
+        return CommandFailed(str(exc)).print(as_json=getattr(args, "json", False))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -1,4 +1,6 @@
-"""What every `rusing-ops` subcommand shares: the Dagster instance, running a job in process, output."""
+"""What every `rusing-ops` subcommand shares: the Dagster instance, running a job in process, and the one way a
+command ends: :func:`report` prints its result (text, or one JSON object with ``--json``), :class:`CommandFailed`
+is how it fails (``main`` prints it), and :func:`progress_bar` draws progress with ``rich``."""
 
 from __future__ import annotations
 
@@ -11,58 +13,97 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .core import progress
-from .settings import PROJECT_ROOT, env
+from .settings import dagster_home, env, shipped_file
 
 
-class CommandFailed(SystemExit):
-    """Exit non-zero with one paragraph on stderr."""
+class CommandFailed(Exception):
+    """A command that cannot finish: ``rusing_ops.cli.main`` prints ``error: <message>`` on stderr (with ``--json``
+    also ``{"ok": false, "error", "run_id", ...data}`` on stdout), prints ``lines`` first, and exits ``code``.
+    Raising it prints nothing, so a caller (or a test) can catch it."""
 
-    def __init__(self, message: str, code: int = 1):
-        print(f"error: {message}", file=sys.stderr)
-        super().__init__(code)
+    def __init__(self, message: str, code: int = 1, *, run_id: str | None = None, data: dict | None = None,
+                 lines: Iterable[str] = ()):
+        super().__init__(message)
+        self.message, self.code, self.run_id, self.data, self.lines = message, code, run_id, data or {}, list(lines)
+
+    def print(self, as_json: bool = False) -> int:
+        if as_json:
+            print_json({"ok": False, "run_id": self.run_id, "error": self.message, **self.data})
+        else:
+            for line in self.lines:
+                print(line)
+        print(f"error: {self.message}", file=sys.stderr)
+        return self.code
 
 
 def dagster_instance():
-    """The configured instance (``DAGSTER_HOME``, default ``.dagster_home`` beside README.md), so CLI runs show in the UI."""
+    """The configured instance (``DAGSTER_HOME``, default ``.dagster_home`` in the working directory), so CLI runs
+    show in the UI. A new folder gets the project's dagster.yaml (a symlink)."""
     from dagster import DagsterInstance
 
-    home = Path(os.environ.get("DAGSTER_HOME") or PROJECT_ROOT / ".dagster_home").resolve()
+    home = dagster_home()
     os.environ["DAGSTER_HOME"] = str(home)
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists() and not config.is_symlink():
-        config.symlink_to(PROJECT_ROOT / "dagster.yaml")
+        config.symlink_to(shipped_file("dagster.yaml"))
     return DagsterInstance.get()
 
 
+def configured_store():
+    """The backup store with its protection (encryption, second copy, lock) exactly as the jobs open it: the
+    ``backup_store`` resource built from the environment (settings.VARIABLES)."""
+    from .resources import default_resources
+
+    return default_resources()["backup_store"].process_config_and_initialize().get_store()
+
+
+def configured_database() -> str:
+    """DATABASE_URL's database name (a malformed URL raises its ConfigError)."""
+    from .core.dburl import parse_database_url
+
+    return parse_database_url(env("DATABASE_URL")).database
+
+
 def failure_message(result) -> str:
-    """The first step failure of a run as one paragraph: the op, its error, and the run id to look up in the UI."""
+    """The first step failure of a run as one paragraph: the op, its error, and the run id to look up in the UI.
+
+    A ``dg.Failure`` (every OpsError, translated once in dagster_support) gives its description: the paragraph the
+    UI shows; any other error its own message (the cause, not Dagster's wrapper around it)."""
     for event in result.all_events:
         if event.is_step_failure:
-            error = event.step_failure_data.error
+            data = event.step_failure_data
+            error = data.error
             if (error and error.cls_name in ("DagsterExecutionStepExecutionError", "RetryRequestedFromPolicy")
                     and error.cause is not None):
                 # an op that let a library error through, or the last failure of a retried op ("Exceeded
                 # max_retries"): its own text, not Dagster's wrapper
                 error = error.cause
-            text = error.message.strip() if error else "unknown error"
-            if error and error.cls_name in ("Failure",):
-                text = text.removeprefix("dagster._core.definitions.events.Failure: ")
-            if error and error.cls_name == "DagsterExecutionInterruptedError":
+            if data.user_failure_data is not None and data.user_failure_data.description:
+                text = data.user_failure_data.description.strip()
+            elif error and error.cls_name == "DagsterExecutionInterruptedError":
                 text = ("interrupted (Ctrl-C or SIGTERM). What it had done up to then is in its log; rerun the "
                         "command: it finds what the interrupted run left and says what to do")
+            else:
+                text = error.message.strip() if error else "unknown error"
             return f"step {event.step_key} failed: {text} (run {result.run_id})"
     return f"run {result.run_id} failed"
 
 
+def run_failed(result, *, data: dict | None = None, lines: Iterable[str] = ()) -> CommandFailed:
+    """The :class:`CommandFailed` of a failed run: its first step failure, naming the run."""
+    return CommandFailed(failure_message(result), run_id=result.run_id, data=data, lines=lines)
+
+
 # Dagster's console log level for CLI runs: the run's full log is in the UI; the terminal shows warnings and
 # the failure message of the command unless `rusing-ops -v` (or RUSING_OPS_LOG_LEVEL) asks for more.
-CONSOLE_LOG_LEVEL = os.environ.get("RUSING_OPS_LOG_LEVEL", "CRITICAL")
+CONSOLE_LOG_LEVEL = env("RUSING_OPS_LOG_LEVEL")
 
 
 def execute(job_name: str, run_config: dict | None = None, *, tags: dict | None = None, instance=None):
@@ -95,50 +136,85 @@ def run_job(job_name: str, run_config: dict | None = None, *, tags: dict | None 
     """Like :func:`execute`, but raises :class:`CommandFailed` with the failing step's message when the run fails."""
     result = execute(job_name, run_config, tags=tags, instance=instance)
     if not result.success:
-        raise CommandFailed(failure_message(result))
+        raise run_failed(result)
     return result
 
 
-def print_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
+def run_op(job_name: str, op: str, config: dict, *, tags: dict | None = None) -> tuple[Any, str]:
+    """Run ``job_name`` with ``op``'s config (progress drawn on a terminal); the op's output and the run id, or
+    :class:`CommandFailed` naming the failed step."""
+    with progress_bar():
+        result = run_job(job_name, {"ops": {op: {"config": config}}}, tags=tags)
+    return result.output_for_node(op), result.run_id
+
+
+def plain_metadata(metadata: dict) -> dict:
+    """Dagster metadata as plain values (a table as its list of rows), the way the UI shows them."""
+    def plain(value):
+        records = getattr(value, "records", None)
+        return [r.data for r in records] if records is not None else getattr(value, "value", value)
+
+    return {key: plain(value) for key, value in metadata.items()}
+
+
+def report(args, data: dict, lines: Iterable[str] = (), *, run_id: str | None = None, ok: bool = True) -> int:
+    """The one way a command prints its result: with ``--json`` one object ``{"ok", "run_id", **data}`` on stdout,
+    otherwise ``lines``. Returns the exit code (0, or 1 when ``ok`` is False: a result that is a finding)."""
+    if getattr(args, "json", False):
+        print_json({"ok": ok, **({"run_id": run_id} if run_id else {}), **data})
+    else:
+        for line in lines:
+            print(line)
+    return 0 if ok else 1
+
+
+def table_lines(rows: list[dict[str, Any]], columns: list[str] | None = None) -> list[str]:
+    """Rows as an aligned text table (upper-case header), or ``(none)``."""
     if not rows:
-        print("(none)")
-        return
+        return ["(none)"]
     columns = columns or list(rows[0])
     widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
-    print("  ".join(c.upper().ljust(widths[c]) for c in columns))
-    for r in rows:
-        print("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns))
+    return ["  ".join(c.upper().ljust(widths[c]) for c in columns)] + [
+        "  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
+    for line in table_lines(rows, columns):
+        print(line)
 
 
 def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
 
 
-class TerminalProgress:
-    """A one-line progress bar on stderr (only when stderr is a terminal, or when forced)."""
+@contextlib.contextmanager
+def progress_bar(force: bool = False):
+    """Draw the library's progress (core.progress) as ``rich`` progress bars on stderr while the block runs; only
+    when stderr is a terminal (or ``force``), so output piped to a file or read by a test stays clean."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
-    def __init__(self, force: bool = False):
-        self.enabled = force or sys.stderr.isatty()
-        self._last_label = None
+    console = Console(stderr=True, force_terminal=True if force else None)
+    if not console.is_terminal:
+        yield None
+        return
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                    TextColumn("{task.fields[line]}"), console=console)
+    tasks: dict[int, Any] = {}
 
-    def __call__(self, state: progress.ProgressState) -> None:
-        if not self.enabled:
-            return
-        bar = ""
-        if state.total:
-            filled = int(20 * min(state.done / state.total, 1.0))
-            bar = "[" + "#" * filled + "." * (20 - filled) + "] "
-        sys.stderr.write("\r\033[K" + bar + state.line())
-        if state.finished:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+    def listen(state: progress.ProgressState) -> None:
+        key = id(state)
+        if key not in tasks:
+            tasks[key] = bars.add_task(state.label, total=state.total, line="")
+        bars.update(tasks[key], completed=state.done, total=state.total,
+                    line=state.line().removeprefix(f"{state.label}: "))
 
-    def __enter__(self):
-        progress.add_listener(self)
-        return self
-
-    def __exit__(self, *exc):
-        progress.remove_listener(self)
+    with bars:
+        progress.add_listener(listen)
+        try:
+            yield bars
+        finally:
+            progress.remove_listener(listen)
 
 
 # ------------------------------------------------------------------------------------------- the write slot

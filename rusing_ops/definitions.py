@@ -15,8 +15,9 @@ from .pitr import defs as pitr
 from .resources import default_resources
 from .runbooks import defs as runbooks
 from .webhooks import defs as webhooks
+from .webhooks import payouts_defs as payouts
 
-CAPABILITIES = [health, alerting, backups, backup_protection, migrations, webhooks, runbooks, pitr]
+CAPABILITIES = [health, alerting, backups, backup_protection, migrations, webhooks, payouts, runbooks, pitr]
 
 
 def build_definitions() -> dg.Definitions:

@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .core.errors import OpsError
-from .settings import PROJECT_ROOT
+from .settings import dagster_home, shipped_file
 
-BASE_CONFIG = PROJECT_ROOT / "dagster.yaml"
-DEFAULT_HOME = PROJECT_ROOT / ".dagster_home"
+BASE_CONFIG = shipped_file("dagster.yaml")
 
 # The Postgres storage's variables: name -> (meaning, example). The password has no example: it is a secret.
 POSTGRES_VARIABLES: dict[str, tuple[str, str | None]] = {
@@ -88,14 +87,14 @@ def postgres_config_text(base: Path = BASE_CONFIG) -> str:
 
 
 def default_home() -> Path:
-    return Path(os.environ.get("DAGSTER_HOME") or DEFAULT_HOME).expanduser().resolve()
+    return dagster_home()
 
 
 def init_instance(home: Path | str | None = None, *, postgres: bool = False, force: bool = False,
                   base: Path = BASE_CONFIG) -> InstanceFolder:
     """Write ``home/dagster.yaml`` for SQLite (a symlink to ``base``) or Postgres (generated from ``base``).
 
-    :param home: the instance folder; default ``DAGSTER_HOME``, else ``.dagster_home`` beside README.md.
+    :param home: the instance folder; default ``DAGSTER_HOME``, else ``.dagster_home`` in the working directory.
     :param postgres: Postgres storage (connection from ``DAGSTER_PG_*`` variables) instead of SQLite.
     :param force: replace an existing ``dagster.yaml`` that differs from what would be written.
     """

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import sys
+from dataclasses import asdict
 
-from .core.errors import OpsError
+from .cli_support import report
 from .instance import init_instance
 
 
 def init(args) -> int:
-    try:
-        folder = init_instance(args.home, postgres=args.postgres, force=args.force)
-    except OpsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print("\n".join(folder.lines()))
-    return 0
+    folder = init_instance(args.home, postgres=args.postgres, force=args.force)  # an OpsError: main prints it
+    return report(args, asdict(folder), folder.lines())
 
 
 def register(subparsers) -> None:
@@ -26,6 +21,7 @@ def register(subparsers) -> None:
         "storage whose host, port, user, password and database are read from DAGSTER_PG_HOST/PORT/USER/PASSWORD/DB "
         "when Dagster starts (never written to the file).")
     p.add_argument("--postgres", action="store_true", help="Postgres run/event/schedule storage (production)")
-    p.add_argument("--home", help="the instance folder (default: $DAGSTER_HOME, else .dagster_home beside README.md)")
+    p.add_argument("--home", help="the instance folder (default: $DAGSTER_HOME, else .dagster_home in the working directory)")
     p.add_argument("--force", action="store_true", help="replace an existing dagster.yaml with other settings")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=init)

@@ -19,7 +19,7 @@ from .core.app import AppControl
 from .core.dburl import DatabaseURL, parse_database_url
 from .core.store import BackupStore, open_store
 from .core.stripe_api import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, StripeAPI, connect_stripe, key_mode
-from .settings import PROJECT_ROOT, VARIABLES
+from .settings import VARIABLES, resolve_path
 
 # Every job that writes to the application database carries this tag (queued, one at a time, by the
 # QueuedRunCoordinator's tag limit in dagster.yaml) and runs its writing op in this pool (a slot claimed at step
@@ -84,7 +84,7 @@ class DatabaseResource(dg.ConfigurableResource):
 class BackupStoreResource(dg.ConfigurableResource):
     """Where backups live: S3 (boto3 reads AWS_* itself, AWS_ENDPOINT_URL included) or a local directory."""
 
-    url: str = Field(default="./backups", description="RUSING_BACKUP_URL: s3://bucket/prefix, file:///dir or a path relative to the project.")
+    url: str = Field(default=VARIABLES["RUSING_BACKUP_URL"][1], description="RUSING_BACKUP_URL: s3://bucket/prefix, file:///dir or a path relative to the working directory.")
     recipients: Optional[str] = Field(default=None, description="RUSING_BACKUP_RECIPIENTS: age public keys (age1...) backups are encrypted to; unset = not encrypted.")
     identity: Optional[str] = Field(default=None, description="RUSING_BACKUP_IDENTITY (secret, environment variable only): the AGE-SECRET-KEY-1... or the path of its file; needed to restore or verify encrypted backups.")
     copy_url: Optional[str] = Field(default=None, description="RUSING_BACKUP_COPY_URL: a second store every backup is copied to (s3://other-bucket/prefix or a folder).")
@@ -96,9 +96,10 @@ class BackupStoreResource(dg.ConfigurableResource):
     def get_store(self) -> BackupStore:
         from .backups.protect import Protection, protect
 
-        return protect(open_store(self.url, base_dir=PROJECT_ROOT),
+        here = resolve_path(".")  # a relative path is taken from the working directory (settings.py)
+        return protect(open_store(self.url, base_dir=here),
                        Protection(self.recipients, self.identity, self.copy_url, self.sse, self.sse_kms_key_id,
-                                  self.lock_days, self.lock_mode), base_dir=PROJECT_ROOT)
+                                  self.lock_days, self.lock_mode), base_dir=here)
 
 
 class StripeResource(dg.ConfigurableResource):
@@ -147,6 +148,7 @@ class AlertResource(dg.ConfigurableResource):
     slack_channel: Optional[str] = Field(default=None, description="RUSING_SLACK_CHANNEL, e.g. #ops-alerts.")
     webhook_url: Optional[str] = Field(default=None, description="RUSING_ALERT_WEBHOOK_URL (environment variable only; may embed a token).")
     slack_api_base: Optional[str] = Field(default=None, description="SLACK_API_BASE_URL: override of https://slack.com/api/ (tests, proxies).")
+    ui_url: Optional[str] = Field(default=None, description="DAGSTER_WEBSERVER_URL: the UI's address, so an alert links to the failed run.")
 
 
 def default_resources() -> dict:
@@ -169,5 +171,6 @@ def default_resources() -> dict:
         "alerts": AlertResource(slack_token=from_env("SLACK_BOT_TOKEN"),
                                 slack_channel=from_env("RUSING_SLACK_CHANNEL"),
                                 webhook_url=from_env("RUSING_ALERT_WEBHOOK_URL"),
-                                slack_api_base=from_env("SLACK_API_BASE_URL")),
+                                slack_api_base=from_env("SLACK_API_BASE_URL"),
+                                ui_url=from_env("DAGSTER_WEBSERVER_URL")),
     }

@@ -5,7 +5,6 @@ not an incident: it is logged by the sensor and not sent. A run started from an 
 ``__ASSET_JOB``) is named by its assets and checks, the names the operator clicked.
 """
 
-import os
 
 import dagster as dg
 
@@ -53,7 +52,7 @@ def alert_on_run_failure(context: dg.RunFailureSensorContext, alerts: AlertResou
     run = context.dagster_run
     assets = run_assets(run)
     alert = FailureAlert(job_name=", ".join(assets) if assets else run.job_name, run_id=run.run_id, step_key=step,
-                         error=error, ui_url=os.environ.get("DAGSTER_WEBSERVER_URL"), assets=assets)
+                         error=error, ui_url=alerts.ui_url, assets=assets)
     if refusal:
         context.log.info(f"Not alerted (an operator's refusal, nothing was changed): {alert.text()}")
         return

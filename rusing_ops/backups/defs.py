@@ -315,9 +315,9 @@ def restore_database():
 
 
 class PruneBackupsConfig(dg.Config):
-    keep_daily: int = Field(default=7, description="Keep the newest backup of each of this many most recent days.")
-    keep_weekly: int = Field(default=4, description="Keep the newest backup of each of this many most recent ISO weeks.")
-    keep_monthly: int = Field(default=6, description="Keep the newest backup of each of this many most recent months.")
+    keep_daily: int = Field(default=RetentionPolicy.daily, description="Keep the newest backup of each of this many most recent days.")
+    keep_weekly: int = Field(default=RetentionPolicy.weekly, description="Keep the newest backup of each of this many most recent ISO weeks.")
+    keep_monthly: int = Field(default=RetentionPolicy.monthly, description="Keep the newest backup of each of this many most recent months.")
     dry_run: bool = Field(default=True, description="Only report what would be deleted (default). The newest complete, the newest verified and pinned backups are never deleted.")
     all_databases: bool = Field(default=False, description="Prune the backups of every database in the store (each "
                                 "kept on its own), not only the application database's.")

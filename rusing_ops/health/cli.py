@@ -4,27 +4,19 @@ from __future__ import annotations
 
 import sys
 
-from ..cli_support import execute, failure_message, print_json, print_table
-
-
-def _rows(result) -> list[dict]:
-    return [row for evaluation in result.get_asset_check_evaluations() for row in evaluation.metadata["rows"].value]
+from ..cli_support import execute, report, run_failed, table_lines
 
 
 def run(args) -> int:
     result = execute("health_check")
-    rows = _rows(result)
-    if args.json:
-        print_json({"ok": result.success, "run_id": result.run_id, "checks": rows})
-    else:
-        print_table(rows, ["check", "status", "detail"])
-    if not result.success:
-        if not rows:
-            print(f"error: {failure_message(result)}", file=sys.stderr)
-        else:
-            print(f"\nhealth check FAILED (run {result.run_id})", file=sys.stderr)
-        return 1
-    return 0
+    rows = [row for evaluation in result.get_asset_check_evaluations() for row in evaluation.metadata["rows"].value]
+    if not result.success and not rows:  # the job failed before any check ran
+        raise run_failed(result, data={"checks": []})
+    code = report(args, {"checks": rows}, table_lines(rows, ["check", "status", "detail"]), run_id=result.run_id,
+                  ok=result.success)
+    if code:
+        print(f"\nhealth check FAILED (run {result.run_id})", file=sys.stderr)
+    return code
 
 
 def register(subparsers) -> None:

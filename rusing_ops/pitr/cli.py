@@ -3,41 +3,41 @@ Dagster job as the UI (archive_binlogs, restore_to_time, undo_changes) in proces
 
 from __future__ import annotations
 
-import json
-
-from ..cli_support import dagster_instance, print_json, print_table, run_job
+from ..cli_support import (
+    CommandFailed,
+    plain_metadata,
+    report,
+    run_job,
+    run_op,
+    table_lines,
+)
 from ..core.dburl import parse_database_url
 from ..core.store import open_store
-from ..settings import PROJECT_ROOT, env
+from ..settings import env
 from . import archive
 
 
 def archive_pass(args) -> int:
-    result = run_job("archive_binlogs", instance=dagster_instance())
-    [mat] = [m for m in result.get_asset_materialization_events()]
-    md = {k: v.value for k, v in mat.materialization.metadata.items()}
+    result = run_job("archive_binlogs")
+    [mat] = list(result.get_asset_materialization_events())
+    md = plain_metadata(mat.materialization.metadata)
     if not md.get("available"):
-        print(md.get("why"))
-        return 1
-    print(f"archived {md['segments_written']} new segment(s); archive holds {md['files']} file(s), "
-          f"{md['bytes'] / 1e6:,.2f} MB, lag {md['lag_s']:.0f} s, gaps: {len(md.get('gaps') or []) or 'none'}")
-    return 0
+        raise CommandFailed(md.get("why") or "the binlog archive is not available", run_id=result.run_id, data=md)
+    return report(args, md, [
+        (f"archived {md['segments_written']} new segment(s); archive holds {md['files']} file(s), "
+        f"{md['bytes'] / 1e6:,.2f} MB, lag {md['lag_s']:.0f} s, gaps: {len(md.get('gaps') or []) or 'none'}")],
+        run_id=result.run_id)
 
 
 def status(args) -> int:
     url = parse_database_url(env("DATABASE_URL"))
-    st = archive.status(url, open_store(env("RUSING_BACKUP_URL"), base_dir=PROJECT_ROOT))
-    if args.json:
-        print_json(st.summary())
-        return 0
+    st = archive.status(url, open_store(env("RUSING_BACKUP_URL")))  # a relative path: from the working directory
     s = st.summary()
-    print_table([{"server": s["server"], "files": s["files"], "segments": s["segments"],
-                  "MB": f"{s['bytes'] / 1e6:,.2f}", "archived_to": s["archived_to"] or "-",
-                  "server_at": s["server_at"], "lag_s": s["lag_s"] if s["lag_s"] is not None else "-",
-                  "format": s["binlog_format"]}])
-    for gap in st.gaps:
-        print(f"GAP: {gap}")
-    return 1 if st.gaps else 0
+    lines = table_lines([{"server": s["server"], "files": s["files"], "segments": s["segments"],
+                          "MB": f"{s['bytes'] / 1e6:,.2f}", "archived_to": s["archived_to"] or "-",
+                          "server_at": s["server_at"], "lag_s": s["lag_s"] if s["lag_s"] is not None else "-",
+                          "format": s["binlog_format"]}])
+    return report(args, s, [*lines, *(f"GAP: {gap}" for gap in st.gaps)], ok=not st.gaps)
 
 
 def wants_point_in_time(args) -> bool:
@@ -48,41 +48,30 @@ def restore_to(args) -> int:
     """`db restore --to ...` (with --dry-run: only the plan)."""
     config = {"to": args.to, "to_position": args.to_position, "to_gtid": args.to_gtid, "skip": args.skip or [],
               "database": args.database, "dry_run": args.dry_run, "confirm": args.confirm}
-    out = run_job("restore_to_time", {"ops": {"restore_to_time_op": {"config": config}}}).output_for_node(
-        "restore_to_time_op")
-    if args.json:
-        print_json(out)
-        return 0
-    print(f"backup {out['backup']} (taken {out['backup_taken_at'][:19]}Z), then binlogs {out['from']} -> {out['to']}: "
-          f"{out['transactions']} transactions, {out['events']} events")
-    for line in out["skipped"]:
-        print(f"skipped: {line}")
-    for note in out["notes"]:
-        print(f"note: {note}")
+    out, run_id = run_op("restore_to_time", "restore_to_time_op", config)
+    lines = [(f"backup {out['backup']} (taken {out['backup_taken_at'][:19]}Z), then binlogs {out['from']} -> "
+             f"{out['to']}: {out['transactions']} transactions, {out['events']} events")]
+    lines += [f"skipped: {line}" for line in out["skipped"]] + [f"note: {note}" for note in out["notes"]]
     if out["dry_run"]:
-        print(f"dry run: nothing was changed; run again without --dry-run and with --confirm {out['target']}")
+        lines.append(f"dry run: nothing was changed; run again without --dry-run and with --confirm {out['target']}")
     else:
-        print(f"restored `{out['target']}` to {out['to']} in {out['duration_s']:.1f}s; pre-restore backup "
-              f"{out.get('pre_restore_backup') or '(none: the database was empty)'}")
-    return 0
+        lines.append(f"restored `{out['target']}` to {out['to']} in {out['duration_s']:.1f}s; pre-restore backup "
+                     f"{out.get('pre_restore_backup') or '(none: the database was empty)'}")
+    return report(args, out, lines, run_id=run_id)
 
 
 def undo(args) -> int:
     config = {"since": args.since, "until": args.until, "tables": args.table or [], "confirm": args.confirm}
-    out = run_job("undo_changes", {"ops": {"undo_changes_op": {"config": config}}}).output_for_node("undo_changes_op")
-    if args.json:
-        print(json.dumps(out, indent=2, default=str))
-        return 0
-    print(f"{out['transactions']} transaction(s) changed `{out['database']}` between {out['since']} and {out['until']}:")
-    for line in out["changes"][:50]:
-        print(f"  {line}")
+    out, run_id = run_op("undo_changes", "undo_changes_op", config)
+    lines = [(f"{out['transactions']} transaction(s) changed `{out['database']}` between {out['since']} and "
+             f"{out['until']}:"), *(f"  {line}" for line in out["changes"][:50])]
     if len(out["changes"]) > 50:
-        print(f"  ... {len(out['changes']) - 50} more")
+        lines.append(f"  ... {len(out['changes']) - 50} more")
     if out["applied"]:
-        print(f"undone (their inverse applied); backup taken first: {out['pre_undo_backup']}")
+        lines.append(f"undone (their inverse applied); backup taken first: {out['pre_undo_backup']}")
     elif out["transactions"]:
-        print(f"preview only: nothing was changed; add --confirm {out['database']} to undo them")
-    return 0
+        lines.append(f"preview only: nothing was changed; add --confirm {out['database']} to undo them")
+    return report(args, out, lines, run_id=run_id)
 
 
 def add_restore_arguments(p) -> None:
@@ -102,6 +91,7 @@ def register(subparsers) -> None:
     verbs = p.add_subparsers(dest="binlogs_verb", metavar="VERB")
     verbs.required = True
     a = verbs.add_parser("archive", help="copy what is new since the last pass, then exit (job archive_binlogs)")
+    a.add_argument("--json", action="store_true", help="print the result as JSON")
     a.set_defaults(func=archive_pass)
     s = verbs.add_parser("status", help="lag (RPO), files, bytes and gaps of the archive")
     s.add_argument("--json", action="store_true", help="machine-readable output")

@@ -3,16 +3,20 @@ configured instance (so each run shows in the UI), with their results printed fo
 
 from __future__ import annotations
 
-import sys
+from ..cli_support import execute, report, run_failed, table_lines
 
-from ..cli_support import execute, failure_message, print_json, print_table
+OUTCOME_COLUMNS = ["event", "type", "outcome", "attempts", "error"]
 
 
 def _execute(job_name: str, op: str, config: dict):
+    """Run a re-drive job; its result, or :class:`CommandFailed` with the outcome table the UI shows."""
     # rusing/interactive: no op-level retry from a terminal (the answer comes after one bounded attempt);
     # rusing/dry-run: the Runs list tells a dry run apart
     tags = {"rusing/interactive": "true", **({"rusing/dry-run": "true"} if config.get("dry_run") else {})}
-    return execute(job_name, {"ops": {op: {"config": config}}}, tags=tags)
+    result = execute(job_name, {"ops": {op: {"config": config}}}, tags=tags)
+    if not result.success:
+        raise _failed(result)
+    return result
 
 
 def _failure_metadata(result) -> dict:
@@ -22,34 +26,29 @@ def _failure_metadata(result) -> dict:
     return {}
 
 
-def _fail(result) -> int:
+def _failed(result):
     events = _failure_metadata(result).get("events")
-    if events is not None and hasattr(events, "records"):  # the outcome table the UI shows
-        print_table([r.data for r in events.records], ["event", "type", "outcome", "attempts", "error"])
-    print(f"error: {failure_message(result)}", file=sys.stderr)
-    return 1
+    rows = [r.data for r in events.records] if events is not None and hasattr(events, "records") else []
+    return run_failed(result, data={"events": rows} if rows else None,
+                      lines=table_lines(rows, OUTCOME_COLUMNS) if rows else ())
 
 
 def status(args) -> int:
     result = execute("report_webhook_processing_stats")
     if not result.success:
-        return _fail(result)
+        raise _failed(result)
     stats = result.asset_materializations_for_node("webhook_processing_stats")[0].metadata["stats"].value
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    if args.json:
-        print_json({"ok": all(checks.values()), "run_id": result.run_id, "checks": checks, **stats})
-    else:
-        age = stats["oldest_unprocessed_age_s"]
-        print_table([{"status": k, "events": v} for k, v in sorted(stats["by_status"].items())] or
-                    [{"status": "(no events logged)", "events": 0}], ["status", "events"])
-        print(f"\ntotal {stats['total']}, failed {stats['failed']}, dead-lettered {stats['dead_lettered']}, "
-              f"stuck {stats['stuck']}, oldest unprocessed: {'none' if age is None else f'{age}s ago'}")
-        if stats["recent_failures"]:
-            print("\nrecent failures:")
-            print_table(stats["recent_failures"], ["event_id", "type", "attempts", "dead_lettered", "idle_s", "last_error"])
-        for name, passed in sorted(checks.items()):
-            print(f"check {name}: {'passed' if passed else 'FAILED'}")
-    return 0 if all(checks.values()) else 1
+    age = stats["oldest_unprocessed_age_s"]
+    lines = table_lines([{"status": k, "events": v} for k, v in sorted(stats["by_status"].items())] or
+                        [{"status": "(no events logged)", "events": 0}], ["status", "events"])
+    lines += ["", (f"total {stats['total']}, failed {stats['failed']}, dead-lettered {stats['dead_lettered']}, "
+              f"stuck {stats['stuck']}, oldest unprocessed: {'none' if age is None else f'{age}s ago'}")]
+    if stats["recent_failures"]:
+        lines += ["", "recent failures:", *table_lines(stats["recent_failures"], [
+            "event_id", "type", "attempts", "dead_lettered", "idle_s", "last_error"])]
+    lines += [f"check {name}: {'passed' if passed else 'FAILED'}" for name, passed in sorted(checks.items())]
+    return report(args, {"checks": checks, **stats}, lines, run_id=result.run_id, ok=all(checks.values()))
 
 
 def _outcome_rows(outcomes: list[dict]) -> list[dict]:
@@ -68,41 +67,27 @@ def _redrive_config(args) -> dict:
 def reconcile(args) -> int:
     config = {**_redrive_config(args), "event_ids": args.event_id or [], "all_failed": not args.event_id}
     result = _execute("reconcile_webhook_events", "reconcile_events", config)
-    if not result.success:
-        return _fail(result)
     out = result.output_for_node("reconcile_events")
-    if args.json:
-        print_json({"ok": True, "run_id": result.run_id, **out})
-    else:
-        print_table(_outcome_rows(out["outcomes"]), ["event", "type", "outcome", "attempts", "error"])
-        print(f"\n{out['summary']} (run {result.run_id})")
-    return 0
+    return report(args, out, [*table_lines(_outcome_rows(out["outcomes"]), OUTCOME_COLUMNS), "",
+                              f"{out['summary']} (run {result.run_id})"], run_id=result.run_id)
 
 
 def retry(args) -> int:
     result = _execute("retry_webhook_event", "retry_event", {**_redrive_config(args), "event_id": args.event_id})
-    if not result.success:
-        return _fail(result)
     out = result.output_for_node("retry_event")
-    if args.json:
-        print_json({"ok": True, "run_id": result.run_id, **out})
-    else:
-        print_table(_outcome_rows([out]), ["event", "type", "outcome", "attempts", "error"])
-        if out["actions"]:
-            print("actions: " + "; ".join(out["actions"]))
-    return 0
+    return report(args, out, [*table_lines(_outcome_rows([out]), OUTCOME_COLUMNS),
+                              *(["actions: " + "; ".join(out["actions"])] if out["actions"] else [])],
+                  run_id=result.run_id)
 
 
 def setup(args) -> int:
     result = execute("setup_webhook_tables")
     if not result.success:
-        return _fail(result)
+        raise run_failed(result)
     created = result.output_for_node("create_webhook_tables")
-    if args.json:
-        print_json({"ok": True, "run_id": result.run_id, "created": created})
-    else:
-        print(f"created: {', '.join(created)}" if created else "nothing to do: the index and the audit table exist")
-    return 0
+    return report(args, {"created": created}, [f"created: {', '.join(created)}" if created else
+                                               "nothing to do: the index and the audit table exist"],
+                  run_id=result.run_id)
 
 
 def register(subparsers) -> None:

@@ -32,7 +32,7 @@ from . import sweep as sweep_mod
 from .redeliver import Redriver
 
 POOL = "stripe_webhooks"
-STUCK_AFTER_MINUTES = 15
+STUCK_AFTER_MINUTES = events_log.STUCK_AFTER_S // 60
 GROUP = "stripe_webhooks"
 SETUP_JOB = "setup_webhook_tables"
 # Transient Stripe failures only (every other failure these ops raise carries allow_retries=False): 3 retries

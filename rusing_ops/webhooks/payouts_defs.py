@@ -6,8 +6,8 @@ from pydantic import Field
 from ..core.errors import OpsError
 from ..dagster_support import failure
 from ..resources import StripeResource
-from ..webhooks.defs import STRIPE_RETRY
 from . import payouts
+from .defs import STRIPE_RETRY
 
 
 class CheckAccountsConfig(dg.Config):

@@ -88,7 +88,7 @@ class Redriver:
     run_id: str | None = None
     mode: str = "redeliver"
     webhook_endpoint: str | None = None
-    stuck_after_s: int = 900
+    stuck_after_s: int = log.STUCK_AFTER_S
     timeout_s: float = 30.0  # read timeout of the POST to the app (connect: CONNECT_TIMEOUT_S)
     wait_s: float = 30.0  # stripe_retry: how long to wait for Stripe's delivery to show in the log
 

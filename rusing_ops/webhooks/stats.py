@@ -21,13 +21,13 @@ class WebhookStats:
     stuck: int
     oldest_unprocessed_age_s: int | None
     recent_failures: list[dict] = field(default_factory=list)
-    stuck_after_s: int = 900
+    stuck_after_s: int = log.STUCK_AFTER_S
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def collect(conn: Connection, *, stuck_after_s: int = 900, recent: int = 20, indexed: bool = True) -> WebhookStats:
+def collect(conn: Connection, *, stuck_after_s: int = log.STUCK_AFTER_S, recent: int = 20, indexed: bool = True) -> WebhookStats:
     """Read the statistics in a handful of queries (the per-type totals scan the table; the rest use indexes).
 
     Read only: with ``indexed=False`` (our status index is missing) the same queries run without the index hint."""

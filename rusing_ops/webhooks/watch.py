@@ -65,7 +65,7 @@ def _when(ts: int) -> str:
 
 
 def plan_tick(engine: Engine, url: DatabaseURL, cursor_text: str | None, *, max_rows: int = 200, batch_size: int = 50,
-              stuck_after_s: int = 900, settle_s: int = 2) -> TickPlan:
+              stuck_after_s: int = log.STUCK_AFTER_S, settle_s: int = 2) -> TickPlan:
     """Read at most ``max_rows`` new failed and stuck rows after the cursor and cut them into batches.
 
     Newly dead-lettered rows are batched too: their re-drive stops at "dead_lettered" without delivering (the app

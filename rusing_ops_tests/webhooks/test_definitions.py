@@ -3,7 +3,7 @@
 import dagster as dg
 
 from rusing_ops.resources import default_resources
-from rusing_ops.runbooks.payouts_defs import defs as payouts_defs
+from rusing_ops.webhooks.payouts_defs import defs as payouts_defs
 from rusing_ops.webhooks import defs as wh
 
 
@@ -43,7 +43,7 @@ def test_redrive_ops_share_a_pool_and_write_no_schema_tags():
 
 
 def test_stripe_ops_retry_with_backoff_and_jitter():
-    from rusing_ops.runbooks.payouts_defs import check_accounts
+    from rusing_ops.webhooks.payouts_defs import check_accounts
 
     for op in (wh.reconcile_events, wh.retry_event, wh.sweep_events, check_accounts):
         policy = op.retry_policy

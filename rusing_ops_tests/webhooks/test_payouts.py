@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from rusing_ops.resources import StripeResource
-from rusing_ops.runbooks.payouts_defs import check_coach_accounts
+from rusing_ops.webhooks.payouts_defs import check_coach_accounts
 from rusing_ops_tests.conftest import free_port
 
 from .conftest import API_KEY, WEBHOOK_SECRET, failure_text, fast_retry, retries
