@@ -23,6 +23,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import pyrage
+
+from ..backups import copies, crypto
 from ..backups.connection import open_connection
 from ..core.dburl import DatabaseURL
 from ..core.errors import ConfigError, OpsError
@@ -51,6 +54,7 @@ class Segment:
     last_gtid: str | None
     final: bool  # the file was closed (ends with its Rotate event): nothing more will be appended
     key: str = ""
+    encryption: dict | None = None  # age recipients' fingerprints when the stored bytes are encrypted (crypto.py)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), indent=2, sort_keys=True).encode()
@@ -173,9 +177,52 @@ def _store_segment(store: BackupStore, server: str, file: str, start: int, raw: 
     seg = Segment(file, start, end, hashlib.sha256(raw).hexdigest(), len(raw), parsed.first_ts, parsed.last_ts,
                   groups[0].gtid if groups else None, groups[-1].gtid if groups else None, final)
     seg.key = _segment_key(server, file, start, end)
-    store.put_bytes(seg.key, raw)  # data first, metadata last: a segment without .json is flagged, never trusted
-    store.put_bytes(seg.key[: -len(".binlog")] + ".json", seg.to_json())
+    enc = crypto.of(store)
+    if enc.enabled:  # row events hold the customers' data: stored like a backup, encrypted to the recipients
+        raw = pyrage.encrypt(raw, [pyrage.x25519.Recipient.from_str(r) for r in enc.recipients])
+        seg.sha256, seg.bytes, seg.encryption = hashlib.sha256(raw).hexdigest(), len(raw), enc.manifest_entry()
+    for target in [store, *copies.stores(store)]:  # the primary, then every configured second copy
+        target.put_bytes(seg.key, raw)  # data first, metadata last: a segment without .json is flagged, not trusted
+        if target is not store and hashlib.sha256(target.get_bytes(seg.key)).hexdigest() != seg.sha256:
+            raise OpsError(f"The copy of binlog segment {seg.key} in {target.url} does not read back as written.",
+                           next_step="check the copy store, then run `rusing-ops db binlogs archive` again.")
+        target.put_bytes(seg.key[: -len(".binlog")] + ".json", seg.to_json())
     return seg
+
+
+def _decrypted(store: BackupStore, seg: Segment, raw: bytes) -> bytes:
+    if not seg.encryption:
+        return raw
+    identities = crypto.parse_identities(crypto.of(store).identity)
+    if not identities:
+        raise crypto.IdentityProblem(f"Binlog segment {seg.key} is encrypted and {crypto.IDENTITY_VAR} is not set: it "
+                                     "cannot be replayed. Nothing was restored or touched.",
+                                     next_step=f"set {crypto.IDENTITY_VAR} to the age identity of the backups.")
+    try:
+        return pyrage.decrypt(raw, identities)
+    except pyrage.DecryptError:
+        raise crypto.IdentityProblem(f"{crypto.IDENTITY_VAR} does not open binlog segment {seg.key}. Nothing was "
+                                     "restored or touched.", next_step=f"set {crypto.IDENTITY_VAR} to the identity "
+                                     "of one of the backup recipients.") from None
+
+
+def read_segment(store: BackupStore, seg: Segment, log: Callable[[str], None] = lambda _l: None) -> bytes:
+    """A segment's bytes, checked against its sha256; from a second copy (said) when the primary is missing or
+    damaged. :class:`OpsError` when no store holds it intact."""
+    tried = []
+    for n, source in enumerate([store, *copies.stores(store)]):
+        try:
+            raw = source.get_bytes(seg.key)
+        except OpsError:
+            tried.append(f"{source.url}: missing")
+            continue
+        if hashlib.sha256(raw).hexdigest() == seg.sha256:
+            if n:
+                log(f"binlog segment {seg.key} read from the copy in {source.url} ({'; '.join(tried)})")
+            return _decrypted(store, seg, raw)
+        tried.append(f"{source.url}: sha256 differs from its metadata")
+    raise OpsError(f"Binlog segment {seg.key} is damaged or missing in every store ({'; '.join(tried)}).",
+                   next_step="restore to a time before it (`rusing-ops db binlogs status`).")
 
 
 def backup_position(manifest) -> tuple[str, int] | None:

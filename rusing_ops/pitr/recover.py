@@ -23,7 +23,7 @@ from ..backups.swap import write_lock
 from ..core.dburl import DatabaseURL
 from ..core.errors import NotFound, require_confirm
 from ..core.store import BackupStore
-from . import archive, replay
+from . import archive, binlog, replay
 
 
 def _taken_at(entry) -> dt.datetime:
@@ -34,23 +34,46 @@ def _taken_at(entry) -> dt.datetime:
         return entry.taken_at
 
 
-def choose_backup(store: BackupStore, database: str, before: dt.datetime | None):
-    """The newest complete backup of ``database`` with a binlog position, taken at or before ``before``."""
+def _order(position: tuple[str, int]) -> tuple[int, int]:
+    return archive.file_number(position[0]), position[1]
+
+
+def gtid_position(store: BackupStore, server: str, gtid: str) -> tuple[str, int]:
+    """Where the transaction ``gtid`` ends in the archive (file, end position)."""
+    for seg in archive.segments(store, server):
+        if seg.first_gtid is None:
+            continue
+        for group in binlog.groups(binlog.parse(archive.read_segment(store, seg))):
+            if group.gtid == gtid:
+                return seg.file, group.end_pos
+    raise replay.ReplayRefused(f"GTID {gtid} is not in the binlog archive of {server}.",
+                               next_step="check the GTID (`rusing-ops db restore --to ... --dry-run` lists them).")
+
+
+def choose_backup(store: BackupStore, database: str, before: dt.datetime | None,
+                  at_or_before: tuple[str, int] | None = None):
+    """The newest complete backup of ``database`` with a binlog position, taken at or before ``before`` and whose
+    position is at or before ``at_or_before`` (a backup taken after the stop point would silently restore a later
+    state: it is never chosen)."""
     skipped = 0
-    for entry in catalog.list_backups(store):
+    for entry in catalog.list_backups(store, database=database):
         m = entry.manifest
         if m is None or m.database != database:
             continue
         if before is not None and _taken_at(entry) > before:
             continue
-        if archive.backup_position(m) is None:
+        position = archive.backup_position(m)
+        if position is None:
             skipped += 1
+            continue
+        if at_or_before is not None and _order(position) > _order(at_or_before):
             continue
         return entry
     why = f" ({skipped} older ones have no binlog position: taken before the server wrote a binlog?)" if skipped else ""
     when = f" taken before {before:%Y-%m-%d %H:%M:%S}Z" if before else ""
+    when += f" at or before {at_or_before[0]}:{at_or_before[1]}" if at_or_before else ""
     raise NotFound(f"There is no complete backup of `{database}`{when} that records its binlog position{why}.",
-                   next_step="choose a later time, or take a backup now (`rusing-ops db backup`) for the future.")
+                   next_step="choose a later point, or take a backup now (`rusing-ops db backup`) for the future.")
 
 
 @dataclass
@@ -71,9 +94,10 @@ def plan_recovery(url: DatabaseURL, store: BackupStore, stop: replay.Stop, *, da
     database = database or url.database
     server = archive.read_server_log(url)
     archive.archive_once(url, store, log=log)
-    entry = choose_backup(store, database, stop.time)
+    limit = stop.position or (gtid_position(store, server.server_key, stop.gtid) if stop.gtid else None)
+    entry = choose_backup(store, database, stop.time, limit)
     start = archive.backup_position(entry.manifest)
-    p = replay.plan(store, server.server_key, database, start, stop, skip=list(skip))
+    p = replay.plan(store, server.server_key, database, start, stop, skip=list(skip), log=log)
     notes = []
     if stop.time and p.archived_to and p.archived_to < stop.time.timestamp():
         notes.append(f"the archive holds changes up to {archive.utc(p.archived_to)}: nothing later was logged by "
@@ -120,7 +144,7 @@ def undo(url: DatabaseURL, store: BackupStore, since: dt.datetime, until: dt.dat
                                  "undone from it.")
     first = segs[0]
     p = replay.plan(store, server.server_key, target, (first.file, first.start), replay.Stop(time=until),
-                    tables=tables, until_start=since)
+                    tables=tables, until_start=since, log=log)
     ddl = [g.describe() for g in p.groups if g.is_ddl]
     if ddl:
         raise replay.ReplayRefused(f"The window holds schema changes, which cannot be inverted: {'; '.join(ddl)}.",

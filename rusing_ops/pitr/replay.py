@@ -145,7 +145,8 @@ def _refuse_foreign(group: binlog.Group, database: str) -> None:
 
 
 def plan(store: BackupStore, server: str, database: str, start: tuple[str, int], stop: Stop, *,
-         skip: list[str] = (), tables: list[str] | None = None, until_start: dt.datetime | None = None) -> Plan:
+         skip: list[str] = (), tables: list[str] | None = None, until_start: dt.datetime | None = None,
+         log: Callable[[str], None] = lambda _l: None) -> Plan:
     """The groups of ``database`` in the archive from ``start`` to ``stop``, minus ``skip`` (GTIDs or FILE:POS of
     a transaction's first event). Reads only the archive. ``tables`` keeps groups touching those tables only (a
     group that also touches another table is refused: half a transaction is never offered).
@@ -172,7 +173,10 @@ def plan(store: BackupStore, server: str, database: str, start: tuple[str, int],
                                 f"{stop.describe()}: {gaps[0]}. Changes after the gap are not in the archive.",
                                 next_step="restore to a time before the gap (`rusing-ops db binlogs status` names "
                                           "it).")
-        raw = store.get_bytes(seg.key)
+        try:
+            raw = archive.read_segment(store, seg, log)
+        except OpsError as exc:
+            raise ReplayRefused(exc.message, next_step=exc.next_step) from None
         parsed = binlog.parse(raw)
         chosen = []
         for group in binlog.groups(parsed):

@@ -51,11 +51,15 @@ def next_second() -> None:
     time.sleep(1.05 - (time.time() % 1.0))
 
 
-def make_history(server, tmp_path) -> History:
+def make_history(server, tmp_path, protection=None) -> History:
     name = f"pitr_{uuid.uuid4().hex[:8]}"
     server.create_database(name)
     url = parse_database_url(server.url(name))
     store = LocalStore(tmp_path / "backups")
+    if protection is not None:
+        from rusing_ops.backups.protect import protect
+
+        protect(store, protection)
     run(server, name,
         "CREATE TABLE payments (id INT PRIMARY KEY AUTO_INCREMENT, amount DECIMAL(10,2) NOT NULL, note VARCHAR(100))",
         "INSERT INTO payments (amount, note) VALUES (10.00,'a'),(75.50,'b'),(20.00,'c'),(120.00,'d')")

@@ -202,3 +202,56 @@ def test_archive_retention_follows_the_oldest_retained_backup(history):
     gone = archive.prune(history.store, server, oldest, apply=True)
     assert gone and all(f"/{first_file}/" in key for key in gone)
     assert {s.file for s in archive.segments(history.store, server)} == {oldest[0]}
+
+
+def test_restore_to_a_gtid_or_a_position_stops_there(history):
+    """--to-gtid of the transaction before the DELETE, and --to-position of its end, both give the rows before it."""
+    db = history.url.database
+    server = archive.read_server_log(history.url).server_key
+    start = archive.backup_position(__import__("rusing_ops.backups.catalog", fromlist=["x"])
+                                    .list_backups(history.store)[0].manifest)
+    whole = replay.plan(history.store, server, db, start, replay.Stop())
+    groups = whole.groups
+    before = groups[[g.gtid for g in groups].index(history.delete_gtid) - 1]
+    before_file = next(seg.file for seg, _h, gs in whole.files if before in gs)
+    plan = recover.restore_to(history.url, history.store, replay.Stop(gtid=before.gtid), confirm=db, dry_run=True)
+    assert plan["last"].startswith(before.gtid) and plan["transactions"] == 2
+    recover.restore_to(history.url, history.store, replay.parse_stop(to_gtid=before.gtid), confirm=db)
+    assert rows(history.server, db) == history.before_delete
+    out = recover.restore_to(history.url, history.store, replay.parse_stop(to_position=f"{before_file}:{before.end_pos}"),
+                             confirm=db, pre_restore_backup=False)
+    assert out["backup"] == history.backup_key  # not the newer pre-restore backup: it stands after that position
+    assert rows(history.server, db) == history.before_delete
+    with pytest.raises(replay.ReplayRefused, match="is not in the binlog archive"):
+        recover.restore_to(history.url, history.store, replay.Stop(gtid="0-999-1"), confirm=db, dry_run=True)
+
+
+def test_encrypted_archive_with_a_second_copy_survives_a_damaged_primary(binlog_server, tmp_path):
+    """With recipients set the segments hold no readable value; a damaged primary segment is read from the copy
+    (and said); without the identity a replay refuses in one line."""
+    import pyrage
+
+    from rusing_ops.backups.protect import Protection, protect
+
+    from .conftest import make_history
+
+    ident = pyrage.x25519.Identity.generate()
+    h = make_history(binlog_server, tmp_path, protection=Protection(
+        recipients=str(ident.to_public()), identity=str(ident), copy_url=str(tmp_path / "copy")))
+    server = archive.read_server_log(h.url).server_key
+    segs = archive.segments(h.store, server)
+    assert segs and all(s.encryption for s in segs)
+    for seg in segs:
+        assert b"t1-e" not in h.store.get_bytes(seg.key) and b"payments" not in h.store.get_bytes(seg.key)
+    damaged = segs[-1]
+    data = bytearray(h.store.get_bytes(damaged.key))
+    data[len(data) // 2] ^= 0xFF
+    h.store.put_bytes(damaged.key, bytes(data))
+    said = []
+    recover.restore_to(h.url, h.store, replay.Stop(), confirm=h.url.database, skip=[h.delete_gtid], log=said.append)
+    assert rows(binlog_server, h.url.database) == h.without_delete
+    assert any("read from the copy" in line and damaged.key in line for line in said)
+    h.store.identity = None
+    protect(h.store, Protection(recipients=str(ident.to_public()), copy_url=str(tmp_path / "copy")))
+    with pytest.raises(Exception, match="RUSING_BACKUP_IDENTITY is not set"):
+        recover.restore_to(h.url, h.store, replay.Stop(), confirm=h.url.database, dry_run=True)
