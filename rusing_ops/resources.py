@@ -19,7 +19,9 @@ from .core.app import AppControl
 from .core.dburl import DatabaseURL, parse_database_url
 from .core.store import BackupStore, open_store
 from .core.stripe_api import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, StripeAPI, connect_stripe, key_mode
-from .settings import VARIABLES, resolve_path
+from pathlib import Path
+
+from .settings import DEFAULT_DRIZZLE_DIR, DEFAULT_GENERATE_COMMAND, VARIABLES, resolve_path
 
 # Every job that writes to the application database carries this tag (queued, one at a time, by the
 # QueuedRunCoordinator's tag limit in dagster.yaml) and runs its writing op in this pool (a slot claimed at step
@@ -44,6 +46,10 @@ class DatabaseResource(dg.ConfigurableResource):
 
     url: str = Field(description="DATABASE_URL: mysql://user:password@host:port/db (set through an environment variable).")
     lock_timeout_seconds: float = Field(default=10.0, description="How long to wait for the database write lock.")
+    drizzle_dir: str = Field(default=DEFAULT_DRIZZLE_DIR, description="DRIZZLE_DIR: the app's Drizzle folder (its "
+                             "migrations; meta/_journal.json inside); a relative path is taken from the working directory.")
+    generate_command: str = Field(default=DEFAULT_GENERATE_COMMAND, description="DRIZZLE_GENERATE_COMMAND: what "
+                                  "`db generate` runs in the app repository.")
 
     _db: Optional[dbmod.Database] = PrivateAttr(default=None)
 
@@ -57,6 +63,10 @@ class DatabaseResource(dg.ConfigurableResource):
         if self._db is None:
             self._db = dbmod.Database(self.parsed)
         return self._db
+
+    def drizzle_folder(self, configured: str | None = None) -> Path:
+        """The Drizzle folder describing this database's schema: a run's own ``drizzle_dir``, else DRIZZLE_DIR."""
+        return resolve_path(configured or self.drizzle_dir)
 
     @property
     def engine(self) -> Engine:
@@ -154,7 +164,8 @@ class AlertResource(dg.ConfigurableResource):
 def default_resources() -> dict:
     """Resources built from the environment as it is when the code location loads."""
     return {
-        "database": DatabaseResource(url=from_env("DATABASE_URL")),
+        "database": DatabaseResource(url=from_env("DATABASE_URL"), drizzle_dir=from_env("DRIZZLE_DIR"),
+                                     generate_command=from_env("DRIZZLE_GENERATE_COMMAND")),
         "backup_store": BackupStoreResource(
             url=from_env("RUSING_BACKUP_URL"), recipients=from_env("RUSING_BACKUP_RECIPIENTS"),
             identity=from_env("RUSING_BACKUP_IDENTITY"), copy_url=from_env("RUSING_BACKUP_COPY_URL"),

@@ -38,7 +38,7 @@ def test_os_environ_is_read_only_where_it_must_be():
     """Configuration is read through settings.env / resources.from_env; only these modules touch os.environ."""
     allowed = {"rusing_ops/settings.py", "rusing_ops/resources.py", "rusing_ops/cli_support.py",
                "rusing_ops/instance.py", "rusing_ops/core/dburl.py", "rusing_ops/core/faults.py",
-               "rusing_ops/alerting/notify.py", "rusing_ops/pitr/client.py", "rusing_ops/backups/protect.py"}
+               "rusing_ops/alerting/notify.py", "rusing_ops/pitr/client.py"}
     readers = {str(p.relative_to(PROJECT_ROOT)) for p in PACKAGE.rglob("*.py") if "os.environ" in p.read_text()}
     assert readers - allowed == set()
 

@@ -19,7 +19,6 @@ from pydantic import Field
 from ..core.errors import ConfigError, OpsError, require_confirm
 from ..dagster_support import REFUSAL_KEY, configured_target, failure, max_runtime, table_of, target_tags
 from ..resources import DB_WRITE_POOL, DB_WRITE_TAGS, BackupStoreResource, DatabaseResource
-from ..settings import env, resolve_path
 from . import catalog, keys, record
 from .restore import repair as repair_restore, restore_backup
 from .retention import RetentionPolicy, prune_backups as prune
@@ -30,8 +29,9 @@ ASSET = dg.AssetKey("database_backup")
 FRESH_HOURS = 26
 
 
-def _drizzle_dir():
-    path = resolve_path(env("DRIZZLE_DIR"))
+def _drizzle_dir(database: DatabaseResource):
+    """The Drizzle folder (to name a backup's migration head), or None where there is none."""
+    path = database.drizzle_folder()
     return path if path.is_dir() else None
 
 
@@ -107,14 +107,14 @@ def take_backup(context, database: DatabaseResource, backup_store: BackupStoreRe
     """The one way a job takes a backup: name and time from the clock, recorded as a partition. Raises OpsError."""
     store = backup_store.get_store()
     rec = record.take(database.parsed, store, reason=reason, compression=compression, run_id=context.run.run_id,
-                      drizzle_dir=drizzle_dir or _drizzle_dir(), log=context.log.info)
+                      drizzle_dir=drizzle_dir or _drizzle_dir(database), log=context.log.info)
     record_backup(context, store, rec, database)
     return rec
 
 
 def record_stored(context, store, key: str, database: DatabaseResource) -> None:
     """Record a backup the library took inside a procedure (the pre-restore backup of a restore or recovery)."""
-    record_backup(context, store, record.describe(store, key, _drizzle_dir()), database)
+    record_backup(context, store, record.describe(store, key, _drizzle_dir(database)), database)
 
 
 def backup_callable(context, database: DatabaseResource, backup_store: BackupStoreResource, drizzle_dir=None):
@@ -161,7 +161,7 @@ def nightly_backup(context: dg.ScheduleEvaluationContext):
 def backup_store_partitions(context: dg.SensorEvaluationContext, backup_store: BackupStoreResource,
                             database: DatabaseResource):
     store = backup_store.get_store()
-    diff = record.reconcile(store, context.instance.get_dynamic_partitions(PARTITIONS.name), _drizzle_dir())
+    diff = record.reconcile(store, context.instance.get_dynamic_partitions(PARTITIONS.name), _drizzle_dir(database))
     if not diff.changed:
         return dg.SkipReason(f"all {len(diff.complete)} complete backups in {store.url} are listed")
     for name in diff.remove:
@@ -186,7 +186,7 @@ def chosen_backup(context: dg.OpExecutionContext, configured: str) -> str:
 def _verify(context, database: DatabaseResource, backup_store: BackupStoreResource, ref: str):
     store = backup_store.get_store()
     result = verify(database.parsed, store, ref, log=context.log.info)
-    rec = record.describe(store, result.key, _drizzle_dir())
+    rec = record.describe(store, result.key, _drizzle_dir(database))
     if not context.instance.has_dynamic_partition(PARTITIONS.name, rec.name):  # e.g. a backup from an older version
         record_backup(context, store, rec, database)
     tables = table_of([{"table": n, **t} for n, t in sorted(result.tables.items())])

@@ -8,7 +8,6 @@ verify, prune, drills) honours them without a parameter of its own. The Dagster 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from ..core.errors import ConfigError
@@ -28,13 +27,6 @@ class Protection:
     sse_kms_key_id: str | None = None  # RUSING_BACKUP_SSE_KMS_KEY_ID
     lock_days: str | int | None = None  # RUSING_BACKUP_LOCK_DAYS
     lock_mode: str | None = None  # RUSING_BACKUP_LOCK_MODE
-
-
-def from_env() -> Protection:
-    get = lambda name: os.environ.get(name, "").strip() or None
-    return Protection(get("RUSING_BACKUP_RECIPIENTS"), get("RUSING_BACKUP_IDENTITY"), get("RUSING_BACKUP_COPY_URL"),
-                      get("RUSING_BACKUP_SSE"), get("RUSING_BACKUP_SSE_KMS_KEY_ID"), get("RUSING_BACKUP_LOCK_DAYS"),
-                      get("RUSING_BACKUP_LOCK_MODE"))
 
 
 def sse_args(sse: str | None, kms_key_id: str | None) -> dict:

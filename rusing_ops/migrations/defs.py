@@ -14,17 +14,12 @@ from ..resources import (
     BackupStoreResource,
     DatabaseResource,
 )
-from ..settings import env, resolve_path
 from .applier import apply_migrations
 from .drift import live_schema
 from .generate import generate_migrations
 from .planner import read_applied
 from .validate import validate_schema
 from .watch import journal_status
-
-
-def drizzle_folder(configured: str | None):
-    return resolve_path(configured or env("DRIZZLE_DIR"))
 
 
 def restore_callable(database: DatabaseResource, backup_store: BackupStoreResource, run_id: str, log):
@@ -74,7 +69,7 @@ def _plan_metadata(result) -> dict:
        description="Validate the Drizzle folder, plan like drizzle-orm, lint, lock, back up, apply statement by statement.")
 def apply_migrations_op(context: dg.OpExecutionContext, config: MigrateDatabaseConfig, database: DatabaseResource,
                         backup_store: BackupStoreResource) -> dict:
-    folder = drizzle_folder(config.drizzle_dir)
+    folder = database.drizzle_folder(config.drizzle_dir)
     try:
         result = apply_migrations(
             database.engine, database.parsed, folder, no_backup=config.no_backup,
@@ -102,7 +97,7 @@ def migrate_database():
        description="Read only: the plan drizzle-orm would apply, DESTRUCTIVE statements first, then every statement.")
 def plan_migrations_op(context: dg.OpExecutionContext, config: PlanMigrationsConfig, database: DatabaseResource) -> dict:
     try:
-        result = apply_migrations(database.engine, database.parsed, drizzle_folder(config.drizzle_dir), dry_run=True,
+        result = apply_migrations(database.engine, database.parsed, database.drizzle_folder(config.drizzle_dir), dry_run=True,
                                   no_backup=config.no_backup, force=config.force, resume=config.resume,
                                   accept_skipped=config.accept_skipped, run_id=context.run_id, log=context.log.info)
     except OpsError as exc:
@@ -125,9 +120,10 @@ class GenerateMigrationsConfig(dg.Config):
 
 @dg.op(name="generate_migration_files",
        description="Run DRIZZLE_GENERATE_COMMAND in the app repository; report the new files and their lint.")
-def generate_migrations_op(context: dg.OpExecutionContext, config: GenerateMigrationsConfig) -> dict:
+def generate_migrations_op(context: dg.OpExecutionContext, config: GenerateMigrationsConfig,
+                           database: DatabaseResource) -> dict:
     try:
-        generated = generate_migrations(drizzle_folder(config.drizzle_dir), env("DRIZZLE_GENERATE_COMMAND"))
+        generated = generate_migrations(database.drizzle_folder(config.drizzle_dir), database.generate_command)
     except OpsError as exc:
         raise failure(exc) from None
     for line in generated.lines():
@@ -181,7 +177,7 @@ SCHEMA_CHECKS = [
 def app_database_schema_checks(context: dg.AssetCheckExecutionContext, config: ValidateSchemaConfig,
                                database: DatabaseResource):
     try:
-        report = validate_schema(database.engine, database.parsed, drizzle_folder(config.drizzle_dir))
+        report = validate_schema(database.engine, database.parsed, database.drizzle_folder(config.drizzle_dir))
     except OpsError as exc:
         raise failure(exc) from None
     for line in report.lines():
@@ -232,7 +228,7 @@ validate_schema_every_6_hours = dg.ScheduleDefinition(
            description="Notices journal entries not yet applied to the database and reports them once per new head, "
            "requesting plan_migrations (a dry run, outside the write pool). It never applies anything.")
 def migrate_database_on_new_journal_entries(context: dg.SensorEvaluationContext, database: DatabaseResource):
-    status = journal_status(database.engine, database.parsed, drizzle_folder(None))
+    status = journal_status(database.engine, database.parsed, database.drizzle_folder())
     if not status.pending:
         return dg.SkipReason(status.summary())
     if context.cursor == status.marker:

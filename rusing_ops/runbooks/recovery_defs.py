@@ -8,18 +8,17 @@ from ..backups.defs import PARTITIONS, chosen_backup, record_stored
 from ..core.database import create_engine
 from ..core.errors import OpsError
 from ..dagster_support import configured_target, failure, max_runtime, target_tags
-from ..migrations.defs import drizzle_folder
 from ..migrations.validate import validate_schema
 from ..resources import DB_WRITE_POOL, DB_WRITE_TAGS, AppResource, BackupStoreResource, DatabaseResource
 from ..pitr import replay
 from .recovery import recover_from_data_loss
 
 
-def _schema_validator(drizzle_dir: str | None):
+def _schema_validator(folder):
     def validate(url):
         engine = create_engine(url, pool_size=1)
         try:
-            report = validate_schema(engine, url, drizzle_folder(drizzle_dir))
+            report = validate_schema(engine, url, folder)
         finally:
             engine.dispose()
         return report
@@ -51,7 +50,7 @@ def recover_from_data_loss_op(context: dg.OpExecutionContext, config: RecoverFro
             backup=chosen_backup(context, config.backup),
             database=config.database, pre_restore_backup=config.pre_restore_backup, lock=database.write_lock,
             run_id=context.run.run_id, log=context.log.info,
-            validate=_schema_validator(config.drizzle_dir) if config.validate_schema else None,
+            validate=_schema_validator(database.drizzle_folder(config.drizzle_dir)) if config.validate_schema else None,
             stop=replay.parse_stop(config.to) if config.to else None, skip=config.skip)
     except OpsError as exc:
         raise failure(exc) from None

@@ -8,7 +8,6 @@ from pydantic import Field
 from ..backups.defs import backup_callable
 from ..core.errors import ConfigError, OpsError
 from ..dagster_support import failure, max_runtime, metadata_of
-from ..migrations.defs import drizzle_folder
 from ..resources import DB_WRITE_POOL, DB_WRITE_TAGS, AppResource, BackupStoreResource, DatabaseResource
 from ..settings import resolve_path
 from .rollback import rollback_migration
@@ -40,7 +39,7 @@ def _reverse_sql(config: RollbackMigrationConfig) -> str:
        "update the journal, restart the app, verify health.")
 def rollback_migration_op(context: dg.OpExecutionContext, config: RollbackMigrationConfig, database: DatabaseResource,
                           backup_store: BackupStoreResource, app: AppResource) -> dict:
-    folder = drizzle_folder(config.drizzle_dir)
+    folder = database.drizzle_folder(config.drizzle_dir)
     try:
         result = rollback_migration(
             database.engine, database.parsed, folder, config.migration, reverse_sql=_reverse_sql(config),

@@ -27,13 +27,13 @@ def _url(db, user=None, password=None) -> str:
     return f"mysql://{auth}@{db.host}:{db.port}/{db.database}"
 
 
-def _defs(url: str, store_url: str) -> dg.Definitions:
+def _defs(url: str, store_url: str, **database) -> dg.Definitions:
     return dg.Definitions.merge(backups_defs, dg.Definitions(resources={
-        "database": DatabaseResource(url=url), "backup_store": BackupStoreResource(url=store_url)}))
+        "database": DatabaseResource(url=url, **database), "backup_store": BackupStoreResource(url=store_url)}))
 
 
-def _job(name: str, url: str, store_url: str):
-    return _defs(url, store_url).resolve_job_def(name)
+def _job(name: str, url: str, store_url: str, **database):
+    return _defs(url, store_url, **database).resolve_job_def(name)
 
 
 def _backup(instance, url: str, store_url: str, **config):
@@ -148,7 +148,7 @@ def test_restore_job_picks_a_partition_and_refuses_a_wrong_confirm_cleanly(every
     assert refusal.error.cause is None  # one paragraph, no chained library traceback
     assert [e.name for e in catalog.list_backups(local_store)] == [picked]  # no pre-restore backup was taken
 
-    monkeypatch.setenv("DRIZZLE_DIR", str(drizzle))
+    job = _job("restore_database", url, local_store.url, drizzle_dir=str(drizzle))  # DRIZZLE_DIR, as the resource has it
     good = job.execute_in_process(instance=dagster_instance, partition_key=picked, run_config={
         "ops": {"restore_database_op": {"config": {"confirm": every_type_db.database}}}})
     out = good.output_for_node("restore_database_op")

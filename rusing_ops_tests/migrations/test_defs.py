@@ -144,8 +144,8 @@ def test_validate_schema_is_scheduled():
     assert validate_schema_every_6_hours.default_status == dg.DefaultScheduleStatus.RUNNING
 
 
-def test_schema_asset_and_its_checks(resources, dagster_instance, fresh_db, rusing_folder, monkeypatch):
-    monkeypatch.setenv("DRIZZLE_DIR", str(rusing_folder))
+def test_schema_asset_and_its_checks(resources, dagster_instance, fresh_db, rusing_folder):
+    resources["database"] = DatabaseResource(url=resources["database"].url, drizzle_dir=str(rusing_folder))
     _run(migrate_database, resources, dagster_instance, {"drizzle_dir": str(rusing_folder)})
     query(fresh_db, "ALTER TABLE `users` ADD `nickname` varchar(40)")
     result = dg.materialize([app_database_schema, app_database_schema_checks], resources=resources,
@@ -161,8 +161,8 @@ def test_schema_asset_and_its_checks(resources, dagster_instance, fresh_db, rusi
 
 
 def test_sensor_reports_once_per_new_head_and_only_asks_for_a_dry_run(resources, dagster_instance, fresh_db,
-                                                                       rusing_folder, monkeypatch):
-    monkeypatch.setenv("DRIZZLE_DIR", str(rusing_folder))
+                                                                       rusing_folder):
+    resources["database"] = DatabaseResource(url=resources["database"].url, drizzle_dir=str(rusing_folder))
 
     def tick(cursor=None):
         with dg.build_sensor_context(instance=dagster_instance, resources={"database": resources["database"]},
