@@ -123,3 +123,23 @@ def test_a_failure_is_json_too(run):
     code, out, err = run("db", "restore", "--confirm", "not-this-one")  # refused by the restore job
     assert code == 1 and out["ok"] is False and "does not match the target database" in out["error"]
     assert "Nothing was changed." in out["error"]
+
+
+def test_progress_is_drawn_by_rich_on_a_terminal_only(capsys):
+    from rusing_ops.cli_support import progress_bar
+    from rusing_ops.core import progress
+
+    with progress_bar():  # stderr is not a terminal here: nothing drawn, no listener left behind
+        progress.Progress("dump", total=10).advance(10)
+    assert capsys.readouterr().err == "" and progress._listeners == []
+
+    with progress_bar(force=True) as bars:
+        work = progress.Progress("dump users", total=40)
+        for _ in range(4):
+            work.advance(10, nbytes=1000)
+        work.finish()
+        [task] = bars.tasks
+        assert (task.description, task.completed, task.total) == ("dump users", 40, 40)
+    err = capsys.readouterr().err
+    assert "dump users" in err and "100%" in err and "40/40 rows" in err
+    assert progress._listeners == []

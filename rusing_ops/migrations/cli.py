@@ -25,18 +25,9 @@ def migrate(args) -> int:
         run_id=run_id)
 
 
-def _generated_lines(out: dict) -> list[str]:
-    lines = [f"added   {name}" for name in out["added"]] + [f"changed {name}" for name in out["changed"]]
-    if not out["added"] and not out["changed"]:
-        lines.append("no files written (the schema matches the latest snapshot)")
-    lines += [f"DESTRUCTIVE {f['migration']} statement {f['statement']}: {f['kind']} {f['target']} ({f['detail']})"
-              for f in out["destructive"]]
-    return lines + [f"FOLDER {e}" for e in out["folder_errors"]]
-
-
 def generate(args) -> int:
     out, run_id = run_op("generate_migrations", "generate_migration_files", {})
-    return report(args, out, _generated_lines(out), run_id=run_id)
+    return report(args, out, out["lines"], run_id=run_id)  # GenerateResult.lines(), as the run logs them
 
 
 def validate(args) -> int:
@@ -46,21 +37,7 @@ def validate(args) -> int:
     if not reports:
         raise run_failed(result)
     report_ = reports[0]
-    return report(args, report_, _report_lines(report_), run_id=result.run_id, ok=report_["ok"])
-
-
-def _report_lines(r: dict) -> list[str]:
-    lines = [(f"database {r['database']}, folder {r['folder']}: head {r['head'] or '(none)'}, "
-             f"last applied {r['last_applied'] or '(none)'}")]
-    lines += [f"FOLDER  {line}" for line in r["folder_errors"]]
-    lines += [f"warning {line}" for line in r["folder_warnings"]]
-    lines += [f"PENDING {tag}" for tag in r["pending"]]
-    lines += [f"ANOMALY {line}" for line in r["anomalies"]]
-    if r["drift_skipped"]:
-        lines.append(f"DRIFT   not checked: {r['drift_skipped']}")
-    lines += [f"DRIFT   {d['message']}" for d in r["drift"]]
-    lines.append(f"OK: folder valid, all migrations applied, no drift from {r['snapshot']}" if r["ok"] else "NOT OK")
-    return lines
+    return report(args, report_, report_["lines"], run_id=result.run_id, ok=report_["ok"])  # ValidationReport.lines()
 
 
 def register(subparsers) -> None:

@@ -129,7 +129,7 @@ def generate_migrations_op(context: dg.OpExecutionContext, config: GenerateMigra
     for line in generated.lines():
         context.log.info(line)
     context.add_output_metadata(metadata_of(generated.as_dict()))
-    return generated.as_dict()
+    return {**generated.as_dict(), "lines": generated.lines()}  # the library's own text: what the CLI prints
 
 
 @dg.job(name="generate_migrations", tags={MAX_RUNTIME_TAG: "900"},
@@ -182,7 +182,7 @@ def app_database_schema_checks(context: dg.AssetCheckExecutionContext, config: V
         raise failure(exc) from None
     for line in report.lines():
         (context.log.info if report.ok else context.log.warning)(line)
-    full = dg.MetadataValue.json(report.as_dict())
+    full = dg.MetadataValue.json({**report.as_dict(), "lines": report.lines()})  # lines: what the CLI prints
     results = [
         (report.folder_ok, report.folder_errors, {"errors": len(report.folder_errors)}),
         (report.migrations_ok, [f"pending {t}" for t in report.pending] + report.anomalies,

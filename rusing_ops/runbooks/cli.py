@@ -10,10 +10,7 @@ def rollback(args) -> int:
     config = {"migration": args.migration, "reverse_sql_file": args.sql, "confirm": args.confirm or "",
               "dry_run": args.dry_run, "no_backup": args.no_backup}
     out, run_id = run_op("rollback_migration", "rollback_migration_op", config)
-    return report(args, out, [
-        ("DRY RUN: " if out["dry_run"] else "") + f"rollback of {out['migration']} on {out['database']}",
-        *(f"{s['number']}. {s['name']}: {s['status']}" + (f" - {s['detail']}" if s["detail"] else "")
-          for s in out["steps"])], run_id=run_id)
+    return report(args, out, out["lines"], run_id=run_id)  # RollbackResult.lines(), the UI's checklist
 
 
 def recover(args) -> int:

@@ -51,7 +51,7 @@ def rollback_migration_op(context: dg.OpExecutionContext, config: RollbackMigrat
     summary = result.as_dict()
     context.add_output_metadata({**metadata_of(summary),
                                  "checklist": dg.MetadataValue.md("\n".join(f"- {line}" for line in result.lines()))})
-    return summary
+    return {**summary, "lines": result.lines()}  # the library's own text: what the CLI prints
 
 
 @dg.job(name="rollback_migration", tags={**DB_WRITE_TAGS, **max_runtime(2)},

@@ -44,7 +44,7 @@ def test_migrate_dry_run_then_migrate_then_validate(cli, fresh_db):
     query(fresh_db, "ALTER TABLE `users` ADD `nickname` varchar(40)")
     drift = cli("validate")
     assert drift.returncode == 1
-    assert "DRIFT   table `users` column `nickname`: in the database but not in the snapshot (varchar(40))" in drift.stdout
+    assert "DRIFT table `users` column `nickname`: in the database but not in the snapshot (varchar(40))" in drift.stdout
 
 
 def test_failed_migration_exits_1_with_statement_and_restore_command(cli, fresh_db, rusing_folder):
