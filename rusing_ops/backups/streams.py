@@ -24,7 +24,9 @@ _STOP = object()
 def make_compressor(compression: str):
     """An object with ``compress(bytes) -> bytes`` and ``flush() -> bytes`` for ``zstd``, ``gzip`` or ``none``."""
     if compression == "zstd":
-        return zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=1).compressobj()
+        # threads=0: compressed on the caller's (worker) thread. threads=1 added a zstd worker with its own job
+        # buffers: peak RSS of a 4x backup 125-128 MiB -> 88-96 MiB, same speed, output +0.5% (issue 15).
+        return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
     if compression == "gzip":
         return zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
     if compression == "none":
