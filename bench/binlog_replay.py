@@ -27,10 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rusing_ops.core.dburl import parse_database_url  # noqa: E402
-from rusing_ops.core.store import LocalStore  # noqa: E402
-from rusing_ops.pitr import archive, replay  # noqa: E402
-from rusing_ops_tests.mariadb_server import MariaDBServer  # noqa: E402
+from rusing_ops.core.dburl import parse_database_url
+from rusing_ops.core.store import LocalStore
+from rusing_ops.pitr import archive, replay
+from rusing_ops_tests.mariadb_server import MariaDBServer
 
 SCHEMA = ("CREATE TABLE enrollments (id INT PRIMARY KEY AUTO_INCREMENT, user_id INT NOT NULL, course_id INT NOT NULL, "
           "status VARCHAR(20) NOT NULL, progress DECIMAL(5,2) NOT NULL DEFAULT 0, note TEXT, "

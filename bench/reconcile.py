@@ -26,16 +26,16 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import dagster as dg  # noqa: E402
+import dagster as dg
 
-from rusing_ops.core.database import create_engine  # noqa: E402
-from rusing_ops.core.dburl import parse_database_url  # noqa: E402
-from rusing_ops.core.stripe_api import make_stripe_client  # noqa: E402
-from rusing_ops.resources import AppResource, DatabaseResource, StripeResource  # noqa: E402
-from rusing_ops.webhooks import events_log, watch  # noqa: E402
-from rusing_ops.webhooks.defs import failed_webhook_events  # noqa: E402
-from rusing_ops.webhooks.reconcile import reconcile  # noqa: E402
-from rusing_ops.webhooks.redeliver import Redriver, signature_header  # noqa: E402
+from rusing_ops.core.database import create_engine
+from rusing_ops.core.dburl import parse_database_url
+from rusing_ops.core.stripe_api import make_stripe_client
+from rusing_ops.resources import AppResource, DatabaseResource, StripeResource
+from rusing_ops.webhooks import events_log, watch
+from rusing_ops.webhooks.defs import failed_webhook_events
+from rusing_ops.webhooks.reconcile import reconcile
+from rusing_ops.webhooks.redeliver import Redriver, signature_header
 
 SERVER = os.environ.get("RUSING_TEST_DATABASE_URL", "mysql://root@127.0.0.1:3306/test")
 TYPES = ["payment_intent.succeeded", "invoice.payment_succeeded", "customer.subscription.updated", "charge.refunded"]

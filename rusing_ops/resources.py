@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator, Optional
+from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
@@ -19,8 +20,6 @@ from .core.app import AppControl
 from .core.dburl import DatabaseURL, parse_database_url
 from .core.store import BackupStore, open_store
 from .core.stripe_api import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, StripeAPI, connect_stripe, key_mode
-from pathlib import Path
-
 from .settings import DEFAULT_DRIZZLE_DIR, DEFAULT_GENERATE_COMMAND, VARIABLES, resolve_path
 
 # Every job that writes to the application database carries this tag (queued, one at a time, by the
@@ -51,7 +50,7 @@ class DatabaseResource(dg.ConfigurableResource):
     generate_command: str = Field(default=DEFAULT_GENERATE_COMMAND, description="DRIZZLE_GENERATE_COMMAND: what "
                                   "`db generate` runs in the app repository.")
 
-    _db: Optional[dbmod.Database] = PrivateAttr(default=None)
+    _db: dbmod.Database | None = PrivateAttr(default=None)
 
     @property
     def parsed(self) -> DatabaseURL:
@@ -95,13 +94,13 @@ class BackupStoreResource(dg.ConfigurableResource):
     """Where backups live: S3 (boto3 reads AWS_* itself, AWS_ENDPOINT_URL included) or a local directory."""
 
     url: str = Field(default=VARIABLES["RUSING_BACKUP_URL"][1], description="RUSING_BACKUP_URL: s3://bucket/prefix, file:///dir or a path relative to the working directory.")
-    recipients: Optional[str] = Field(default=None, description="RUSING_BACKUP_RECIPIENTS: age public keys (age1...) backups are encrypted to; unset = not encrypted.")
-    identity: Optional[str] = Field(default=None, description="RUSING_BACKUP_IDENTITY (secret, environment variable only): the AGE-SECRET-KEY-1... or the path of its file; needed to restore or verify encrypted backups.")
-    copy_url: Optional[str] = Field(default=None, description="RUSING_BACKUP_COPY_URL: a second store every backup is copied to (s3://other-bucket/prefix or a folder).")
-    sse: Optional[str] = Field(default=None, description="RUSING_BACKUP_SSE: S3 server-side encryption of every upload, AES256 or aws:kms.")
-    sse_kms_key_id: Optional[str] = Field(default=None, description="RUSING_BACKUP_SSE_KMS_KEY_ID: the KMS key of aws:kms.")
-    lock_days: Optional[str] = Field(default=None, description="RUSING_BACKUP_LOCK_DAYS: Object Lock retention (days) of every data object and manifest; unset = not locked.")
-    lock_mode: Optional[str] = Field(default=None, description="RUSING_BACKUP_LOCK_MODE: GOVERNANCE (default) or COMPLIANCE.")
+    recipients: str | None = Field(default=None, description="RUSING_BACKUP_RECIPIENTS: age public keys (age1...) backups are encrypted to; unset = not encrypted.")
+    identity: str | None = Field(default=None, description="RUSING_BACKUP_IDENTITY (secret, environment variable only): the AGE-SECRET-KEY-1... or the path of its file; needed to restore or verify encrypted backups.")
+    copy_url: str | None = Field(default=None, description="RUSING_BACKUP_COPY_URL: a second store every backup is copied to (s3://other-bucket/prefix or a folder).")
+    sse: str | None = Field(default=None, description="RUSING_BACKUP_SSE: S3 server-side encryption of every upload, AES256 or aws:kms.")
+    sse_kms_key_id: str | None = Field(default=None, description="RUSING_BACKUP_SSE_KMS_KEY_ID: the KMS key of aws:kms.")
+    lock_days: str | None = Field(default=None, description="RUSING_BACKUP_LOCK_DAYS: Object Lock retention (days) of every data object and manifest; unset = not locked.")
+    lock_mode: str | None = Field(default=None, description="RUSING_BACKUP_LOCK_MODE: GOVERNANCE (default) or COMPLIANCE.")
 
     def get_store(self) -> BackupStore:
         from .backups.protect import Protection, protect
@@ -115,9 +114,9 @@ class BackupStoreResource(dg.ConfigurableResource):
 class StripeResource(dg.ConfigurableResource):
     """Stripe through the official SDK (StripeClient), network retries on; unset key = "not configured"."""
 
-    api_key: Optional[str] = Field(default=None, description="STRIPE_SECRET_KEY (environment variable only).")
-    webhook_secret: Optional[str] = Field(default=None, description="STRIPE_WEBHOOK_SECRET: the app endpoint's signing secret (environment variable only).")
-    api_base: Optional[str] = Field(default=None, description="STRIPE_API_BASE: override of https://api.stripe.com (local servers, tests).")
+    api_key: str | None = Field(default=None, description="STRIPE_SECRET_KEY (environment variable only).")
+    webhook_secret: str | None = Field(default=None, description="STRIPE_WEBHOOK_SECRET: the app endpoint's signing secret (environment variable only).")
+    api_base: str | None = Field(default=None, description="STRIPE_API_BASE: override of https://api.stripe.com (local servers, tests).")
     connect_timeout_seconds: float = Field(default=CONNECT_TIMEOUT_S, description="Connect timeout of each Stripe call.")
     read_timeout_seconds: float = Field(default=READ_TIMEOUT_S, description="Read timeout of each Stripe call (a Stripe that accepts and never answers fails after this, once per SDK attempt).")
 
@@ -137,12 +136,12 @@ class StripeResource(dg.ConfigurableResource):
 class AppResource(dg.ConfigurableResource):
     """The RusingAcademy app: health and webhook endpoints, and stop/start/restart commands (pm2, Railway, ...)."""
 
-    base_url: Optional[str] = Field(default=None, description="APP_BASE_URL, e.g. https://www.rusingacademy.ca; unset = app checks skipped.")
+    base_url: str | None = Field(default=None, description="APP_BASE_URL, e.g. https://www.rusingacademy.ca; unset = app checks skipped.")
     health_path: str = Field(default="/api/health", description="APP_HEALTH_PATH.")
     webhook_path: str = Field(default="/api/stripe/webhook", description="APP_WEBHOOK_PATH.")
-    stop_command: Optional[str] = Field(default=None, description="RUSING_APP_STOP_COMMAND, e.g. `pm2 stop all`; unset = stopping does nothing and says so.")
-    start_command: Optional[str] = Field(default=None, description="RUSING_APP_START_COMMAND, e.g. `pm2 start all`.")
-    restart_command: Optional[str] = Field(default=None, description="RUSING_APP_RESTART_COMMAND, e.g. `pm2 restart all` or `railway redeploy -y`.")
+    stop_command: str | None = Field(default=None, description="RUSING_APP_STOP_COMMAND, e.g. `pm2 stop all`; unset = stopping does nothing and says so.")
+    start_command: str | None = Field(default=None, description="RUSING_APP_START_COMMAND, e.g. `pm2 start all`.")
+    restart_command: str | None = Field(default=None, description="RUSING_APP_RESTART_COMMAND, e.g. `pm2 restart all` or `railway redeploy -y`.")
     timeout_seconds: float = Field(default=10.0, description="HTTP timeout for the app's endpoints.")
 
     def get_control(self) -> AppControl:
@@ -154,11 +153,11 @@ class AppResource(dg.ConfigurableResource):
 class AlertResource(dg.ConfigurableResource):
     """Where run-failure alerts go: Slack (token + channel), else a generic webhook URL, else the log only."""
 
-    slack_token: Optional[str] = Field(default=None, description="SLACK_BOT_TOKEN (environment variable only).")
-    slack_channel: Optional[str] = Field(default=None, description="RUSING_SLACK_CHANNEL, e.g. #ops-alerts.")
-    webhook_url: Optional[str] = Field(default=None, description="RUSING_ALERT_WEBHOOK_URL (environment variable only; may embed a token).")
-    slack_api_base: Optional[str] = Field(default=None, description="SLACK_API_BASE_URL: override of https://slack.com/api/ (tests, proxies).")
-    ui_url: Optional[str] = Field(default=None, description="DAGSTER_WEBSERVER_URL: the UI's address, so an alert links to the failed run.")
+    slack_token: str | None = Field(default=None, description="SLACK_BOT_TOKEN (environment variable only).")
+    slack_channel: str | None = Field(default=None, description="RUSING_SLACK_CHANNEL, e.g. #ops-alerts.")
+    webhook_url: str | None = Field(default=None, description="RUSING_ALERT_WEBHOOK_URL (environment variable only; may embed a token).")
+    slack_api_base: str | None = Field(default=None, description="SLACK_API_BASE_URL: override of https://slack.com/api/ (tests, proxies).")
+    ui_url: str | None = Field(default=None, description="DAGSTER_WEBSERVER_URL: the UI's address, so an alert links to the failed run.")
 
 
 def default_resources() -> dict:

@@ -176,7 +176,7 @@ def _start_seaweedfs(workdir: str) -> S3Server:
         "-master.volumeSizeLimitMB=64", "-filer", f"-filer.port={ports['filer']}",
         "-s3", f"-s3.port={ports['s3']}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-metricsPort=0",
     ]
-    log = open(Path(workdir) / "weed.log", "wb")
+    log = open(Path(workdir) / "weed.log", "wb")  # noqa: SIM115 - lives as long as the server process
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     endpoint = f"http://127.0.0.1:{ports['s3']}"
     wait_for_port(ports["s3"], 60, proc)

@@ -63,7 +63,7 @@ def _cert(subject_cn: str, issuer_cn: str, public_key, signing_key, *, ca: bool,
     from cryptography.hazmat.primitives import hashes
     from cryptography.x509.oid import NameOID
 
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)]))
@@ -111,7 +111,7 @@ class MariaDBServer:
 
     @classmethod
     def start(cls, workdir: Path, *, tls: TlsMaterial | None = None, require_tls: bool = False,
-              extra_args: list[str] = (), password: str = "test-root-pw") -> "MariaDBServer":
+              extra_args: list[str] = (), password: str = "test-root-pw") -> MariaDBServer:
         workdir = Path(workdir)
         datadir = workdir / "data"
         datadir.mkdir(parents=True, exist_ok=True)

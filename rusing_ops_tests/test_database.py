@@ -249,9 +249,9 @@ def test_the_write_lock_is_per_database(server_url):
         with named_lock(ea, a, DB_WRITE_LOCK, 1):
             with named_lock(eb, b, DB_WRITE_LOCK, 0.2):  # another database: free
                 pass
-            with pytest.raises(LockBusy, match=r"'rusing_ops\.app_db_write\.lock_a'"):
-                with named_lock(eb, a, DB_WRITE_LOCK, 0.2):  # the same database: held
-                    pass
+            with pytest.raises(LockBusy, match=r"'rusing_ops\.app_db_write\.lock_a'"), \
+                    named_lock(eb, a, DB_WRITE_LOCK, 0.2):  # the same database: held
+                pass
     finally:
         ea.dispose()
         eb.dispose()

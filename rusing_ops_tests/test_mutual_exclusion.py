@@ -85,7 +85,8 @@ def test_queue_keeps_a_second_writer_queued_until_the_first_ends(writes_table, d
     # Create the SQLite storage before two processes (daemon, launcher) race to create it.
     instance = dg.DagsterInstance.from_config(str(home))
     daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(workspace)], env=env, cwd=tmp_path,
-                              stdout=open(tmp_path / "daemon.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+                              stdout=open(tmp_path / "daemon.log", "wb"),  # noqa: SIM115 - the daemon keeps it
+                              stderr=subprocess.STDOUT, start_new_session=True)
     try:
         release = {label: tmp_path / f"release-{label}" for label in ("a", "b")}
 

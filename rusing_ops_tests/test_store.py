@@ -37,10 +37,9 @@ def test_streamed_multipart_write_is_byte_exact(any_store):
 
 
 def test_abandoned_write_leaves_no_object(any_store):
-    with pytest.raises(RuntimeError):
-        with any_store.open_write("half.sql.zst") as writer:
-            writer.write(os.urandom(PART_SIZE + 10))  # forces an S3 multipart part
-            raise RuntimeError("killed mid-upload")
+    with pytest.raises(RuntimeError), any_store.open_write("half.sql.zst") as writer:
+        writer.write(os.urandom(PART_SIZE + 10))  # forces an S3 multipart part
+        raise RuntimeError("killed mid-upload")
     assert not any_store.exists("half.sql.zst")
     assert [o.key for o in any_store.list()] == []
 

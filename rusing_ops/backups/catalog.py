@@ -225,7 +225,7 @@ def read_pins(store: BackupStore, key: str) -> list[dict]:
 def pin(store: BackupStore, key: str, why: str, *, by: str | None = None) -> None:
     """Keep backup ``key`` from prune until unpinned; ``why`` is shown by `db backups` and `db prune`."""
     pins = read_pins(store, key)
-    pins.append({"why": why, "by": by, "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+    pins.append({"why": why, "by": by, "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
     store.put_bytes(keys.pin_key(key), json.dumps({"key": key, "pins": pins}, indent=2).encode())
 
 
@@ -326,7 +326,7 @@ def server_identity(cur, address: str) -> dict:
         for name, value in cur.fetchall():
             name = name.decode() if isinstance(name, bytes) else name
             info[name] = value.decode() if isinstance(value, bytes) else value
-    except Exception:  # noqa: BLE001 - identity details are a convenience, the address is enough
+    except Exception:  # identity details are a convenience, the address is enough
         pass
     return info
 
@@ -346,6 +346,6 @@ def freshness(store: BackupStore, max_hours: float, now: dt.datetime | None = No
     scope = f" of `{database}`" if database else ""
     if newest is None:
         return Freshness(False, f"No complete backup{scope} in {store.url}.")
-    age_h = round(((now or dt.datetime.now(dt.timezone.utc)) - newest.taken_at).total_seconds() / 3600, 2)
+    age_h = round(((now or dt.datetime.now(dt.UTC)) - newest.taken_at).total_seconds() / 3600, 2)
     return Freshness(age_h < max_hours, f"Newest complete backup{scope} {newest.name} is {age_h:.1f} h old "
                      f"(limit {max_hours:g} h).", newest, age_h)

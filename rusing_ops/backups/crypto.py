@@ -51,7 +51,7 @@ def parse_recipients(text: str | None) -> tuple[str, ...]:
     for r in found:
         try:
             pyrage.x25519.Recipient.from_str(r)
-        except Exception as exc:  # noqa: BLE001 - pyrage raises its own RecipientError
+        except Exception as exc:  # pyrage raises its own RecipientError
             raise ConfigError(f"{RECIPIENTS_VAR}: {r[:12]}... is not an age public key (age1...): {exc}. No backup "
                               "was taken.", next_step=f"set {RECIPIENTS_VAR} to the output of `age-keygen -y "
                               "identity.txt` (one or more age1... keys, comma separated).") from None
@@ -82,7 +82,7 @@ def parse_identities(value: str | None) -> list:
             continue
         try:
             out.append(pyrage.x25519.Identity.from_str(line))
-        except Exception:  # noqa: BLE001 - the text is the secret: never quoted
+        except Exception:  # the text is the secret: never quoted
             raise IdentityProblem(f"{IDENTITY_VAR} holds a line that is not an age secret key (the value is not "
                                   "shown). Nothing was restored or touched.",
                                   next_step=f"set {IDENTITY_VAR} to the AGE-SECRET-KEY-1... line printed by "
@@ -172,7 +172,7 @@ class Encryptor:
         reader = _QueueReader(self.q)
         try:
             pyrage.encrypt_io(reader, _ListWriter(self), self.keys)
-        except BaseException as exc:  # noqa: BLE001 - handed to the compressing thread
+        except BaseException as exc:  # handed to the compressing thread
             self.error = exc
             while not reader.done and self.q.get() is not _END:
                 pass
@@ -244,7 +244,7 @@ class DecryptingReader:
         try:
             pyrage.decrypt_io(self.stream, _QueueWriter(self), self.identities)
             self.q.put(_END)
-        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
+        except BaseException as exc:  # handed to the reading thread
             if not self.closed_by_reader:
                 self.q.put(exc)
 

@@ -20,8 +20,10 @@ from ..core.errors import ConfigError, OpsError, require_confirm
 from ..dagster_support import REFUSAL_KEY, configured_target, failure, max_runtime, table_of, target_tags
 from ..resources import DB_WRITE_POOL, DB_WRITE_TAGS, BackupStoreResource, DatabaseResource
 from . import catalog, keys, record
-from .restore import repair as repair_restore, restore_backup
-from .retention import RetentionPolicy, prune_backups as prune
+from .restore import repair as repair_restore
+from .restore import restore_backup
+from .retention import RetentionPolicy
+from .retention import prune_backups as prune
 from .verify import verify_backup as verify
 
 PARTITIONS = dg.DynamicPartitionsDefinition(name="database_backup")

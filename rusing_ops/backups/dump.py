@@ -221,7 +221,7 @@ def dump_tables(conns: list, tables: list[Table], emit: Callable[[bytes], None],
                 results[chunk.table.name, chunk.index] = dump_rows(
                     conn, chunk.table, locked_emit, statement_bytes=statement_bytes, advance=advance,
                     database=database, max_packet=max_packet, where=chunk.where)
-            except BaseException as exc:  # noqa: BLE001 - handed to the calling thread, which raises it
+            except BaseException as exc:  # handed to the calling thread, which raises it
                 errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(c,), name="backup-dump", daemon=True) for c in conns[1:]]

@@ -71,7 +71,7 @@ def bucket_problem(store: BackupStore) -> str | None:
     try:
         versioning = s3.get_bucket_versioning(Bucket=store.bucket).get("Status")
         lock = s3.get_object_lock_configuration(Bucket=store.bucket).get("ObjectLockConfiguration", {})
-    except Exception as exc:  # noqa: BLE001 - reported in words
+    except Exception as exc:  # reported in words
         return f"the bucket {store.bucket} has no Object Lock configuration ({s3_cause(exc)})"
     if versioning != "Enabled":
         return f"versioning is not enabled on the bucket {store.bucket} (status {versioning or 'never enabled'})"
@@ -100,7 +100,7 @@ def locked_until(store: BackupStore, key: str) -> dt.datetime | None:
         return None
     try:
         head = store.client.head_object(Bucket=store.bucket, Key=store._key(key))
-    except Exception:  # noqa: BLE001 - absent: nothing to protect
+    except Exception:  # absent: nothing to protect
         return None
     until = head.get("ObjectLockRetainUntilDate")
     return until if until and until > dt.datetime.now(dt.UTC) else None
@@ -131,12 +131,12 @@ def canary(store: BackupStore, now: dt.datetime | None = None) -> CanaryResult:
     try:
         put = s3.put_object(Bucket=store.bucket, Key=key, Body=b"rusing_ops immutability canary\n",
                             **policy.args(now, CANARY_RETENTION))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # the refusal is the proof
         return CanaryResult(False, f"not immutable: a locked object could not be written ({s3_cause(exc)}).")
     version = put.get("VersionId")
     try:
         s3.delete_object(Bucket=store.bucket, Key=key, VersionId=version)
-    except Exception as exc:  # noqa: BLE001 - the refusal is the proof
+    except Exception as exc:
         _sweep(store)
         return CanaryResult(True, f"immutable: the server refused to delete a {policy.mode}-locked version "
                             f"({s3_cause(exc)}); backups are locked for {policy.days} day(s).")
@@ -153,7 +153,7 @@ def _sweep(store: S3Store) -> None:
         for v in listing.get("Versions", []) + listing.get("DeleteMarkers", []):
             try:
                 s3.delete_object(Bucket=store.bucket, Key=v["Key"], VersionId=v["VersionId"])
-            except Exception:  # noqa: BLE001, S110 - still locked: the next canary sweeps it
+            except Exception:
                 pass
-    except Exception:  # noqa: BLE001, S110 - hygiene only
+    except Exception:
         pass

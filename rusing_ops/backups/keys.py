@@ -46,7 +46,7 @@ def make_key(taken_at: dt.datetime, reason: str | None = None, compression: str 
     """The data object's key for a backup started at ``taken_at`` (converted to UTC); ``.age`` when encrypted."""
     if compression not in EXTENSIONS:
         raise ConfigError(f"Compression {compression!r} is not supported; choose one of: zstd, gzip.")
-    stamp = taken_at.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
+    stamp = taken_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
     reason = clean_reason(reason)
     return (f"backup-{stamp}{'-' + reason if reason else ''}{EXTENSIONS[compression]}"
             f"{ENCRYPTED_SUFFIX if encrypted else ''}")
@@ -67,7 +67,7 @@ def parse_key(key: str) -> BackupName | None:
     m = _KEY.fullmatch(key)
     if not m:
         return None
-    taken = dt.datetime.strptime(m["ts"], "%Y-%m-%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)
+    taken = dt.datetime.strptime(m["ts"], "%Y-%m-%dT%H%M%SZ").replace(tzinfo=dt.UTC)
     compression = {v: k for k, v in EXTENSIONS.items()}[m["ext"]]
     return BackupName(key, taken, m["reason"] or "", compression, bool(m["age"]))
 

@@ -73,7 +73,7 @@ class _Worker(threading.Thread):
             try:
                 if self.loader.error is None:
                     self.loader.done(self.execute(action), len(action.sql))
-            except BaseException as exc:  # noqa: BLE001 - handed to the loading thread, which raises it
+            except BaseException as exc:  # handed to the loading thread, which raises it
                 self.loader.error = self.loader.error or (exc, action)
             finally:
                 q.task_done()
@@ -188,7 +188,7 @@ class Loader:
         for conn in conns:
             try:
                 conn.close()
-            except Exception:  # noqa: BLE001, S110 - closing after a failure; the failure is what is reported
+            except Exception:
                 pass
         admin, self.admin = self.admin, None
         try:

@@ -10,9 +10,9 @@ is there and says so. :func:`take` backs up and describes; :func:`describe` desc
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 
 from ..core.dburl import DatabaseURL
 from ..core.store import BackupStore

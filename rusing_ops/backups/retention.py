@@ -83,7 +83,7 @@ def _keep_newest_per(entries: list[BackupEntry], count: int, bucket, why: str, k
 def plan_prune(entries: list[BackupEntry], policy: RetentionPolicy, now: dt.datetime | None = None, *,
                stale_after: dt.timedelta = STALE_AFTER) -> PrunePlan:
     """Decide, without touching anything, which backups ``policy`` keeps and which it deletes (per database)."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     plan = PrunePlan()
     complete = sorted((e for e in entries if e.complete), key=lambda e: e.taken_at, reverse=True)
     for database in sorted({e.database for e in complete}):
@@ -118,7 +118,7 @@ def plan_prune(entries: list[BackupEntry], policy: RetentionPolicy, now: dt.date
 def sweep_plan(store: BackupStore, plan: PrunePlan, now: dt.datetime | None = None, *,
                stale_after: dt.timedelta = STALE_AFTER) -> PrunePlan:
     """Add the store's stale unfinished uploads and orphan sidecars to ``plan`` (every database: they are garbage)."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     plan.partial = [p for p in store.list_partial() if now - p.started > stale_after]
     objects = store.list("")
     present = {o.key for o in objects}

@@ -109,7 +109,7 @@ def _tidb_snapshots(url: DatabaseURL, count: int, connect: Callable, log, first,
             start_snapshot(conn, flavour, tso)
             with conn.cursor() as cur:
                 got = current_tso(cur)
-        except Exception as exc:  # noqa: BLE001 - any doubt means one connection
+        except Exception as exc:  # any doubt means one connection
             got, why = None, str(exc)[:160]
         else:
             why = f"it read at TSO {got}"

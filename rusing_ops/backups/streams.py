@@ -10,7 +10,8 @@ import hashlib
 import queue
 import threading
 import zlib
-from typing import BinaryIO, Callable
+from collections.abc import Callable
+from typing import BinaryIO
 
 import zstandard
 

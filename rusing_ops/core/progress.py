@@ -7,17 +7,17 @@ The library reports progress; it does not know who watches. A Dagster op passes 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
-_listeners: list[Callable[["ProgressState"], None]] = []
+_listeners: list[Callable[[ProgressState], None]] = []
 
 
-def add_listener(listener: Callable[["ProgressState"], None]) -> None:
+def add_listener(listener: Callable[[ProgressState], None]) -> None:
     _listeners.append(listener)
 
 
-def remove_listener(listener: Callable[["ProgressState"], None]) -> None:
+def remove_listener(listener: Callable[[ProgressState], None]) -> None:
     if listener in _listeners:
         _listeners.remove(listener)
 
@@ -71,7 +71,7 @@ class Progress:
         now = time.monotonic()
         if now - self._last_notify >= 0.2:
             self._last_notify = now
-            for listener in list(_listeners):
+            for listener in _listeners:
                 listener(self.state)
         if self.log and now - self._last_log >= self.every_s:
             self._last_log = now
@@ -81,7 +81,7 @@ class Progress:
         if detail is not None:
             self.state.detail = detail
         self.state.finished = True
-        for listener in list(_listeners):
+        for listener in _listeners:
             listener(self.state)
         if self.log:
             self.log(self.state.line())

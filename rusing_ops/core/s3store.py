@@ -8,7 +8,7 @@ that :meth:`S3Store.list_partial` lists and :meth:`S3Store.discard_partial` abor
 from __future__ import annotations
 
 import io
-from typing import BinaryIO
+from typing import BinaryIO, Self
 from urllib.parse import urlsplit
 
 from .errors import NotFound, StoreError
@@ -18,7 +18,7 @@ from .store import PART_SIZE, BackupStore, ObjectWriter, PartialUpload, StoredOb
 class _S3Writer(ObjectWriter):
     """Multipart upload that buffers one part at a time: memory stays at about ``PART_SIZE``."""
 
-    def __init__(self, store: "S3Store", key: str):
+    def __init__(self, store: S3Store, key: str):
         self.store = store
         self.key = key
         self.buffer = io.BytesIO()
@@ -78,7 +78,7 @@ class _S3Writer(ObjectWriter):
 class _S3Body:
     """An object's body being read: a connection lost mid-read is a StoreError naming the store, not botocore's."""
 
-    def __init__(self, store: "S3Store", key: str, body):
+    def __init__(self, store: S3Store, key: str, body):
         self.store, self.key, self.body = store, key, body
 
     def read(self, n: int = -1) -> bytes:
@@ -90,7 +90,7 @@ class _S3Body:
     def close(self) -> None:
         self.body.close()
 
-    def __enter__(self) -> "_S3Body":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -16,9 +16,10 @@ import errno
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Self
 from urllib.parse import urlsplit
 
 from .errors import ConfigError, NotFound, StoreError
@@ -81,7 +82,7 @@ class ObjectWriter(abc.ABC):
     @abc.abstractmethod
     def abort(self) -> None: ...
 
-    def __enter__(self) -> "ObjectWriter":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -153,7 +154,7 @@ class BackupStore(abc.ABC):
 
 
 class _LocalWriter(ObjectWriter):
-    def __init__(self, store: "LocalStore", final: Path):
+    def __init__(self, store: LocalStore, final: Path):
         self.store = store
         self.final = final
         self.tmp: Path | None = None
@@ -244,7 +245,7 @@ class LocalStore(BackupStore):
                     st = path.stat()
                 except FileNotFoundError:  # deleted (or renamed by a finishing writer) meanwhile
                     continue
-                found.append(StoredObject(key, st.st_size, dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc)))
+                found.append(StoredObject(key, st.st_size, dt.datetime.fromtimestamp(st.st_mtime, dt.UTC)))
         return sorted(found, key=lambda o: o.key)
 
     def list_partial(self) -> list[PartialUpload]:
@@ -258,7 +259,7 @@ class LocalStore(BackupStore):
             except FileNotFoundError:
                 continue
             key = (path.parent / m["name"]).relative_to(self.root).as_posix()
-            found.append(PartialUpload(key, dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc), st.st_size,
+            found.append(PartialUpload(key, dt.datetime.fromtimestamp(st.st_mtime, dt.UTC), st.st_size,
                                        str(path)))
         return sorted(found, key=lambda p: (p.started, p.key))
 

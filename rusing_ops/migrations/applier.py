@@ -331,7 +331,7 @@ def _run(conn: Connection, result: ApplyResult, say) -> None:
                 failed.data["sql_state"] = _sql_state(cursor)
                 try:
                     audit.finish(conn, audit_id, audit.FAILED, error=error, failed_statement=statement)
-                except Exception as audit_exc:  # noqa: BLE001 - e.g. the connection died with the statement; report the statement
+                except Exception as audit_exc:  # e.g. the connection died with the statement; report the statement
                     failed.data["audit_error"] = scrub_secret(str(audit_exc))
                 raise failed from None
             pause_point(f"migrate-statement-{number}-done")
@@ -386,7 +386,7 @@ def _maybe_roll_back(failure: MigrationFailed, result: ApplyResult, restore: Res
     say(f"automatic rollback: restoring {result.restore_key}")
     try:
         restore(result.restore_key)
-    except Exception as exc:  # noqa: BLE001 - report both failures; the migration error stays the primary one
+    except Exception as exc:  # report both failures; the migration error stays the primary one
         failure.data["rollback_error"] = scrub_secret(str(exc))
         failure.message += f"\nAutomatic rollback FAILED: {scrub_secret(str(exc))}"
     else:

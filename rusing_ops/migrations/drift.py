@@ -164,7 +164,7 @@ def compare(snapshot: dict, live: dict) -> list[DriftFinding]:
         elif view not in want_views:
             out.append(DriftFinding("view", view, None, None, "view"))
         else:
-            columns = sorted((want_views[view].get("columns") or {}))
+            columns = sorted(want_views[view].get("columns") or {})
             if columns and columns != have_views[view]:
                 out.append(DriftFinding("view", view, None, f"columns {_show(columns)}",
                                         f"columns {_show(have_views[view])}"))

@@ -9,8 +9,8 @@ from ..core.database import create_engine
 from ..core.errors import OpsError
 from ..dagster_support import configured_target, failure, max_runtime, target_tags
 from ..migrations.validate import validate_schema
-from ..resources import DB_WRITE_POOL, DB_WRITE_TAGS, AppResource, BackupStoreResource, DatabaseResource
 from ..pitr import replay
+from ..resources import DB_WRITE_POOL, DB_WRITE_TAGS, AppResource, BackupStoreResource, DatabaseResource
 from .recovery import recover_from_data_loss
 
 

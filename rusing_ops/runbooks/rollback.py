@@ -11,19 +11,19 @@ from __future__ import annotations
 import difflib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pymysql
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ..core.app import AppControl
-from ..core.database import connect, named_lock
+from ..core.database import DB_WRITE_LOCK, connect, named_lock
 from ..core.dburl import DatabaseURL, scrub_secret
 from ..core.errors import ConfigError, NotFound, OpsError, require_confirm
-from ..core.database import DB_WRITE_LOCK
 from ..migrations.applier import restore_command
 from ..migrations.folder import JOURNAL, Migration, load_folder
 from ..migrations.planner import MIGRATIONS_TABLE, AppliedRow, read_applied
@@ -188,12 +188,11 @@ def _run(result: RollbackResult, engine, url, m, folder, app, backup, no_backup,
         ref = backup("pre-rollback")
         result.backup_key = str(getattr(ref, "key", ref))
         done(steps[1], "done", result.backup_key)
-    with named_lock(engine, url, DB_WRITE_LOCK, lock_timeout_s):
-        with connect(engine, url) as conn:
-            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            _apply_reverse(conn, result, steps[2], say)
-            conn.execute(sa.text(f"DELETE FROM `{MIGRATIONS_TABLE}` WHERE id = :i"), {"i": result.row.id})
-            done(steps[3], "done", f"deleted row id {result.row.id} (created_at {result.row.created_at})")
+    with named_lock(engine, url, DB_WRITE_LOCK, lock_timeout_s), connect(engine, url) as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        _apply_reverse(conn, result, steps[2], say)
+        conn.execute(sa.text(f"DELETE FROM `{MIGRATIONS_TABLE}` WHERE id = :i"), {"i": result.row.id})
+        done(steps[3], "done", f"deleted row id {result.row.id} (created_at {result.row.created_at})")
     if _writable(folder, m):
         (folder / JOURNAL).write_text(_journal_without((folder / JOURNAL).read_text(), m.tag))
         removed = [p for p in (m.path, folder / m.snapshot_name) if p.exists()]

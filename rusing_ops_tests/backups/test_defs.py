@@ -10,8 +10,15 @@ import dagster as dg
 import pytest
 
 from rusing_ops.backups import catalog, keys
-from rusing_ops.backups.defs import (ASSET, PARTITIONS, TARGET, RestoreDatabaseConfig, backup_verified, nightly_backup,
-                                     restore_database)
+from rusing_ops.backups.defs import (
+    ASSET,
+    PARTITIONS,
+    TARGET,
+    RestoreDatabaseConfig,
+    backup_verified,
+    nightly_backup,
+    restore_database,
+)
 from rusing_ops.backups.defs import defs as backups_defs
 from rusing_ops.backups.dump import backup_database as take_library_backup
 from rusing_ops.dagster_support import REFUSAL_KEY, TARGET_TAG, configured_target, is_refusal

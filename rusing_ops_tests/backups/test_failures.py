@@ -203,10 +203,10 @@ def test_restore_waits_for_the_write_lock_and_gives_up_untouched(every_type_db, 
     before = snapshot(server_url, every_type_db.database)
     engine = create_engine(every_type_db)
     try:
-        with named_lock(engine, every_type_db, DB_WRITE_LOCK, 1):  # e.g. a migration in progress
-            with pytest.raises(RestoreRefused) as err:
-                restore_backup(every_type_db, local_store, "latest", pre_restore_backup=False,
-                               lock=lambda: named_lock(engine, every_type_db, DB_WRITE_LOCK, 0.2))
+        with named_lock(engine, every_type_db, DB_WRITE_LOCK, 1), pytest.raises(RestoreRefused) as err:
+            # a migration in progress holds the lock
+            restore_backup(every_type_db, local_store, "latest", pre_restore_backup=False,
+                           lock=lambda: named_lock(engine, every_type_db, DB_WRITE_LOCK, 0.2))
     finally:
         engine.dispose()
     assert f"Database lock '{DB_WRITE_LOCK}.{every_type_db.database}'" in str(err.value) and "is held by connection" in str(err.value)
@@ -258,7 +258,7 @@ def test_a_second_backup_with_the_same_name_never_overwrites_the_first(every_typ
 
     from rusing_ops.core.errors import OpsError
 
-    when = dt.datetime(2026, 11, 26, 3, 0, 0, tzinfo=dt.timezone.utc)
+    when = dt.datetime(2026, 11, 26, 3, 0, 0, tzinfo=dt.UTC)
     first = backup_database(every_type_db, local_store, reason="nightly", now=when)
     original = local_store.get_bytes(first.manifest.key)
     with pytest.raises(OpsError) as err:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import dagster as dg
-
 import json
 import shutil
 from pathlib import Path
 
+import dagster as dg
+
 from rusing_ops.backups import catalog
+from rusing_ops.backups.dump import backup_database
 from rusing_ops.core.database import create_engine
 from rusing_ops.migrations.applier import apply_migrations
-from rusing_ops.backups.dump import backup_database
 from rusing_ops.resources import AppResource, BackupStoreResource, DatabaseResource
 from rusing_ops.runbooks.recovery_defs import defs as recovery_defs
 

@@ -82,9 +82,9 @@ def test_plain_mysqldump_file_restores(every_type_db, server_url, tmp_path, loca
 def test_catalog_lists_newest_first_and_resolves_names(every_type_db, local_store):
     import datetime as dt
 
-    first = backup_database(every_type_db, local_store, now=dt.datetime(2026, 1, 1, 3, 0, tzinfo=dt.timezone.utc))
+    first = backup_database(every_type_db, local_store, now=dt.datetime(2026, 1, 1, 3, 0, tzinfo=dt.UTC))
     second = backup_database(every_type_db, local_store, reason="nightly",
-                             now=dt.datetime(2026, 1, 2, 3, 0, tzinfo=dt.timezone.utc))
+                             now=dt.datetime(2026, 1, 2, 3, 0, tzinfo=dt.UTC))
     entries = catalog.list_backups(local_store)
     assert [e.key for e in entries] == [second.manifest.key, first.manifest.key]
     assert entries[0].name == "backup-2026-01-02T030000Z-nightly"

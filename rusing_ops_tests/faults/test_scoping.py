@@ -23,7 +23,7 @@ from rusing_ops.core.store import LocalStore
 from rusing_ops_tests.backups.conftest import databases_like, query, snapshot
 from rusing_ops_tests.conftest import admin_connection, drop_databases_like
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def at(day: int, hour: int = 3) -> dt.datetime:

@@ -28,7 +28,7 @@ from rusing_ops.core.store import LocalStore, S3Store
 from rusing_ops_tests.backups.conftest import query
 from rusing_ops_tests.conftest import _start_seaweedfs
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 DAY_AFTER = dt.timedelta(hours=25)
 
 
@@ -219,7 +219,7 @@ def test_s3_stopped_mid_backup_names_the_store_then_prune_aborts_the_upload(fres
         def run():
             try:
                 backup_database(fresh_db, store, reason="nightly")
-            except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            except BaseException as exc:  # handed to the test thread
                 failed.append(exc)
 
         worker = threading.Thread(target=run)

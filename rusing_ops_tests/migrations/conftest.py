@@ -10,7 +10,7 @@ import pymysql
 import pytest
 
 from rusing_ops.core.database import create_engine
-from rusing_ops_tests.conftest import EXAMPLE_DRIZZLE, FIXTURES
+from rusing_ops_tests.conftest import FIXTURES
 
 RUSING = FIXTURES / "drizzle-rusing"
 FAILING_RENAME = FIXTURES / "drizzle-rusing-failing-rename"
@@ -88,10 +88,10 @@ def reference_show_create(path: Path) -> dict[str, str]:
 
     out = {}
     text = path.read_text()
-    parts = re.split(r"^-- (\S+) \[([A-Z ]+)\]$", text, flags=re.M)
+    parts = re.split(r"^-- (\S+) \[([A-Z ]+)\]$", text, flags=re.MULTILINE)
     for i in range(1, len(parts), 3):
         name, body = parts[i], parts[i + 2].strip()
-        body = body[:-1] if body.endswith(";") else body
+        body = body.removesuffix(";")
         body = re.sub(r" AUTO_INCREMENT=\d+", "", body)
         out[name] = re.sub(r"DEFINER=`[^`]*`@`[^`]*`", "DEFINER=?", body)
     return out

@@ -15,8 +15,19 @@ from rusing_ops.migrations.folder import FolderInvalid
 from rusing_ops.migrations.planner import PlanRefused
 from rusing_ops.resources import DB_WRITE_LOCK as RESOURCES_LOCK
 
-from .conftest import (EDGE, FAILING_RENAME, RUSING, copy_folder, fixture_dir, migration_rows, query,
-                       reference_show_create, replay_drizzle_log, schema_dump, use_general_ci)
+from .conftest import (
+    EDGE,
+    FAILING_RENAME,
+    RUSING,
+    copy_folder,
+    fixture_dir,
+    migration_rows,
+    query,
+    reference_show_create,
+    replay_drizzle_log,
+    schema_dump,
+    use_general_ci,
+)
 from .test_folder import CORRUPTIONS
 
 OURS = "rusing_ops_migration_audit"
@@ -130,7 +141,7 @@ def test_two_concurrent_runs_never_interleave(fresh_db, engine):
         try:
             outcomes.append(apply_migrations(engine, fresh_db, fixture_dir("drizzle-rusing/drizzle"), no_backup=True,
                                              force=True, lock_timeout_s=60).applied)
-        except Exception as exc:  # noqa: BLE001 - recorded and asserted below
+        except Exception as exc:  # recorded and asserted below
             outcomes.append(exc)
 
     threads = [threading.Thread(target=run) for _ in range(2)]

@@ -118,7 +118,7 @@ def schedule_started_before_last_tick(home: Path, code_port: int, started_at: fl
 def _try_location(origin, instance):
     try:
         return origin.create_location(instance)
-    except Exception:  # noqa: BLE001 - still loading (the proxy answers before its gRPC child has imported the code)
+    except Exception:  # still loading (the proxy answers before its gRPC child has imported the code)
         return None
 
 

@@ -3,8 +3,8 @@
 import dagster as dg
 
 from rusing_ops.resources import default_resources
-from rusing_ops.webhooks.payouts_defs import defs as payouts_defs
 from rusing_ops.webhooks import defs as wh
+from rusing_ops.webhooks.payouts_defs import defs as payouts_defs
 
 
 def test_names_crons_and_descriptions():
