@@ -123,7 +123,8 @@ def test_every_capability_over_verified_tls(tls_server, tls_db, tmp_path, monkey
     admin = tls_server.socket_connection(database=tls_db)
     with admin.cursor() as cur:
         cur.execute("INSERT INTO webhook_events_log (stripeEventId, eventType, status, attempts, lastError, createdAt, "
-                    "updatedAt) VALUES ('evt_tls1', 'payment_intent.succeeded', 'failed', 1, 'boom', NOW(), NOW())")
+                    "updatedAt) VALUES ('evt_tls1', 'payment_intent.succeeded', 'failed', 1, 'boom', NOW() - INTERVAL 5 SECOND, "
+                    "NOW() - INTERVAL 5 SECOND)")  # a failure of the current second is left for the next pass
         cur.execute("CREATE TABLE tls_probe (id INT PRIMARY KEY, v VARBINARY(32), f DOUBLE)")
         cur.execute("INSERT INTO tls_probe VALUES (1, 0x00ff10, 3.141592653589793), (2, NULL, -0.5)")
     stripe = _stripe_stand_in("evt_tls1")
