@@ -109,8 +109,23 @@ def rollback_migration(engine: Engine, url: DatabaseURL, folder_path: Path | str
         for line in result.lines():
             say(line)
         return result
-    _run(result, engine, url, m, Path(folder_path), app, backup, no_backup, lock_timeout_s, say)
+    _run(result, _Run(engine, url, m, Path(folder_path), app, backup, no_backup, lock_timeout_s, say))
     return result
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What a real (not dry) rollback works with, in one object instead of nine positional arguments."""
+
+    engine: Engine
+    url: DatabaseURL
+    migration: Any  # the folder's Migration being rolled back
+    folder: Path
+    app: AppControl | None
+    backup: Callable[[str], Any] | None
+    no_backup: bool
+    lock_timeout_s: float
+    say: Callable[[str], None]
 
 
 def _last_row_of(conn, m: Migration) -> AppliedRow:
@@ -168,7 +183,9 @@ def _app_plan(app: AppControl | None, action: str) -> str:
     return f"run `{command}`" if command else f"no RUSING_APP_{action.upper()}_COMMAND: nothing to run"
 
 
-def _run(result: RollbackResult, engine, url, m, folder, app, backup, no_backup, lock_timeout_s, say) -> None:
+def _run(result: RollbackResult, run: _Run) -> None:
+    engine, url, m, folder, app = run.engine, run.url, run.migration, run.folder, run.app
+    backup, no_backup, lock_timeout_s, say = run.backup, run.no_backup, run.lock_timeout_s, run.say
     steps = result.steps
 
     def done(step: Step, status: str, detail: str) -> None:
