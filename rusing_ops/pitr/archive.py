@@ -255,11 +255,7 @@ def archive_once(url: DatabaseURL, store: BackupStore, *, start: tuple[str, int]
     on_server = [name for name, _size in server.files]
     marker = f"{PREFIX}/{server.server_key}/start.json"
     if not have and start is None:  # an archive that began but copied nothing yet keeps its starting point
-        if store.exists(marker):
-            saved = json.loads(store.get_bytes(marker))
-            start = (saved["file"], int(saved["position"]))
-        else:
-            start = oldest_backup_position(store, on_server)
+        start = start_marker(store, server.server_key) or oldest_backup_position(store, on_server)
     if have:
         last = have[-1]
         todo = [(last.file, last.end)] if not last.final else []
@@ -308,10 +304,22 @@ def gaps_of(segs: list[Segment]) -> list[str]:
     return gaps
 
 
-def covers(segs: list[Segment], position: tuple[str, int]) -> bool:
-    """Whether the archive holds the log from ``position`` on (a backup's snapshot position)."""
+def start_marker(store: BackupStore, server: str) -> tuple[str, int] | None:
+    """Where the archive of ``server`` began (written by its first pass), or None."""
+    try:
+        saved = json.loads(store.get_bytes(f"{PREFIX}/{server}/start.json"))
+    except (OpsError, ValueError):
+        return None
+    return saved["file"], int(saved["position"])
+
+
+def covers(segs: list[Segment], position: tuple[str, int], marker: tuple[str, int] | None = None) -> bool:
+    """Whether the archive holds the log from ``position`` on (a backup's snapshot position). An archive that began
+    at ``marker`` and has copied nothing yet (nothing was logged since) holds it when it is that very point."""
     file, pos = position
-    return any(s.file == file and s.start <= pos <= s.end for s in segs)
+    if any(s.file == file and s.start <= pos <= s.end for s in segs):
+        return True
+    return not segs and marker is not None and tuple(marker) == tuple(position)
 
 
 def status(url: DatabaseURL, store: BackupStore, *, needed: tuple[str, int] | None = None,
@@ -322,7 +330,7 @@ def status(url: DatabaseURL, store: BackupStore, *, needed: tuple[str, int] | No
     st = Status(server.server_key, files=len({s.file for s in segs}), segments=len(segs),
                 bytes=sum(s.bytes for s in segs), gaps=gaps_of(segs), server=server.current,
                 binlog_format=server.binlog_format, expire_s=server.expire_s)
-    if needed is not None and not covers(segs, needed):
+    if needed is not None and not covers(segs, needed, start_marker(store, server.server_key)):
         st.gaps.insert(0, f"the newest backup's position {needed[0]}:{needed[1]} is not in the archive")
     if segs:
         last = segs[-1]
@@ -333,6 +341,8 @@ def status(url: DatabaseURL, store: BackupStore, *, needed: tuple[str, int] | No
         caught_up = last.file == server.current[0] and last.end >= server.current[1]
         now = time.time() if now is None else now
         st.lag_s = 0.0 if caught_up else round(now - (st.last_ts or now), 1)
+    elif start_marker(store, server.server_key) == server.current:
+        st.lag_s = 0.0  # began here, and the server has logged nothing since
     return st
 
 

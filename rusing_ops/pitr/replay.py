@@ -153,7 +153,7 @@ def plan(store: BackupStore, server: str, database: str, start: tuple[str, int],
     :param until_start: with undo, groups committed before this time are left out (the window's start).
     """
     segs = archive.segments(store, server)
-    if not archive.covers(segs, start):
+    if not archive.covers(segs, start, archive.start_marker(store, server)):
         raise ReplayRefused(f"The binlog archive of {server} does not hold position {start[0]}:{start[1]} (where the "
                             "backup was taken).", next_step="check `rusing-ops db binlogs status`; choose a backup "
                                                              "taken after the archive began.")

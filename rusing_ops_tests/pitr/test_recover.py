@@ -257,3 +257,26 @@ def test_encrypted_archive_with_a_second_copy_survives_a_damaged_primary(binlog_
     protect(h.store, Protection(recipients=str(ident.to_public()), copy_url=str(tmp_path / "copy")))
     with pytest.raises(Exception, match="RUSING_BACKUP_IDENTITY is not set"):
         recover.restore_to(h.url, h.store, replay.Stop(), confirm=h.url.database, dry_run=True)
+
+
+def test_an_archive_that_began_at_the_backup_and_holds_nothing_yet_is_not_a_gap(binlog_server, tmp_path):
+    """Backup, then an archive pass with nothing logged since: no gap, no lag, and a restore to now is the backup."""
+    import uuid
+
+    from rusing_ops.backups.dump import backup_database
+    from rusing_ops.core.dburl import parse_database_url
+    from rusing_ops.core.store import LocalStore
+
+    from .conftest import run
+
+    name = f"pitr_q_{uuid.uuid4().hex[:6]}"
+    binlog_server.create_database(name)
+    run(binlog_server, name, "CREATE TABLE payments (id INT PRIMARY KEY, amount DECIMAL(10,2) NOT NULL, "
+                             "note VARCHAR(100))", "INSERT INTO payments VALUES (1, 9.99, 'only')")
+    url, store = parse_database_url(binlog_server.url(name)), LocalStore(tmp_path / "b")
+    backup = backup_database(url, store, reason="nightly")
+    assert archive.archive_once(url, store) == []  # nothing was logged since the backup (one worker, one server)
+    st = archive.status(url, store, needed=archive.backup_position(backup.manifest))
+    assert not any("not in the archive" in g for g in st.gaps)
+    out = recover.restore_to(url, store, replay.Stop(), confirm=name, pre_restore_backup=False)
+    assert out["backup"] == backup.manifest.key and rows(binlog_server, name) == [(1, "9.99", "only")]
