@@ -81,16 +81,18 @@ class Plan:
 
 def parse_time(text: str) -> dt.datetime:
     """``YYYY-MM-DD HH:MM:SS`` in UTC, or with an explicit offset / zone name (``2026-12-01 14:02:00+01:00``)."""
-    raw = text.strip().replace("T", " ")
+    raw = re.sub(r"^(\d{4}-\d\d-\d\d)[Tt]", r"\1 ", text.strip())  # ISO 'T' only: zone names hold T's
     zone = None
-    if " " in raw and raw.rsplit(" ", 1)[1][:1].isalpha():  # "2026-12-01 14:02:00 America/Toronto"
+    if re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d(:\d\d)? +[A-Za-z][\w/+-]*", raw):  # "... 14:02:00 America/Toronto"
         raw, zone_name = raw.rsplit(" ", 1)
+        raw = raw.strip()
         try:
             from zoneinfo import ZoneInfo
 
             zone = ZoneInfo(zone_name)
         except (KeyError, ValueError):
-            raise ConfigError(f"{zone_name!r} in {text!r} is not a time zone name.") from None
+            raise ConfigError(f"{zone_name!r} in {text!r} is not a time zone name (e.g. America/Toronto, UTC).") \
+                from None
     raw = raw.removesuffix("Z").removesuffix("z")
     try:
         when = dt.datetime.fromisoformat(raw)
@@ -272,5 +274,13 @@ def apply(url: DatabaseURL, p: Plan, target: str, *, flashback: bool = False,
 def preview(url: DatabaseURL, p: Plan) -> list[str]:
     """The row changes of the plan as ``mariadb-binlog -v`` shows them (``### DELETE FROM ...``), for a dry run."""
     text = decode_plan(url, p, p.database, verbose=True).decode("utf-8", "replace")
-    return [line[4:] for line in text.splitlines() if line.startswith("### ") and not line.startswith("###   ")] \
-        or [g.describe() for g in p.groups]
+    changes: list[str] = []
+    for line in text.splitlines():  # "### DELETE FROM `db`.`t`" / "### WHERE" / "###   @1=2" -> one line per row
+        if not line.startswith("###"):
+            continue
+        part = line[3:].strip()
+        if changes and (line.startswith("###   ") or part in ("WHERE", "SET")):
+            changes[-1] += f" {part}"
+        else:
+            changes.append(part)
+    return changes or [g.describe() for g in p.groups]

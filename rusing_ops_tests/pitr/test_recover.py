@@ -58,7 +58,8 @@ def test_undo_of_the_delete_alone_restores_exactly_its_rows(history):
     since = until = at(history.t2)
     preview = recover.undo(history.url, history.store, since, until)
     assert preview["applied"] is False and preview["transactions"] == 1
-    assert any("DELETE FROM" in line for line in preview["changes"])
+    assert len(preview["changes"]) == len(history.deleted)  # one line per deleted row, with its values
+    assert all(line.startswith("DELETE FROM") and " WHERE @1=" in line for line in preview["changes"])
     assert rows(history.server, db) == history.final  # a preview changes nothing
     done = recover.undo(history.url, history.store, since, until, confirm=db)
     assert done["applied"] and done["pre_undo_backup"]
@@ -280,3 +281,18 @@ def test_an_archive_that_began_at_the_backup_and_holds_nothing_yet_is_not_a_gap(
     assert not any("not in the archive" in g for g in st.gaps)
     out = recover.restore_to(url, store, replay.Stop(), confirm=name, pre_restore_backup=False)
     assert out["backup"] == backup.manifest.key and rows(binlog_server, name) == [(1, "9.99", "only")]
+
+
+@pytest.mark.parametrize("text, utc", [
+    ("2026-12-01 14:02:00", "2026-12-01 14:02:00"), ("2026-12-01T14:02:00Z", "2026-12-01 14:02:00"),
+    ("2026-12-01 09:02:00 America/Toronto", "2026-12-01 14:02:00"),  # a zone name with a 'T' in it
+    ("2026-12-01 14:02:00+01:00", "2026-12-01 13:02:00"), ("2026-12-01 14:02", "2026-12-01 14:02:00")])
+def test_times_are_utc_unless_a_zone_is_given(text, utc):
+    assert f"{replay.parse_time(text):%Y-%m-%d %H:%M:%S}" == utc
+
+
+@pytest.mark.parametrize("text, said", [("not a time", "is not a time like 'YYYY-MM-DD HH:MM:SS'"),
+                                         ("2026-12-01 14:02:00 Mars/Base", "'Mars/Base' in")])
+def test_a_bad_time_is_named(text, said):
+    with pytest.raises(Exception, match=said):
+        replay.parse_time(text)
