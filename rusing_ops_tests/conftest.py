@@ -320,6 +320,15 @@ def app_stand_in():
 
 
 @pytest.fixture
+def fresh_definitions():
+    """The code location reads the environment when it is imported: import it afresh for this test's variables,
+    and drop it afterwards so that no later test runs with them."""
+    sys.modules.pop("rusing_ops.definitions", None)
+    yield
+    sys.modules.pop("rusing_ops.definitions", None)
+
+
+@pytest.fixture
 def dagster_instance(tmp_path):
     """A real, persistent Dagster instance (SQLite under a temp DAGSTER_HOME) with this project's pools config."""
     import dagster as dg

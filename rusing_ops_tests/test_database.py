@@ -1,6 +1,5 @@
 """DATABASE_URL parsing, connection errors with the password masked, ping, and the named write lock."""
 
-import sys
 import threading
 import time
 
@@ -139,13 +138,6 @@ def test_malformed_urls_never_show_the_password(url):
     assert SECRET not in mask_url(f"DATABASE_URL={url} failed")
 
 
-@pytest.fixture
-def fresh_definitions():
-    """The code location reads the environment when it is imported: import it afresh for this test's variables,
-    and drop it afterwards so that no later test runs with them."""
-    sys.modules.pop("rusing_ops.definitions", None)
-    yield
-    sys.modules.pop("rusing_ops.definitions", None)
 
 
 def test_health_with_a_malformed_url_keeps_the_password_out_of_console_and_run_storage(tmp_path, monkeypatch, capsys,

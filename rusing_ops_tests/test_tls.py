@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import json
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -77,13 +76,6 @@ def _stripe_stand_in(event_id: str) -> JsonServer:
                       else (404, {"error": {"message": "no such thing", "type": "invalid_request_error"}}))
 
 
-@pytest.fixture
-def fresh_definitions():
-    """The code location reads the environment when it is imported: import it afresh for this test's variables,
-    and drop it afterwards so that no later test runs with them."""
-    sys.modules.pop("rusing_ops.definitions", None)
-    yield
-    sys.modules.pop("rusing_ops.definitions", None)
 
 
 def _cli(monkeypatch, tmp_path, url_text: str, stripe_base: str, *argv: str) -> int:

@@ -73,8 +73,8 @@ def restore(args) -> int:
 
     if pitr_cli.wants_point_in_time(args):
         return pitr_cli.restore_to(args)
-    if args.dry_run or args.skip:
-        raise CommandFailed("--dry-run and --skip go with --to / --to-position / --to-gtid (a point-in-time "
+    if args.dry_run:
+        raise CommandFailed("--dry-run goes with --to / --to-position / --to-gtid / --skip (a point-in-time "
                             "restore); nothing was changed.", code=2)
     if not args.confirm:
         raise CommandFailed("--confirm NAME (the target database's name) is required to restore; nothing was "

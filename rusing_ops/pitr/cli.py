@@ -41,7 +41,9 @@ def status(args) -> int:
 
 
 def wants_point_in_time(args) -> bool:
-    return bool(getattr(args, "to", None) or getattr(args, "to_position", None) or getattr(args, "to_gtid", None))
+    """`--to`, `--to-position`, `--to-gtid`, or `--skip` alone (= everything archived but those transactions)."""
+    return bool(getattr(args, "to", None) or getattr(args, "to_position", None) or getattr(args, "to_gtid", None)
+                or getattr(args, "skip", None))
 
 
 def restore_to(args) -> int:
