@@ -364,3 +364,53 @@ def prune(store: BackupStore, server: str, oldest_needed: tuple[str, int] | None
 
 def utc(ts: float | None) -> str | None:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ") if ts else None
+
+
+def newest_backup_position(store: BackupStore, database: str) -> tuple[str, int] | None:
+    """The binlog position of the newest complete backup of ``database`` that records one."""
+    from ..backups import catalog
+
+    for entry in catalog.list_backups(store, database=database):
+        position = backup_position(entry.manifest) if entry.manifest is not None else None
+        if position is not None:
+            return position
+    return None
+
+
+@dataclass
+class Pass:
+    """One archive pass: what was copied, the archive's state afterwards, what retention deleted."""
+
+    written: list[Segment]
+    status: Status
+    pruned: list[str]
+
+
+def archive_pass(url: DatabaseURL, store: BackupStore, *, log: Callable[[str], None] = lambda _l: None) -> Pass:
+    """Copy what is new, read the archive back against the newest backup of the URL's database, and delete the
+    files wholly older than the oldest retained backup's position (retention follows the backups)."""
+    written = archive_once(url, store, log=log)
+    st = status(url, store, needed=newest_backup_position(store, url.database))
+    pruned = prune(store, st.server_key, oldest_backup_position(store), apply=True)
+    return Pass(written, st, pruned)
+
+
+def settings_problems(st: Status, interval_s: float) -> list[str]:
+    """What in the server's binlog settings defeats point-in-time recovery (empty: nothing)."""
+    problems = []
+    if st.binlog_format != "ROW":
+        problems.append(f"binlog_format is {st.binlog_format}, not ROW (row events are needed to replay and undo)")
+    if st.expire_s and st.expire_s <= interval_s:
+        problems.append(f"binlogs expire after {st.expire_s} s, not longer than the archive interval {interval_s:g} s")
+    return problems
+
+
+def pass_due(st: Status, last_pass: float, interval_s: float, now: float | None = None) -> str | None:
+    """None when an archive pass should run now; else why not (the archive is current, or the last pass was less
+    than ``interval_s`` ago): at most one pass per interval under writes, none when idle."""
+    if st.lag_s == 0.0:
+        return f"the archive is current ({st.summary()['archived_to'] or 'nothing logged since it began'})"
+    now = time.time() if now is None else now
+    if now - last_pass < interval_s:
+        return f"new changes; the next pass is due {interval_s:g} s after the last one"
+    return None

@@ -37,17 +37,6 @@ def interval_s() -> int:
     return int(env("RUSING_BINLOG_ARCHIVE_INTERVAL_S"))
 
 
-def _newest_backup_position(store, database: str):
-    from ..backups import catalog
-
-    for entry in catalog.list_backups(store):
-        if entry.manifest is not None and entry.manifest.database == database:
-            position = archive.backup_position(entry.manifest)
-            if position is not None:
-                return position
-    return None
-
-
 @dg.multi_asset(specs=[dg.AssetSpec(ASSET, group_name="backups", kinds={"mysql"},
                                     description="The server's binary log copied into the backup store, segment by "
                                                 "segment (RPO = its lag). Point-in-time restores and undo read it.")],
@@ -56,9 +45,7 @@ def binlog_archive(context: dg.AssetExecutionContext, database: DatabaseResource
     """Copy what the server logged since the last pass; report lag, size and gaps; check the server's settings."""
     url, store = database.parsed, backup_store.get_store()
     try:
-        written = archive.archive_once(url, store, log=context.log.info)
-        st = archive.status(url, store, needed=_newest_backup_position(store, url.database))
-        pruned = archive.prune(store, st.server_key, archive.oldest_backup_position(store), apply=True)
+        done = archive.archive_pass(url, store, log=context.log.info)
     except archive.PitrUnavailable as exc:  # TiDB, or no log_bin: say so, on both checks, without a false green
         yield dg.MaterializeResult(metadata={"available": False, "why": str(exc)})
         for spec in (NO_GAP, SETTINGS):
@@ -67,20 +54,17 @@ def binlog_archive(context: dg.AssetExecutionContext, database: DatabaseResource
         return
     except OpsError as exc:
         raise failure(exc) from None
+    st, written = done.status, done.written
     yield dg.MaterializeResult(metadata={
         **metadata_of(st.summary()), "available": True, "lag_s": float(st.lag_s or 0.0), "bytes": st.bytes,
         "segments_written": len(written), "archived_at": archive.utc(time.time()),
-        "pruned_objects": len(pruned),  # files wholly older than the oldest retained backup's position
+        "pruned_objects": len(done.pruned),  # files wholly older than the oldest retained backup's position
         "new": table_of([{"file": s.file, "start": s.start, "end": s.end, "bytes": s.bytes} for s in written]),
     })
     yield dg.AssetCheckResult(check_name=NO_GAP.name, passed=not st.gaps,
                               description="; ".join(st.gaps) or f"no gap; archived to {st.summary()['archived_to']}",
                               metadata={"gaps": len(st.gaps)})
-    problems = []
-    if st.binlog_format != "ROW":
-        problems.append(f"binlog_format is {st.binlog_format}, not ROW (row events are needed to replay and undo)")
-    if st.expire_s and st.expire_s <= interval_s():
-        problems.append(f"binlogs expire after {st.expire_s} s, not longer than the archive interval {interval_s()} s")
+    problems = archive.settings_problems(st, interval_s())
     yield dg.AssetCheckResult(check_name=SETTINGS.name, passed=not problems,
                               description="; ".join(problems) or f"binlog_format ROW, binlogs kept "
                               f"{'forever' if not st.expire_s else f'{st.expire_s} s'} (> {interval_s()} s interval)")
@@ -106,11 +90,9 @@ def archive_binlogs_when_the_server_moved(context: dg.SensorEvaluationContext, d
         return dg.SkipReason(str(exc))
     except OpsError as exc:
         return dg.SkipReason(f"cannot read the binlog status: {exc}")
-    if st.last is not None and st.lag_s == 0.0:
-        return dg.SkipReason(f"the archive is current ({st.summary()['archived_to']})")
-    last_run = float(context.cursor or 0)
-    if time.time() - last_run < interval_s():
-        return dg.SkipReason(f"new changes; the next pass is due {interval_s()} s after the last one")
+    why_not = archive.pass_due(st, float(context.cursor or 0), interval_s())
+    if why_not:
+        return dg.SkipReason(why_not)
     context.update_cursor(str(time.time()))
     return dg.RunRequest(run_key=f"{st.server[0]}:{st.server[1]}")
 

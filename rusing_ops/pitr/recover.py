@@ -21,7 +21,7 @@ from ..backups.dump import backup_database
 from ..backups.restore import restore_backup
 from ..backups.swap import write_lock
 from ..core.dburl import DatabaseURL
-from ..core.errors import NotFound, require_confirm
+from ..core.errors import NotFound, OpsError, require_confirm
 from ..core.store import BackupStore
 from . import archive, binlog, replay
 
@@ -159,7 +159,13 @@ def undo(url: DatabaseURL, store: BackupStore, since: dt.datetime, until: dt.dat
     require_confirm(confirm, target, "nothing was undone")
     backup = backup_database(url.with_database(target), store, reason="pre-undo", run_id=run_id, log=log)
     out["pre_undo_backup"] = backup.manifest.key
-    with write_lock(url):
-        replay.apply(url, p, target, flashback=True, log=log)
+    try:
+        with write_lock(url.with_database(target)):  # the write lock is per database: the one being changed
+            replay.apply(url, p, target, flashback=True, log=log)
+    except OpsError as exc:
+        raise replay.ReplayRefused(f"Undo of `{target}` stopped: {exc.message}", changed=exc.changed,
+                                   next_step=f"restore the backup taken just before it to get back where you were: "
+                                             f"`rusing-ops db restore --file {backup.manifest.key} --confirm "
+                                             f"{target}`") from None
     out["applied"] = True
     return out

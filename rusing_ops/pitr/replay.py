@@ -261,9 +261,10 @@ def apply(url: DatabaseURL, p: Plan, target: str, *, flashback: bool = False,
                     cur.execute(stmt)
                 except pymysql.err.MySQLError as exc:
                     raise ReplayRefused(
-                        f"Replaying into `{target}` failed at statement {n + 1} ({exc.args[-1]}); the statements "
-                        "before it were applied to that database only.", changed=True,
-                        next_step="read the error; the live database was not touched by the replay.") from None
+                        f"Applying the archived changes to `{target}` failed at statement {n + 1} of the decoded "
+                        f"binlog ({exc.args[-1]}); the transactions before it were applied to `{target}` only, the "
+                        "open one was rolled back.", changed=n > 0,
+                        next_step=f"read the error; no database but `{target}` was touched.") from None
                 n += 1
     finally:
         conn.close()

@@ -153,7 +153,9 @@ def test_the_backup_position_matches_its_snapshot_under_concurrent_writes(binlog
     t = threading.Thread(target=writer)
     t.start()
     try:
-        while len(rows(binlog_server, name)) < 5:  # the writer is going
+        deadline = time.monotonic() + 60
+        while len(rows(binlog_server, name)) < 5:  # the writer is going (or died: then written is empty)
+            assert t.is_alive() and time.monotonic() < deadline, "the concurrent writer never wrote 5 rows"
             time.sleep(0.05)
         backup = backup_database(url, store, reason="nightly", workers=2)  # two connections, one snapshot
         archive.archive_once(url, store)
@@ -296,3 +298,15 @@ def test_times_are_utc_unless_a_zone_is_given(text, utc):
 def test_a_bad_time_is_named(text, said):
     with pytest.raises(Exception, match=said):
         replay.parse_time(text)
+
+
+def test_when_a_pass_is_due_and_which_settings_defeat_recovery():
+    """The sensor's rule and the settings check, as library functions (no Dagster, no server)."""
+    current = archive.Status("s", last=("f.000001", 900), server=("f.000001", 900), lag_s=0.0, binlog_format="ROW")
+    behind = archive.Status("s", last=("f.000001", 900), server=("f.000001", 1200), lag_s=12.0, binlog_format="ROW")
+    assert "current" in archive.pass_due(current, last_pass=0, interval_s=60, now=1000)
+    assert archive.pass_due(behind, last_pass=900, interval_s=60, now=1000) is None
+    assert "next pass is due" in archive.pass_due(behind, last_pass=980, interval_s=60, now=1000)
+    assert archive.settings_problems(behind, 60) == []
+    bad = archive.Status("s", binlog_format="MIXED", expire_s=30)
+    assert [p.split(" ")[0] for p in archive.settings_problems(bad, 60)] == ["binlog_format", "binlogs"]
