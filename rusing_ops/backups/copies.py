@@ -59,13 +59,13 @@ def copy_one(store: BackupStore, copy: BackupStore, manifest) -> CopyResult:
             raise CopyFailed(f"The copy of backup {key} at {copy.uri(key)} reads back as {size:,} bytes with sha256 "
                              f"{sha[:16]}..., not the manifest's {manifest.bytes:,} bytes / {manifest.sha256[:16]}...; "
                              "its manifest was not copied, so the copy is not used.",
-                             next_step="check the copy store, then launch the backup again.")
+                             next_step="check the copy store, then launch the backup again.", changed=True)
         copy.put_bytes(keys.manifest_key(key), store.get_bytes(keys.manifest_key(key)))
     except (StoreError, NotFound) as exc:
         raise CopyFailed(f"Backup {key} is stored and complete in {store.url}, but its second copy in {copy.url} "
                          f"failed: {exc.message} The backup is listed as not complete until the copy exists.",
                          next_step="fix the copy store (RUSING_BACKUP_COPY_URL), then run `rusing-ops db backup` "
-                         "again.", key=key) from None
+                         "again.", key=key, changed=True) from None
     return CopyResult(copy.url, copy.uri(key), size, True)
 
 

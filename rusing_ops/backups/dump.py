@@ -28,7 +28,7 @@ import pymysql
 
 from ..core.database import quote_ident, table_exists
 from ..core.dburl import DatabaseURL
-from ..core.errors import OpsError
+from ..core.errors import OpsError, StoreError
 from ..core.faults import pause_point
 from ..core.flavour import statement_bytes as flavour_statement_bytes
 from ..core.progress import Progress
@@ -361,5 +361,9 @@ def _backup(url: DatabaseURL, store: BackupStore, *, reason: str = "", compressi
         duration_s=round(time.monotonic() - started, 3),
     )
     catalog.write_manifest(store, manifest)  # a failed write deletes the data object again
-    catalog.pin_for_reason(store, key, reason, run_id)  # pre-migration / pre-restore / ...: reports point to it
+    try:
+        catalog.pin_for_reason(store, key, reason, run_id)  # pre-migration / pre-restore / ...: reports point to it
+    except StoreError as exc:  # the backup is complete: a missing pin must not turn it into a failure
+        (log or (lambda _l: None))(f"warning: backup {key} is complete, but pinning it failed ({exc.message}); "
+                                   "prune may delete it by the retention policy")
     return BackupResult(manifest, store.uri(key))

@@ -35,7 +35,8 @@ RETRIES = 3
 DEFER_KEYS = False
 SESSION = ("SET NAMES utf8mb4, time_zone = '+00:00', FOREIGN_KEY_CHECKS = 0, UNIQUE_CHECKS = 0, "
            "sql_mode = 'NO_AUTO_VALUE_ON_ZERO', net_read_timeout = 3600")
-_QUOTED = re.compile(r"(near|entry) '.*?'( at line \d+| for key)", re.DOTALL)  # server messages that quote the text
+# Server messages that quote the file's text or a row's values (1064 near, 1062 entry, 1366/1292 value).
+_QUOTED = re.compile(r"(near|entry|value:?) '.*?'( at line \d+| for key| for column|$)", re.DOTALL)
 
 
 class LoadFailed(OpsError):

@@ -229,16 +229,17 @@ def _run(result: RollbackResult, run: _Run) -> None:
 
 def _apply_reverse(conn, result: RollbackResult, step: Step, say) -> None:
     cursor = conn.connection.dbapi_connection.cursor()
+    password = conn.engine.url.password  # scrubbed from what the failure says (a reverse SQL may hold one too)
     for number, statement in enumerate(result.statements, start=1):
         try:
             cursor.execute(statement)
         except pymysql.MySQLError as exc:
             step.status = "failed"
-            step.detail = f"statement {number}: {scrub_secret(str(exc))}"
+            step.detail = f"statement {number}: {scrub_secret(str(exc), password)}"
             restore = restore_command(result.backup_key, result.database) if result.backup_key else None
             raise RollbackFailed(
                 f"Reverse SQL for {result.migration} failed at statement {number} of {len(result.statements)}: "
-                f"{scrub_secret(str(exc))}\nStatement: {statement}\nStatements 1-{number - 1} are applied; the "
+                f"{scrub_secret(str(exc), password)}\nStatement: {scrub_secret(statement[:300], password)}\nStatements 1-{number - 1} are applied; the "
                 f"{MIGRATIONS_TABLE} row and the journal are unchanged; the app is still stopped.",
                 changed=number > 1,
                 next_step=(f"restore the fresh backup with `{restore}`" if restore else "fix the database by hand")

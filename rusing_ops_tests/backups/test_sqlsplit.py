@@ -244,3 +244,14 @@ def test_views_are_ordered_by_what_their_query_reads():
     views = [("a_view", "CREATE VIEW `a_view` AS select `b_view`.`x` AS `x` from `b_view`"),
              ("b_view", "CREATE VIEW `b_view` AS select 1 AS `x`, 2 AS `a_view`")]
     assert [n for n, _ in order_views(views)] == ["b_view", "a_view"]
+
+
+def test_load_errors_never_quote_row_values():
+    """1366 / 1292 quote the value that failed; 1064 / 1062 quote the text: none of it is shown."""
+    from rusing_ops.backups.load import _QUOTED
+
+    for message in ("Incorrect string value: '\\xF0\\x9F secret' for column `t`.`c` at row 1",
+                    "Incorrect datetime value: '2026-13-45 secret' for column `t`.`d` at row 1",
+                    "Duplicate entry 'secret@example.com' for key 'email'",
+                    "You have an error in your SQL syntax; check the manual near 'secret stuff' at line 1"):
+        assert "secret" not in _QUOTED.sub(lambda m: f"{m.group(1)} (text not shown){m.group(2)}", message)

@@ -78,3 +78,19 @@ def test_data_loss_recovery_to_a_time_runs_the_whole_procedure(history, dagster_
     assert steps[2].startswith(f"3. restore: {history.backup_key} + binlogs to {to}Z")
     assert events.read_text() == "stop\nstart\n"
     assert rows(history.server, history.url.database) == history.before_delete
+
+
+def test_the_archive_sensor_does_not_hide_an_unreadable_server(tmp_path, dagster_instance):
+    """A server the sensor cannot read still gets a pass requested (once per interval), so its failure is alerted."""
+    from rusing_ops.pitr.defs import archive_binlogs_when_the_server_moved
+    from rusing_ops_tests.conftest import free_port
+
+    resources = {"database": DatabaseResource(url=f"mysql://root@127.0.0.1:{free_port()}/gone"),
+                 "backup_store": BackupStoreResource(url=str(tmp_path / "b"))}
+    with dg.build_sensor_context(instance=dagster_instance, resources=resources) as context:
+        first = archive_binlogs_when_the_server_moved(context)
+        cursor = context.cursor
+    assert isinstance(first, dg.RunRequest)
+    with dg.build_sensor_context(instance=dagster_instance, resources=resources, cursor=cursor) as context:
+        again = archive_binlogs_when_the_server_moved(context)
+    assert isinstance(again, dg.SkipReason) and "cannot read the binlog status" in again.skip_message
