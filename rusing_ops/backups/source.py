@@ -87,11 +87,6 @@ class Source:
                 f"{self.manifest.sha256[:16]}... (truncated or altered). It was not restored.",
                 next_step=f"restore another backup ({catalog.NEXT_LIST}).", key=self.label)
 
-    def statements(self) -> Iterator[bytes]:
-        """The statements of the decompressed SQL text (see :meth:`numbered_statements`)."""
-        for _line, stmt in self.numbered_statements():
-            yield stmt
-
     def numbered_statements(self) -> Iterator[tuple[int, bytes]]:
         """``(line, statement)`` of the decompressed SQL text; a damaged stream raises :class:`BackupCorrupt`.
 
