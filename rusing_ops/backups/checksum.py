@@ -10,8 +10,10 @@ dataset the MD5 pass took 3.9 s, length-prefixed CRC32 0.5 s, this 0.2 s (the du
 row goes unnoticed with odds of 2^-32.
 It guards against rendering bugs and damage, not against someone who can rewrite the manifest too.
 
-The backup computes it on the dumping connection inside the snapshot transaction (the same rows the dump read);
-restore and verify compute it on the loaded copy. A value the dump rendered wrongly therefore fails the comparison.
+The backup has the server compute each row's hash in the dump's own query, beside (never from) the row's SQL text,
+inside the snapshot transaction, and adds them up itself (one scan of the table instead of two); restore and
+verify have the server compute the same sum on the loaded copy. A value the dump rendered wrongly therefore fails
+the comparison.
 """
 
 from __future__ import annotations
@@ -37,25 +39,33 @@ def _value(column: Column) -> str:
     return q  # numbers, dates and times as text; strings as their bytes (the binary separator makes it binary)
 
 
-def checksum_sql(database: str, table: Table) -> str:
-    """``(rows, sum of the rows' CRC32)`` of ``database.table``.
-
-    A row is ``CONCAT_WS(0x1f, <values>, <one NULL flag per column>)``; every part is bounded (large values enter by
-    their length and CRC32), so the text never reaches ``max_allowed_packet`` and the row's CRC32 is never NULL.
-    """
+def row_checksum(table: Table) -> str:
+    """The server-side expression of one row's hash: ``CRC32(CONCAT_WS(0x1f, <values>, <one NULL flag per
+    column>))``. Every part is bounded (large values enter by their length and CRC32), so the text never reaches
+    ``max_allowed_packet`` and the hash is never NULL. The backup selects it beside each row's SQL text (one scan,
+    dump.py); restore and verify sum it over the loaded copy (:func:`checksum_sql`): one definition for both."""
     if not table.columns:
-        return f"SELECT COUNT(*), 0 FROM {quote_ident(database)}.{quote_ident(table.name)}"
+        return "0"
     nulls = "CONCAT(" + ",".join(f"ISNULL({quote_ident(c.name)})" for c in table.columns) + ")"
-    row = "CRC32(CONCAT_WS(0x1f," + ",".join(_value(c) for c in table.columns) + f",{nulls}))"
-    return f"SELECT COUNT(*), IFNULL(SUM({row}),0) FROM {quote_ident(database)}.{quote_ident(table.name)}"
+    return "CRC32(CONCAT_WS(0x1f," + ",".join(_value(c) for c in table.columns) + f",{nulls}))"
+
+
+def checksum_text(count: int, total: int) -> str:
+    """How a table's checksum is written in the manifest: ``crc32ws:<rows>:<sum of the rows' hashes>``."""
+    return f"{PREFIX}:{count}:{total}"
+
+
+def checksum_sql(database: str, table: Table) -> str:
+    """``(rows, sum of the rows' hashes)`` of ``database.table`` (:func:`row_checksum`)."""
+    return (f"SELECT COUNT(*), IFNULL(SUM({row_checksum(table)}),0) "
+            f"FROM {quote_ident(database)}.{quote_ident(table.name)}")
 
 
 def table_checksum(cur, database: str, table: Table) -> str:
     """The checksum of one table through ``cur`` (in the caller's transaction, session ``time_zone`` UTC)."""
     cur.execute(checksum_sql(database, table))
     count, total = cur.fetchone()
-    text = lambda v: v.decode() if isinstance(v, (bytes, bytearray)) else str(v)
-    return f"{PREFIX}:{text(count)}:{text(total)}"
+    return checksum_text(int(count), int(total))
 
 
 def table_checksums(conn, database: str, tables: list[str] | None = None) -> dict[str, str]:

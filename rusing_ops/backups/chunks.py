@@ -12,7 +12,7 @@ decimal -- is dumped whole on one connection, as before: ranges of text depend o
 query without an index would scan the whole table once per chunk.
 
 Checksums stay exact: the independent checksum (checksum.py) is a row count and an order-independent SUM of
-per-row CRC32s, so the server computes it per chunk (same WHERE) and the sums add up to the whole table's.
+per-row CRC32s, so each chunk's query sums its own rows' hashes and the chunks' sums add up to the whole table's.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import itertools
 from dataclasses import dataclass
 
 from ..core.database import quote_ident
-from .checksum import PREFIX, checksum_sql
+from .checksum import PREFIX, checksum_text
 from .manifest import TableEntry
 from .schema import Table
 
@@ -97,13 +97,6 @@ def plan(cur, database: str, tables: list[Table], *, workers: int, chunk_bytes: 
     return sorted(out, key=lambda c: (-c.estimated_bytes, -c.table.estimated_rows, c.table.name, c.index))
 
 
-def chunk_checksum(cur, database: str, table: Table, where: str) -> str:
-    """The independent checksum of the rows ``where`` selects (checksum.py's query restricted to them)."""
-    cur.execute(f"{checksum_sql(database, table)} WHERE {where}")
-    count, total = (v.decode() if isinstance(v, (bytes, bytearray)) else str(v) for v in cur.fetchone())
-    return f"{PREFIX}:{count}:{total}"
-
-
 def combine_checksums(parts: list[str | None]) -> str | None:
     """The table's checksum from its chunks': counts and sums add up (None if any part is missing)."""
     if any(p is None for p in parts):
@@ -114,7 +107,7 @@ def combine_checksums(parts: list[str | None]) -> str | None:
         if prefix != PREFIX:
             raise ValueError(f"not a {PREFIX} checksum: {part!r}")
         count, total = count + int(n), total + int(s)
-    return f"{PREFIX}:{count}:{total}"
+    return checksum_text(count, total)
 
 
 def combine(entries: list[TableEntry]) -> TableEntry:

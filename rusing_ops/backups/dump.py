@@ -34,12 +34,11 @@ from ..core.flavour import statement_bytes as flavour_statement_bytes
 from ..core.progress import Progress
 from ..core.store import BackupStore
 from . import catalog, chunks, crypto, keys
-from .checksum import table_checksum
-from .chunks import chunk_checksum
+from .checksum import checksum_text, row_checksum
 from .connection import open_connection
 from .manifest import Manifest, TableEntry
 from .pieces import dump_big_row
-from .rawrows import text_rows
+from .rawrows import checked_rows
 from .schema import Schema, Table, read_schema
 from .snapshot import history_kept, open_snapshots, snapshot_point
 from .sqlsplit import FRAME
@@ -115,15 +114,15 @@ def large_bytes_limit(max_packet: int) -> int:
 
 
 def dump_rows(conn, table: Table, emit: Callable[[bytes], None], *, statement_bytes: int = STATEMENT_BYTES,
-              advance: Callable[[int, int], None] | None = None, database: str | None = None,
-              max_packet: int = 16 * 1024 * 1024, where: str | None = None) -> TableEntry:
+              advance: Callable[[int, int], None] | None = None, max_packet: int = 16 * 1024 * 1024,
+              where: str | None = None) -> TableEntry:
     """Stream ``table``'s rows as INSERT statements through ``emit``; return the row count and both checksums.
 
     ``checksum`` is sha256 over the rows' SQL tuples as written (informational). ``server_checksum`` is the
-    independent one (checksum.py), computed by the server on this connection from the stored values after the
-    rows were read, in the same snapshot; it is skipped only when ``database`` is None. A row too large for one
-    SQL text is dumped in pieces (pieces.py), or refused naming it; never written as NULL. ``where`` restricts
-    rows and checksum to one key range (chunks.py).
+    independent one (checksum.py): the same query that renders each row also has the server hash the row's stored
+    values (``row_checksum``, never the rendered text), and the hashes are summed here: one scan, one snapshot. A
+    row too large for one SQL text is dumped in pieces (pieces.py), or refused naming it; never written as NULL.
+    ``where`` restricts rows and checksum to one key range (chunks.py).
     """
     head = table.insert_head()
     digest = hashlib.sha256()
@@ -131,6 +130,7 @@ def dump_rows(conn, table: Table, emit: Callable[[bytes], None], *, statement_by
     buf: list[bytes] = []
     size = 0
     big: list[bytes] = []
+    hashed = total = 0
 
     def flush() -> None:
         nonlocal rows, buf, size
@@ -143,7 +143,10 @@ def dump_rows(conn, table: Table, emit: Callable[[bytes], None], *, statement_by
             advance(len(buf), size)
         buf, size = [], 0
 
-    for batch in text_rows(conn, table.select_sql(large_bytes_limit(max_packet), where)):
+    sql = table.select_sql(large_bytes_limit(max_packet), where, also=row_checksum(table))
+    for batch, batch_total in checked_rows(conn, sql):
+        hashed += len(batch)
+        total += batch_total
         for text in batch:
             if text is None or text == b"!":
                 raise BackupFailed(
@@ -168,11 +171,7 @@ def dump_rows(conn, table: Table, emit: Callable[[bytes], None], *, statement_by
         rows += 1
         if advance:
             advance(1, nbytes)
-    server = None
-    if database is not None:
-        with conn.cursor() as cur:
-            server = chunk_checksum(cur, database, table, where) if where else table_checksum(cur, database, table)
-    return TableEntry(rows=rows, checksum=digest.hexdigest(), server_checksum=server)
+    return TableEntry(rows=rows, checksum=digest.hexdigest(), server_checksum=checksum_text(hashed, total))
 
 
 class _Stopped(Exception):
@@ -220,7 +219,7 @@ def dump_tables(conns: list, tables: list[Table], emit: Callable[[bytes], None],
             try:
                 results[chunk.table.name, chunk.index] = dump_rows(
                     conn, chunk.table, locked_emit, statement_bytes=statement_bytes, advance=advance,
-                    database=database, max_packet=max_packet, where=chunk.where)
+                    max_packet=max_packet, where=chunk.where)
             except BaseException as exc:  # handed to the calling thread, which raises it
                 errors.append(exc)
 

@@ -116,10 +116,10 @@ class Table:
         cols = ",".join(quote_ident(c.name) for c in self.columns)
         return f"INSERT INTO {quote_ident(self.name)} ({cols}) VALUES ".encode()
 
-    def select_sql(self, large_bytes: int | None = None, where: str | None = None) -> str:
+    def select_sql(self, large_bytes: int | None = None, where: str | None = None, also: str | None = None) -> str:
         """One text column per row: the row as an SQL tuple ``(...)``; a row whose large values add up to more
         than ``large_bytes`` comes as ``!`` and its key condition instead (then dumped in pieces, pieces.py).
-        ``where``: only the rows of one key range (chunks.py)."""
+        ``where``: only the rows of one key range (chunks.py). ``also``: a second column (the row's checksum)."""
         order = ",".join(quote_ident(c) for c in self.order_by)
         expr = self.row_expression()
         large = self.large_columns
@@ -128,7 +128,8 @@ class Table:
             marker = f"CONCAT('!',{self.key_condition()})" if self.key else "'!'"
             expr = f"IF({size}>{int(large_bytes)},{marker},{expr})"
         where_sql = f" WHERE {where}" if where else ""
-        return f"SELECT {expr} FROM {quote_ident(self.name)}{where_sql} ORDER BY {order}"
+        also_sql = f",{also}" if also else ""
+        return f"SELECT {expr}{also_sql} FROM {quote_ident(self.name)}{where_sql} ORDER BY {order}"
 
 
 @dataclass

@@ -1,0 +1,45 @@
+"""The packet reader (rawrows.py) and the checksum the dump computes in its own pass (checksum.row_checksum).
+
+The dump's query returns each row's SQL text and the row's hash, and the dump adds the hashes up itself; restore and
+verify have the server compute checksum.checksum_sql on the loaded copy. Both must give the same figure.
+"""
+
+from __future__ import annotations
+
+from rusing_ops.backups.checksum import table_checksums
+from rusing_ops.backups.connection import open_connection
+from rusing_ops.backups.dump import backup_database
+from rusing_ops.backups.rawrows import checked_rows
+
+LENGTHS = [0, 1, 250, 251, 65535, 65536, (1 << 24) - 1 - 16, 3 << 20]  # every length-prefix size, NULL below
+
+
+def test_checked_rows_reads_every_length_prefix_and_sums_the_second_column(server_url):
+    conn = open_connection(server_url, "")
+    try:
+        sql = ("SELECT t, n FROM (SELECT -1 AS k, NULL AS t, 7 AS n UNION ALL "
+               + " UNION ALL ".join(f"SELECT {i}, REPEAT('é', {n} DIV 2), {n}" for i, n in enumerate(LENGTHS))
+               + ") x ORDER BY k")
+        texts, total = [], 0
+        for batch, batch_total in checked_rows(conn, sql):
+            texts += batch
+            total += batch_total
+        assert texts[0] is None
+        assert [len(t) for t in texts[1:]] == [n // 2 * 2 for n in LENGTHS]
+        assert set(b"".join(texts[1:]).decode()) <= {"é"}
+        assert total == 7 + sum(LENGTHS)
+        with conn.cursor() as cur:  # the connection is left as PyMySQL leaves it
+            cur.execute("SELECT 1")
+            assert cur.fetchone() == (b"1",)
+    finally:
+        conn.close()
+
+
+def test_the_dumps_own_checksums_equal_the_servers_checksum_query(every_type_db, local_store):
+    backup = backup_database(every_type_db, local_store, chunk_bytes=1)  # every integer-keyed table in chunks too
+    conn = open_connection(every_type_db)
+    try:
+        expected = table_checksums(conn, every_type_db.database)
+    finally:
+        conn.close()
+    assert expected and {n: e.server_checksum for n, e in backup.manifest.tables.items()} == expected
