@@ -192,23 +192,28 @@ def restore_backup(url: DatabaseURL, store: BackupStore, ref: str | None = "late
         except LockBusy as exc:
             raise RestoreRefused(f"{exc.message} Nothing was changed: no backup was taken and `{target}` was not "
                                  "touched.", next_step=exc.next_step, changed=False) from None
-        for repaired in repair_swap(url, target):
-            log(f"an earlier restore of `{target}` was interrupted during its swap; {repaired.line()}")
-        baseline = _fingerprint(url, target)
-        staging, staged = _stage_new(url, source, target, log, workers)
+        repaired = repair_swap(url, target)
+        for done in repaired:
+            log(f"an earlier restore of `{target}` was interrupted during its swap; {done.line()}")
         pre_key = None
-        try:
-            if after_stage is not None:
-                after_stage(staging)
-            if pre_restore_backup:  # a target changed already is not backed up for nothing
-                _refuse_if_changed(url, target, baseline, None)
-                pre_key = backup_live(url.with_database(target), store, run_id, log)
-            pause_point("restore-before-swap")
-            swap = swap_in(url, staging, target, free_name(url, target, "pre_restore"), staged.deferred,
-                           check=lambda cur: _refuse_if_changed(url, target, baseline, pre_key, cur), log=log)
-        except BaseException:
-            if not interrupted_swaps(url, target):  # a swap that failed half-way keeps staging for its repair
-                drop_database(url, staging)
+        try:  # a refusal from here on says what the repair and the pre-restore backup did (_say_what_was_done)
+            baseline = _fingerprint(url, target)
+            staging, staged = _stage_new(url, source, target, log, workers)
+            try:
+                if after_stage is not None:
+                    after_stage(staging)
+                if pre_restore_backup:  # a target changed already is not backed up for nothing
+                    _refuse_if_changed(url, target, baseline, None)
+                    pre_key = backup_live(url.with_database(target), store, run_id, log)
+                pause_point("restore-before-swap")
+                swap = swap_in(url, staging, target, free_name(url, target, "pre_restore"), staged.deferred,
+                               check=lambda cur: _refuse_if_changed(url, target, baseline, pre_key, cur), log=log)
+            except BaseException:
+                if not interrupted_swaps(url, target):  # a swap that failed half-way keeps staging for its repair
+                    drop_database(url, staging)
+                raise
+        except OpsError as exc:
+            _say_what_was_done(exc, target, repaired, pre_key)
             raise
     return RestoreResult(source.label, target, swap.pre_restore_db, pre_key, staged.tables,
                          source.manifest is not None, round(time.monotonic() - started, 3),
@@ -250,6 +255,23 @@ def free_name(url: DatabaseURL, target: str, what: str) -> str:
         n += 1
         name = derived_name(target, what, f"{ts}_{n}")
     return name
+
+
+def _say_what_was_done(exc: OpsError, target: str, repaired: list, pre_key: str | None) -> None:
+    """A refusal after the repair of an earlier swap or after the pre-restore backup: its text (which speaks of the
+    restore's own steps: "not touched", "unchanged") is prefixed with the repair, names the backup, and says
+    ``changed=True``: the target (repair) or the store (backup) is not as it was when the command started."""
+    if not repaired and not pre_key:
+        return
+    message = exc.message
+    if repaired:
+        message = (f"First, an earlier restore's interrupted swap into `{target}` was repaired: "
+                   f"{'; '.join(r.line() for r in repaired)}. After that repair: {message}")
+    if pre_key and pre_key not in message:
+        message += (f" The pre-restore backup {pre_key} was written before the refusal and is kept (reason "
+                    "pre-restore: `latest` never picks it).")
+    exc.message, exc.changed = message, True
+    exc.args = (exc.render(),)
 
 
 def _fingerprint(url: DatabaseURL, target: str, cur=None) -> dict[str, str]:

@@ -6,7 +6,8 @@ MariaDB refuses to move a table that has triggers to another database (ER_TRG_IN
 triggers are dropped just before the rename, and the restored views / triggers / routines can only be created
 after it. A crash between those statements would leave the target without its objects. So an intent journal
 (table ``_rusing_ops_swap`` in the ``__pre_restore_`` database, written before anything is dropped) records the
-live triggers' and views' definitions and the statements still to run. :func:`repair_swap` reads it and either
+live triggers' definitions and the statements still to run (the live views are not journalled: nothing drops
+them before the rename, and after it the backup's views replace them). :func:`repair_swap` reads it and either
 undoes the swap (rename not done: the old triggers are recreated) or finishes it (rename done: the restored
 objects are created); every restore runs it first, and ``rusing-ops db restore --repair`` runs it alone.
 """
@@ -86,23 +87,23 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _trigger_names(cur, database: str) -> list[str]:
+    return _names(cur, "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s "
+                       "ORDER BY TRIGGER_NAME", database)
+
+
 def _triggers(cur, database: str) -> list[tuple[str, str]]:
     q = quote_ident
     out = []
-    for name in _names(cur, "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s "
-                            "ORDER BY TRIGGER_NAME", database):
+    for name in _trigger_names(cur, database):
         cur.execute(f"SHOW CREATE TRIGGER {q(database)}.{q(name)}")
         out.append((name, _text(cur.fetchone()[2])))
     return out
 
 
-def _views(cur, database: str) -> list[tuple[str, str]]:
-    q = quote_ident
-    out = []
-    for name in _names(cur, "SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = %s", database):
-        cur.execute(f"SHOW CREATE VIEW {q(database)}.{q(name)}")
-        out.append((name, _text(cur.fetchone()[1])))
-    return out
+def _why(exc: Exception) -> str:
+    """A server error's own text (a dead connection's InterfaceError has none: its class then)."""
+    return str(exc.args[-1]) if exc.args and exc.args[-1] else type(exc).__name__
 
 
 def _journal(cur, db: str, state: str) -> None:
@@ -122,14 +123,14 @@ def swap_in(url: DatabaseURL, staging: str, target: str, pre_db: str, deferred: 
         with conn.cursor() as cur:
             cur.execute(f"CREATE DATABASE IF NOT EXISTS {q(target)} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
             staged, live = _tables(cur, staging), _tables(cur, target)
-            triggers, views = _triggers(cur, target), _views(cur, target)
+            triggers = _triggers(cur, target)
             if check is not None:
                 check(cur)
             cur.execute(f"CREATE DATABASE {q(pre_db)} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
             cur.execute(f"CREATE TABLE {q(pre_db)}.`{JOURNAL}` (state varchar(16) NOT NULL, target varchar(64) NOT "
                         "NULL, staging varchar(64) NOT NULL, plan longtext NOT NULL, created_at datetime(6) NOT NULL, "
                         "updated_at datetime(6) NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
-            plan = {"live": live, "staged": staged, "old_triggers": triggers, "old_views": views, "deferred": deferred}
+            plan = {"live": live, "staged": staged, "old_triggers": triggers, "deferred": deferred}
             cur.execute(f"INSERT INTO {q(pre_db)}.`{JOURNAL}` VALUES (%s, %s, %s, %s, NOW(6), NOW(6))",
                         (PREPARED, target, staging, json.dumps(plan)))
             pause_point("swap-before-drop-triggers")
@@ -142,8 +143,18 @@ def swap_in(url: DatabaseURL, staging: str, target: str, pre_db: str, deferred: 
                 if renames:
                     cur.execute("RENAME TABLE " + ", ".join(renames))
             except pymysql.err.MySQLError as exc:
-                _undo(cur, pre_db, target, triggers)
-                raise SwapFailed(f"RENAME TABLE into `{target}` failed ({exc.args[-1]}); `{target}` is unchanged "
+                try:
+                    _undo(cur, pre_db, target, triggers)
+                except pymysql.err.MySQLError as undo_exc:  # both causes: the rename's first, it is the reason
+                    raise SwapFailed(
+                        f"RENAME TABLE into `{target}` failed ({_why(exc)}), and undoing its preparation failed "
+                        f"too ({_why(undo_exc)}): `{target}` holds its own tables, but the triggers dropped for the "
+                        f"rename ({', '.join(f'`{n}`' for n, _ in triggers) or 'none'}) may be missing. The swap's "
+                        f"journal (`{pre_db}`) "
+                        f"and the loaded copy (`{staging}`) are kept for the repair.", changed=True,
+                        next_step=f"run `rusing-ops db restore --repair --confirm {target}` (it puts the triggers "
+                                  "back from the journal), then fix the cause and run the restore again.") from None
+                raise SwapFailed(f"RENAME TABLE into `{target}` failed ({_why(exc)}); `{target}` is unchanged "
                                  "(its triggers were put back) and the loaded copy is dropped.",
                                  next_step="fix the cause, then run the restore again.") from None
             _journal(cur, pre_db, RENAMED)
@@ -158,7 +169,7 @@ def swap_in(url: DatabaseURL, staging: str, target: str, pre_db: str, deferred: 
 
 def _undo(cur, pre_db: str, target: str, triggers: list[tuple[str, str]]) -> list[str]:
     """Before the rename: put the dropped triggers back and remove the journal's database."""
-    have = set(_names(cur, "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s", target))
+    have = set(_trigger_names(cur, target))
     cur.execute(f"USE {quote_ident(target)}")
     done = []
     for name, sql in triggers:
@@ -210,8 +221,7 @@ def repair_swap(url: DatabaseURL, target: str, *, log: Callable[[str], None] = l
                 if not plan["staged"]:  # nothing was to move in: the rename moved the live tables out, or not
                     renamed = bool(plan["live"]) and set(plan["live"]) <= set(_tables(cur, journal_db))
                 if renamed:
-                    for name in _names(cur, "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE "
-                                            "TRIGGER_SCHEMA = %s", target):  # a partial first pass
+                    for name in _trigger_names(cur, target):  # a partial first pass
                         cur.execute(f"DROP TRIGGER {quote_ident(target)}.{quote_ident(name)}")
                     recreated = _recreate(cur, target, plan["deferred"], repair=True)
                     _finish(cur, journal_db, staging, keep=bool(plan["live"]))
