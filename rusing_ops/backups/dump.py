@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import importlib.metadata
 import json
 import queue
 import threading
@@ -67,6 +66,8 @@ class BackupResult:
 
 
 def tool_version() -> str:
+    import importlib.metadata  # 40 ms of imports, here rather than at the start of every backup process
+
     try:
         return importlib.metadata.version("rusing_ops")
     except importlib.metadata.PackageNotFoundError:

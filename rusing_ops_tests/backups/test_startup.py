@@ -1,0 +1,35 @@
+"""A backup process starts small: a local backup loads neither SQLAlchemy (the engine layer, ~0.2 s of imports
+before core.database imported it lazily) nor boto3 nor Dagster; its connections share one TLS context."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from rusing_ops.backups.connection import open_connection
+
+SCRIPT = """
+import json, sys
+from rusing_ops.core.dburl import parse_database_url
+from rusing_ops.core.store import LocalStore
+from rusing_ops.backups.dump import backup_database
+backup_database(parse_database_url(sys.argv[1]), LocalStore(sys.argv[2]), reason="startup")
+print(json.dumps(sorted({m.split(".")[0] for m in sys.modules} & {"sqlalchemy", "boto3", "botocore", "dagster"})))
+"""
+
+
+def test_a_local_backup_loads_no_engine_no_s3_client_no_dagster(every_type_db, tmp_path):
+    out = subprocess.run([sys.executable, "-c", SCRIPT, str(every_type_db), str(tmp_path / "store")],
+                         capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.splitlines()[-1]) == []
+    assert list((tmp_path / "store").rglob("*.manifest.json")) or list((tmp_path / "store").rglob("*.json"))
+
+
+def test_connections_with_the_same_tls_settings_share_one_context(server_url):
+    first, second = open_connection(server_url, ""), open_connection(server_url, "")
+    try:
+        assert first.ctx is second.ctx  # PREFERRED on loopback: PyMySQL would build one per connection
+    finally:
+        first.close()
+        second.close()
