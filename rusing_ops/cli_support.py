@@ -63,22 +63,16 @@ def failure_message(result) -> str:
 
     A ``dg.Failure`` (every OpsError, translated once in dagster_support) gives its description: the paragraph the
     UI shows; any other error its own message (the cause, not Dagster's wrapper around it)."""
+    from .dagster_support import failure_text
+
     for event in result.all_events:
         if event.is_step_failure:
             data = event.step_failure_data
-            error = data.error
-            if (error and error.cls_name in ("DagsterExecutionStepExecutionError", "RetryRequestedFromPolicy")
-                    and error.cause is not None):
-                # an op that let a library error through, or the last failure of a retried op ("Exceeded
-                # max_retries"): its own text, not Dagster's wrapper
-                error = error.cause
-            if data.user_failure_data is not None and data.user_failure_data.description:
-                text = data.user_failure_data.description.strip()
-            elif error and error.cls_name == "DagsterExecutionInterruptedError":
+            if data.error and data.error.cls_name == "DagsterExecutionInterruptedError":
                 text = ("interrupted (Ctrl-C or SIGTERM). What it had done up to then is in its log; rerun the "
                         "command: it finds what the interrupted run left and says what to do")
             else:
-                text = error.message.strip() if error else "unknown error"
+                text = failure_text(data)
             return f"step {event.step_key} failed: {text} (run {result.run_id})"
     return f"run {result.run_id} failed"
 

@@ -123,3 +123,26 @@ def test_a_run_started_from_the_asset_page_is_named_by_its_asset(dagster_instanc
     assert payload["text"].startswith(":rotating_light: rusing_ops run of `nightly_report` failed in step "
                                       "`nightly_report`.\nError: report source unavailable")
     assert payload["job"] == "nightly_report" and "__ASSET_JOB" not in payload["text"]
+
+
+@dg.op
+def load_ledger():
+    rows = {"pi_1": None}
+    raise ValueError(f"ledger row pi_1 has no currency ({len(rows)} row read)")
+
+
+@dg.job
+def ledger_load_job():
+    load_ledger()
+
+
+def test_a_plain_exception_is_alerted_by_its_own_message_not_dagsters_wrapper(dagster_instance, receiver):
+    """An op that lets a plain exception through: Dagster wraps it ("Error occurred while executing op ..."); the
+    alert names the cause."""
+    result = ledger_load_job.execute_in_process(instance=dagster_instance, raise_on_error=False)
+    [failed] = [e for e in result.all_events if e.is_step_failure]
+    assert failed.step_failure_data.error.message.startswith("dagster._core.errors.DagsterExecutionStepExecutionError")
+    _sensor_on(dagster_instance, result, AlertResource(webhook_url=receiver.base_url + "/hook"))
+    text = json.loads(receiver.calls[0][3])["text"]
+    assert "Error: ValueError: ledger row pi_1 has no currency (1 row read)" in text, text
+    assert "Error occurred while executing" not in text

@@ -1,6 +1,6 @@
 """Dagster face of alerting: a run-failure sensor over every job of this code location.
 
-An operator's refusal (a failure whose metadata says ``operator_refusal: True``, e.g. a mistyped ``confirm``) is
+An operator's refusal (dagster_support.refusal: a mistyped ``confirm``, a partition that is not a backup) is
 not an incident: it is logged by the sensor and not sent. A run started from an asset's page (Dagster's
 ``__ASSET_JOB``) is named by its assets and checks, the names the operator clicked.
 """
@@ -9,23 +9,19 @@ not an incident: it is logged by the sensor and not sent. A run started from an 
 import dagster as dg
 
 from ..core.dburl import scrub_secret
-from ..dagster_support import is_refusal
+from ..dagster_support import failure_text, is_refusal
 from ..resources import AlertResource
 from .notify import FailureAlert, first_error_line, known_secrets, send_alert
 
 
 def _failed_step(context: dg.RunFailureSensorContext) -> tuple[str | None, str, bool]:
-    """(step key, first error line, whether every failed step was an operator refusal)."""
+    """(step key, first line of the step's own error, whether every failed step was an operator refusal)."""
     events = context.get_step_failure_events()
-    refusal = bool(events) and all(
-        is_refusal(e.step_failure_data.user_failure_data.metadata if e.step_failure_data.user_failure_data else None)
-        for e in events)
+    refusal = bool(events) and all(is_refusal(e.step_failure_data) for e in events)
     for event in events:
-        data = event.step_failure_data
-        # After a RetryPolicy gave up, Dagster's error reads "Exceeded max_retries"; the op's own text is kept here.
-        text = data.user_failure_data.description if data.user_failure_data and data.user_failure_data.description \
-            else (data.error.message if data.error else "")
-        return event.step_key, first_error_line(text), refusal
+        # the op's own text: a Failure's description, else the cause under Dagster's wrappers ("Error occurred
+        # while executing op ...", "Exceeded max_retries")
+        return event.step_key, first_error_line(failure_text(event.step_failure_data)), refusal
     return None, first_error_line(context.failure_event.message or ""), False
 
 

@@ -17,7 +17,7 @@ import dagster as dg
 from pydantic import Field
 
 from ..core.errors import ConfigError, OpsError, require_confirm
-from ..dagster_support import REFUSAL_KEY, configured_target, failure, max_runtime, table_of, target_tags
+from ..dagster_support import configured_target, failure, max_runtime, refusal, table_of, target_tags
 from ..resources import DB_WRITE_POOL, DB_WRITE_TAGS, BackupStoreResource, DatabaseResource
 from . import catalog, keys, record
 from .restore import repair as repair_restore
@@ -201,10 +201,9 @@ def _verify(context, database: DatabaseResource, backup_store: BackupStoreResour
 def backup_verified(context: dg.AssetCheckExecutionContext, database: DatabaseResource,
                     backup_store: BackupStoreResource):
     if not context.has_partition_key:
-        raise dg.Failure(description="backup_verified is recorded per backup by the verify_backup job. Nothing was "
-                         "changed. Next: Jobs → verify_backup → pick the backup in the Partition box → Launch "
-                         "(`rusing-ops db verify --backup <name>`).", metadata={REFUSAL_KEY: True},
-                         allow_retries=False)
+        raise refusal("backup_verified is recorded per backup by the verify_backup job. Nothing was changed. "
+                      "Next: Jobs → verify_backup → pick the backup in the Partition box → Launch "
+                      "(`rusing-ops db verify --backup <name>`).")
     try:
         _, rec, metadata = _verify(context, database, backup_store, context.partition_key)
     except OpsError as exc:

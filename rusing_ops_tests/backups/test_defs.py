@@ -21,7 +21,7 @@ from rusing_ops.backups.defs import (
 )
 from rusing_ops.backups.defs import defs as backups_defs
 from rusing_ops.backups.dump import backup_database as take_library_backup
-from rusing_ops.dagster_support import REFUSAL_KEY, TARGET_TAG, configured_target, is_refusal
+from rusing_ops.dagster_support import TARGET_TAG, configured_target, failure_text, is_refusal
 from rusing_ops.resources import DB_WRITE_TAG_KEY, DB_WRITE_TAGS, BackupStoreResource, DatabaseResource
 from rusing_ops_tests.conftest import admin_connection
 
@@ -149,10 +149,9 @@ def test_restore_job_picks_a_partition_and_refuses_a_wrong_confirm_cleanly(every
         "ops": {"restore_database_op": {"config": {"confirm": "prod"}}}})
     assert not bad.success
     refusal = _refusal(bad)
-    assert refusal.user_failure_data.description.startswith(
+    assert failure_text(refusal).startswith(
         f"confirm 'prod' does not match the target database '{every_type_db.database}'; nothing was restored.")
-    assert refusal.user_failure_data.metadata[REFUSAL_KEY].value is True and is_refusal(refusal.user_failure_data.metadata)
-    assert refusal.error.cause is None  # one paragraph, no chained library traceback
+    assert is_refusal(refusal) and refusal.error.stack == [] and refusal.error.cause is None  # the paragraph only
     assert [e.name for e in catalog.list_backups(local_store)] == [picked]  # no pre-restore backup was taken
 
     job = _job("restore_database", url, local_store.url, drizzle_dir=str(drizzle))  # DRIZZLE_DIR, as the resource has it
@@ -325,7 +324,7 @@ def test_backup_verified_executed_without_a_partition_points_to_verify_backup(ev
     result = defs.resolve_job_def("execute_backup_verified").execute_in_process(instance=dagster_instance,
                                                                                  raise_on_error=False)
     refusal = _refusal(result)
-    assert refusal.user_failure_data.description.startswith("backup_verified is recorded per backup by the "
-                                                            "verify_backup job. Nothing was changed. Next: Jobs")
-    assert is_refusal(refusal.user_failure_data.metadata)
+    assert failure_text(refusal).startswith("backup_verified is recorded per backup by the verify_backup job. "
+                                            "Nothing was changed. Next: Jobs")
+    assert is_refusal(refusal)
     assert not catalog.resolve(local_store, name).verified

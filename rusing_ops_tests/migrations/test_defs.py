@@ -6,6 +6,7 @@ import dagster as dg
 import pytest
 
 from rusing_ops.core.store import LocalStore
+from rusing_ops.dagster_support import failure_text, is_refusal
 from rusing_ops.migrations.defs import (
     app_database_schema,
     app_database_schema_checks,
@@ -192,7 +193,7 @@ def test_rollback_job_dry_run_then_real(resources, dagster_instance, fresh_db, r
     refused = _run(rollback_migration_job, resources, dagster_instance, {**base, "confirm": "production"},
                    op="rollback_migration_op")
     assert not refused.success
-    assert _failure(refused).user_failure_data.description.startswith(
+    assert failure_text(_failure(refused)).startswith(
         f"confirm 'production' does not match the target database '{fresh_db.database}'; nothing was rolled back. "
         "Nothing was changed.")
     before = schema_dump(fresh_db)
@@ -210,7 +211,7 @@ def test_rollback_job_dry_run_then_real(resources, dagster_instance, fresh_db, r
     assert mat.partition.endswith("-pre-rollback") and steps[1]["detail"].endswith(mat.partition + ".sql.zst")
     assert mat.metadata["migration_head"].value == LAST  # the tag, looked up in the journal
     assert mat.partition in dagster_instance.get_dynamic_partitions("database_backup")
-    assert _failure(refused).user_failure_data.metadata["operator_refusal"].value is True
+    assert is_refusal(_failure(refused)) and not _failure(refused).error.stack  # the paragraph only (issue 11)
 
 
 def test_journal_status_is_read_only_and_names_the_problem(fresh_db, rusing_folder, tmp_path):
