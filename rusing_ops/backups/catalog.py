@@ -7,7 +7,10 @@ whose database cannot be known (no manifest, unreadable manifest) are listed in 
 are never chosen as ``latest``. ``database=None`` means every database (``db backups --all-databases``).
 
 ``latest`` is the newest complete backup of the database that is not a ``pre-restore`` backup: those hold the
-state a restore replaced (often the damaged data), so they are only restored when named.
+state a restore replaced (often the damaged data), so they are only restored when named. A newer backup that a
+reachable copy store lacks is skipped, and the choice says so (``BackupEntry.chosen``); when a copy store cannot be
+listed at all, nothing can be said about any copy, so ``latest`` is the newest backup complete in the primary store,
+said too (a copy store that is down must not make a restore pick older data, or none).
 
 A pin (``<key>.pin.json``) keeps a backup from prune: procedures pin the backups their reports point to
 (pre-migration, pre-restore, pre-rollback); ``rusing-ops db unpin NAME`` (or deleting the object) removes it.
@@ -55,6 +58,8 @@ class BackupEntry:
     modified: dt.datetime | None = None  # the data object's last write (an orphan's age counts from it)
     partial: PartialUpload | None = None  # an unfinished upload (listed with include_partial only)
     copy_problem: str | None = None  # a configured second copy lacks it (copies.py): restorable, but not complete
+    copy_unknown: bool = False  # copy_problem is "the copy store cannot be listed", not "the copy is missing"
+    chosen: list[str] = field(default_factory=list)  # why `latest` is this backup, when not the obvious one
 
     @property
     def complete(self) -> bool:
@@ -251,10 +256,23 @@ def unpin(store: BackupStore, ref: str, database: str | None = None) -> BackupEn
 
 
 def latest(entries: list[BackupEntry], include_pre_restore: bool = False) -> BackupEntry | None:
-    """What ``latest`` means: the newest complete backup, skipping ``pre-restore`` ones unless asked."""
+    """What ``latest`` means: the newest complete backup, skipping ``pre-restore`` ones unless asked.
+
+    A newer backup whose second copy is missing is skipped, and the returned entry's ``chosen`` says which; a
+    backup whose copy store cannot be listed counts as complete (its copy unknown), and ``chosen`` says that."""
+    skipped = []
     for entry in entries:
-        if entry.complete and (include_pre_restore or entry.reason not in NOT_LATEST):
-            return entry
+        if entry.manifest is None or not (include_pre_restore or entry.reason not in NOT_LATEST):
+            continue
+        if entry.copy_problem and not entry.copy_unknown:
+            skipped.append(entry)
+            continue
+        entry.chosen = [f"newest backup {s.name} skipped: {s.copy_problem} (a backup is complete only when every "
+                        f"copy holds it); `latest` is {entry.name}" for s in skipped]
+        if entry.copy_unknown:
+            entry.chosen.append(f"{entry.copy_problem}: `latest` is {entry.name}, the newest backup complete in "
+                                "the primary store; whether its second copy exists is not known")
+        return entry
     return None
 
 
@@ -347,5 +365,6 @@ def freshness(store: BackupStore, max_hours: float, now: dt.datetime | None = No
     if newest is None:
         return Freshness(False, f"No complete backup{scope} in {store.url}.")
     age_h = round(((now or dt.datetime.now(dt.UTC)) - newest.taken_at).total_seconds() / 3600, 2)
+    chosen = "".join(f" Note: {line}." for line in newest.chosen)
     return Freshness(age_h < max_hours, f"Newest complete backup{scope} {newest.name} is {age_h:.1f} h old "
-                     f"(limit {max_hours:g} h).", newest, age_h)
+                     f"(limit {max_hours:g} h).{chosen}", newest, age_h)

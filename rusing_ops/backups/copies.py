@@ -104,7 +104,7 @@ def mark_missing(store: BackupStore, entries: list) -> None:
             if entry.manifest is None or entry.copy_problem:
                 continue
             if present is None:
-                entry.copy_problem = why
+                entry.copy_problem, entry.copy_unknown = why, True
             elif present.get(entry.key) != entry.size or keys.manifest_key(entry.key) not in present:
                 entry.copy_problem = f"second copy missing in {copy.url}"
 

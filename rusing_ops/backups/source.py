@@ -159,6 +159,7 @@ def store_source(store: BackupStore, ref: str | None, database: str | None = Non
                             f"using the copy at {copy.uri(entry.key)}")
         return source
     source = backup_source(store, store, entry)
+    source.notes.extend(entry.chosen)  # why `latest` is this backup (a newer one skipped, a copy store down)
     source.fallbacks = [(copy.uri(entry.key), functools.partial(copy.open_read, entry.key))
                         for copy in copies.stores(store)]
     return source

@@ -3,7 +3,9 @@ copied and read back, required for "complete", used by restore and verify when t
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import time
 import uuid
 
 import pyrage
@@ -118,3 +120,54 @@ def test_the_pre_restore_backup_of_an_in_place_restore_is_copied_too(every_type_
     [copy] = copies.stores(store)
     assert result.pre_restore_backup and copy.exists(keys.manifest_key(result.pre_restore_backup))
     assert all(e.complete for e in catalog.list_backups(store, every_type_db.database))
+
+
+def test_latest_says_which_backup_it_skipped_and_falls_back_to_the_primary_when_the_copy_store_is_down(
+        every_type_db, tmp_path, monkeypatch):
+    """The copy store is a SeaweedFS of this test's own, stopped half-way. A newest backup whose copy is missing
+    (store up) is skipped and that is said; with the copy store down, `latest` used to be none at all (every
+    backup "not complete"): now it is the newest backup complete in the primary, said, and it restores."""
+    from rusing_ops.core.store import LocalStore
+    from rusing_ops_tests.conftest import _start_seaweedfs
+
+    for name, value in (("AWS_ACCESS_KEY_ID", "test-access-key"),  # the s3_server fixture's (boto3 caches them)
+                        ("AWS_SECRET_ACCESS_KEY", "test-secret-key-do-not-log"), ("AWS_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    (tmp_path / "weed").mkdir()
+    server = _start_seaweedfs(str(tmp_path / "weed"))
+    try:
+        import boto3
+        from botocore.config import Config
+
+        client = boto3.client("s3", endpoint_url=server.endpoint, config=Config(retries={"max_attempts": 1}))
+        client.create_bucket(Bucket="copy")
+        store = protect(LocalStore(tmp_path / "primary"), Protection())
+        store.copies = [S3Store("copy", "c", client=client)]  # as protect() attaches RUSING_BACKUP_COPY_URL's store
+        older = record.take(every_type_db, store, reason="nightly")
+        while keys.parse_key(keys.make_key(dt.datetime.now(dt.UTC))).taken_at <= older.taken_at:
+            time.sleep(0.05)  # the next second: two backups of one second are not ordered by time
+        newest = record.take(every_type_db, store, reason="manual")
+        copies.stores(store)[0].delete(newest.key)  # the newest backup's second copy is lost
+        said: list[str] = []
+        restore_backup(every_type_db, store, "latest", pre_restore_backup=False, log=said.append)
+        assert f"restore source: {older.key} (manifest {older.manifest.sha256[:12]})" in said
+        assert (f"note: newest backup {newest.name} skipped: second copy missing in {store.copies[0].url} (a backup "
+                f"is complete only when every copy holds it); `latest` is {older.name}") in said, said
+        fresh = catalog.freshness(store, 26, database=every_type_db.database)
+        assert fresh.newest.key == older.key and f"newest backup {newest.name} skipped" in fresh.description
+
+        server.proc.terminate()
+        server.proc.wait(30)
+        said.clear()
+        restore_backup(every_type_db, store, "latest", pre_restore_backup=False, log=said.append)
+        assert f"restore source: {newest.key} (manifest {newest.manifest.sha256[:12]})" in said, said
+        [note] = [line for line in said if "cannot be listed" in line]
+        assert note.startswith(f"note: the copy store {store.copies[0].url} cannot be listed (")
+        assert note.endswith(f"): `latest` is {newest.name}, the newest backup complete in the primary store; "
+                             "whether its second copy exists is not known")
+        [entry, _older] = catalog.list_backups(store, every_type_db.database)
+        assert not entry.complete and entry.copy_unknown  # still shown as not complete
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait(30)
