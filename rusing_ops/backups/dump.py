@@ -38,7 +38,7 @@ from .connection import open_connection
 from .manifest import Manifest, TableEntry
 from .pieces import dump_big_row
 from .rawrows import checked_rows
-from .schema import Schema, Table, quote_text, read_schema
+from .schema import Schema, Table, read_schema
 from .snapshot import history_kept, open_snapshots, snapshot_point
 from .sqlsplit import FRAME
 from .streams import CompressingWriter
@@ -107,21 +107,6 @@ def _framed(head: bytes, body: bytes) -> bytes:
     return b"%s%d\n%s%s;\n" % (FRAME, len(head) + len(body) + 2, head, body)
 
 
-def _joined(parts: tuple) -> bytes | None:
-    """A row's text from its parts (schema.Table.select_sql): server-rendered segments around client-quoted values;
-    a big row's ``!`` marker as it is; None when the server could not render a segment."""
-    first = parts[0]
-    if first is None or first[:1] == b"!":
-        return first
-    segments = parts[2::2]
-    if None in segments:
-        return None
-    out = [first]
-    for value, segment in zip(parts[1::2], segments):
-        out += (quote_text(value), segment)
-    return b"".join(out)
-
-
 def large_bytes_limit(max_packet: int) -> int:
     """Large values per row above which a row is dumped in pieces: its text must fit one server string
     (``max_allowed_packet``) and one protocol packet (16 MiB), at 2 bytes of text per byte plus the small columns
@@ -160,12 +145,9 @@ def dump_rows(conn, table: Table, emit: Callable[[bytes], None], *, statement_by
         buf, size = [], 0
 
     sql = table.select_sql(large_bytes_limit(max_packet), where, also=row_checksum(table))
-    texts = 1 + 2 * table.client_quoted_count
-    for batch, batch_total in checked_rows(conn, sql, texts):
+    for batch, batch_total in checked_rows(conn, sql):
         hashed += len(batch)
         total += batch_total
-        if texts > 1:
-            batch = [_joined(parts) for parts in batch]
         for text in batch:
             if text is None or text == b"!":
                 raise BackupFailed(

@@ -2,8 +2,8 @@
 
 PyMySQL turns every row into several Python objects (packet, row tuple, converters); with one text column per row
 that was 11 of 12 profiled seconds of a backup (and half the trial dumper's time in research/bench.md §4c). Here a
-row is one packet of length-encoded strings: the row's SQL text (or its parts, schema.Table.select_sql), then the
-row's CRC32 (checksum.py) as a decimal number; a few slices per row. PyMySQL still sends the query and reads the column definitions; only the
+row is one packet holding two length-encoded strings: the row's SQL text, then the row's CRC32 (checksum.py) as a
+decimal number; a few slices per row. PyMySQL still sends the query and reads the column definitions; only the
 rows are read here, and the connection is left exactly as PyMySQL leaves it after an unbuffered result.
 """
 
@@ -31,17 +31,16 @@ def _value(buf: bytes, at: int) -> tuple[bytes | None, int]:
     return buf[start:start + length], start + length
 
 
-def checked_rows(conn: pymysql.connections.Connection, sql: str, texts: int = 1) -> Iterator[tuple[list, int]]:
-    """Run ``sql`` (``texts`` text columns, then a non-NULL integer) on ``conn``; yield, batch by batch in result
-    order, the rows' texts (NULL is ``None``; a tuple of them per row when ``texts`` > 1) and the sum of the last
-    column's values over the same rows.
+def checked_rows(conn: pymysql.connections.Connection, sql: str) -> Iterator[tuple[list[bytes | None], int]]:
+    """Run ``sql`` (two columns: a text, a non-NULL integer) on ``conn``; yield, batch by batch in result order,
+    the first column's values (NULL is ``None``) and the sum of the second column's over the same rows.
 
     Raises the server's error as PyMySQL would; a row over 16 MiB (split packets) raises ``err.DataError``.
     """
     conn.query(sql, unbuffered=True)
     result = conn._result
-    if result.field_count != texts + 1:
-        raise err.ProgrammingError(f"checked_rows expects {texts + 1} columns, the query returned {result.field_count}")
+    if result.field_count != 2:
+        raise err.ProgrammingError(f"checked_rows expects two columns, the query returned {result.field_count}")
     rfile = conn._rfile
     buf = b""
     pos = 0
@@ -60,17 +59,8 @@ def checked_rows(conn: pymysql.connections.Connection, sql: str, texts: int = 1)
                 end = pos + 4 + length
                 if end > end_of_data:
                     break
-                if length == _MAX_PACKET:
-                    raise err.DataError(2020, "a row is larger than 16 MiB; this reader does not join split packets")
                 first = buf[pos + 4]
-                if texts > 1 and first != 0xFF and not (first == 0xFE and length < 9):
-                    at = pos + 4
-                    row = []
-                    for _ in range(texts):
-                        value, at = _value(buf, at)
-                        row.append(value)
-                    batch.append(tuple(row))
-                elif first < 0xFB:  # the common case inline: a text under 251 bytes
+                if first < 0xFB:  # the common case inline: a text under 251 bytes
                     batch.append(buf[pos + 5:pos + 5 + first])
                     at = pos + 5 + first
                 elif first == 0xFE and length < 9:  # EOF: the result set is complete
@@ -82,6 +72,8 @@ def checked_rows(conn: pymysql.connections.Connection, sql: str, texts: int = 1)
                 elif first == 0xFF:
                     result.unbuffered_active = False
                     err.raise_mysql_exception(buf[pos + 4:end])
+                elif length == _MAX_PACKET:
+                    raise err.DataError(2020, "a row is larger than 16 MiB; this reader does not join split packets")
                 else:
                     text, at = _value(buf, pos + 4)
                     batch.append(text)

@@ -30,10 +30,6 @@ BINARY = {"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob", "
 LARGE = {"blob", "mediumblob", "longblob", "text", "mediumtext", "longtext", "json", "geometry", "linestring",
          "polygon", "multipoint", "multilinestring", "multipolygon", "geometrycollection"}
 _QUOTE_CHARSETS = {"utf8mb4", "utf8mb3", "utf8", "ascii"}  # QUOTE() in utf8mb4 is exact; others go as hex
-# Large text columns the client quotes itself (quote_text): the server's QUOTE() costs ~4 ns a byte, which was 0.32 s
-# of the 0.36 s the server spent rendering the benchmark's webhook_events_log at 1x (its plain value: 0.03 s).
-CLIENT_QUOTED = {"text", "mediumtext", "longtext"}
-_ESCAPES = ((b"\\", b"\\\\"), (b"'", b"\\'"), (b"\0", b"\\0"), (b"\x1a", b"\\Z"))
 _GENERATED = re.compile(r"\b(?:VIRTUAL|STORED|PERSISTENT)\s+GENERATED\b", re.IGNORECASE)  # not DEFAULT_GENERATED
 _DEFINER = re.compile(r"\s*DEFINER\s*=\s*(?:`(?:[^`]|``)*`|'[^']*'|\S+?)@(?:`(?:[^`]|``)*`|'[^']*'|[^\s*]+)", re.IGNORECASE)
 
@@ -44,17 +40,6 @@ class SchemaUnreadable(OpsError):
 
 class SchemaRefused(OpsError):
     """The database holds an object this tool cannot back up: the backup is refused, naming it."""
-
-
-def quote_text(value: bytes | None) -> bytes:
-    """Exactly what the server's ``QUOTE(value)`` returns (``'...'`` with backslash, quote, NUL and Ctrl-Z escaped;
-    ``NULL`` for NULL), computed by the client: a few C-speed scans instead of the server's byte loop."""
-    if value is None:
-        return b"NULL"
-    for raw, escaped in _ESCAPES:
-        if raw in value:
-            value = value.replace(raw, escaped)
-    return b"'" + value + b"'"
 
 
 def sql_string(text: str) -> str:
@@ -72,11 +57,6 @@ class Column:
     @property
     def large(self) -> bool:
         return self.data_type in LARGE
-
-    @property
-    def client_quoted(self) -> bool:
-        """Sent as its plain value and quoted by :func:`quote_text` (the same bytes ``sql_text`` would give)."""
-        return self.data_type in CLIENT_QUOTED and self.charset in _QUOTE_CHARSETS
 
     @property
     def text_charset(self) -> str | None:
@@ -120,6 +100,9 @@ class Table:
     def large_columns(self) -> list[Column]:
         return [c for c in self.columns if c.large]
 
+    def row_expression(self) -> str:
+        return "CONCAT('('," + ",',',".join(c.sql_text() for c in self.columns) + ",')')"
+
     def key_condition(self) -> str:
         """A server-side expression giving the SQL condition that selects this row (``\\`id\\`<=>42``)."""
         by_name = {c.name: c for c in self.columns}
@@ -134,38 +117,19 @@ class Table:
         return f"INSERT INTO {quote_ident(self.name)} ({cols}) VALUES ".encode()
 
     def select_sql(self, large_bytes: int | None = None, where: str | None = None, also: str | None = None) -> str:
-        """The row as an SQL tuple ``(...)`` in text columns: the server renders the parts between client-quoted
-        columns (:attr:`Column.client_quoted`), which come as plain values in between, so a row is ``seg0, value1,
-        seg1, ..., segN`` (N = :attr:`client_quoted_count`) and its text ``seg0 + quote_text(value1) + seg1 ...``.
-        A row whose large values add up to more than ``large_bytes`` comes as ``!`` and its key condition in
-        ``seg0`` instead, its plain values NULL (then dumped in pieces, pieces.py). ``where``: only the rows of one
-        key range (chunks.py). ``also``: one more column at the end (the row's checksum)."""
+        """One text column per row: the row as an SQL tuple ``(...)``; a row whose large values add up to more
+        than ``large_bytes`` comes as ``!`` and its key condition instead (then dumped in pieces, pieces.py).
+        ``where``: only the rows of one key range (chunks.py). ``also``: a second column (the row's checksum)."""
         order = ",".join(quote_ident(c) for c in self.order_by)
-        segments: list[list[str]] = [["'('"]]
-        plain: list[str] = []
-        for i, column in enumerate(self.columns):
-            if i:
-                segments[-1].append("','")
-            if column.client_quoted:
-                plain.append(quote_ident(column.name))
-                segments.append([])
-            else:
-                segments[-1].append(column.sql_text())
-        segments[-1].append("')'")
-        exprs = ["CONCAT(" + ",".join(seg) + ")" if len(seg) > 1 else seg[0] for seg in segments]
+        expr = self.row_expression()
         large = self.large_columns
         if large and large_bytes:
             size = "+".join(f"IFNULL(LENGTH({quote_ident(c.name)}),0)" for c in large)
             marker = f"CONCAT('!',{self.key_condition()})" if self.key else "'!'"
-            exprs[0] = f"IF({size}>{int(large_bytes)},{marker},{exprs[0]})"
-            plain = [f"IF({size}>{int(large_bytes)},NULL,{q})" for q in plain]
-        columns = [exprs[0]] + [x for pair in zip(plain, exprs[1:]) for x in pair] + ([also] if also else [])
+            expr = f"IF({size}>{int(large_bytes)},{marker},{expr})"
         where_sql = f" WHERE {where}" if where else ""
-        return f"SELECT {','.join(columns)} FROM {quote_ident(self.name)}{where_sql} ORDER BY {order}"
-
-    @property
-    def client_quoted_count(self) -> int:
-        return sum(c.client_quoted for c in self.columns)
+        also_sql = f",{also}" if also else ""
+        return f"SELECT {expr}{also_sql} FROM {quote_ident(self.name)}{where_sql} ORDER BY {order}"
 
 
 @dataclass

@@ -10,8 +10,6 @@ from rusing_ops.backups.checksum import table_checksums
 from rusing_ops.backups.connection import open_connection
 from rusing_ops.backups.dump import backup_database
 from rusing_ops.backups.rawrows import checked_rows
-from rusing_ops.backups.restore import restore_backup
-from rusing_ops.backups.schema import quote_text
 
 LENGTHS = [0, 1, 250, 251, 65535, 65536, (1 << 24) - 1 - 16, 3 << 20]  # every length-prefix size, NULL below
 
@@ -45,39 +43,3 @@ def test_the_dumps_own_checksums_equal_the_servers_checksum_query(every_type_db,
     finally:
         conn.close()
     assert expected and {n: e.server_checksum for n, e in backup.manifest.tables.items()} == expected
-
-
-def test_client_quoting_gives_the_servers_quote_byte_for_byte(server_url):
-    """Large text columns are quoted by the client (schema.quote_text) instead of QUOTE() on the server."""
-    values = [b"", b"plain", b"it's", b"back\\slash\\", b"nul\x00byte", b"ctrl\x1az", b"\\'\\'\x00\x1a\x00",
-              b"cr\r\nlf\n\ttab", "é🎓 Reçu \"json\": {\\\"x\\\"}".encode(), bytes(range(32, 127)) * 3, None]
-    conn = open_connection(server_url, "")
-    try:
-        with conn.cursor() as cur:
-            for value in values:
-                cur.execute("SELECT QUOTE(CONVERT(%s USING utf8mb4))", (value,))
-                assert quote_text(value) == cur.fetchone()[0], value
-    finally:
-        conn.close()
-
-
-def test_a_row_split_around_client_quoted_texts_dumps_as_one_tuple(fresh_db, local_store):
-    """Text columns first, last, adjacent, NULL and between server-rendered ones: the same rows come back."""
-    conn = open_connection(fresh_db)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("CREATE TABLE t (a TEXT, id INT PRIMARY KEY, b LONGTEXT, c MEDIUMTEXT, d BLOB, e TEXT) "
-                        "DEFAULT CHARSET=utf8mb4")
-            cur.execute("INSERT INTO t VALUES ('x''\\\\y', 1, NULL, '', 0x00ff, 'z\\0\\Z'), (NULL, 2, 'é', NULL, NULL, "
-                        "NULL), (REPEAT('q', 65000), 3, 'a', 'b', '', '🎓')")
-            cur.execute("SELECT * FROM t ORDER BY id")
-            before = cur.fetchall()
-        backup = backup_database(fresh_db, local_store)
-        copy = fresh_db.database + "__copy"
-        restore_backup(fresh_db, local_store, backup.manifest.key, database=copy, pre_restore_backup=False,
-                       from_database=fresh_db.database)
-        with conn.cursor() as cur:
-            cur.execute(f"SELECT * FROM `{copy}`.t ORDER BY id")
-            assert cur.fetchall() == before
-    finally:
-        conn.close()
