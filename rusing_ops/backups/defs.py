@@ -16,7 +16,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-from ..core.errors import ConfigError, OpsError, require_confirm
+from ..core.errors import ConfigError, DatabaseUnavailable, OpsError, StoreError, require_confirm
 from ..dagster_support import configured_target, failure, max_runtime, refusal, table_of, target_tags
 from ..resources import DB_WRITE_POOL, DB_WRITE_TAGS, BackupStoreResource, DatabaseResource
 from . import catalog, keys, record
@@ -40,16 +40,23 @@ def _drizzle_dir(database: DatabaseResource):
 database_backup = dg.AssetSpec(
     "database_backup", partitions_def=PARTITIONS, group_name="backups", kinds={"mysql", "s3"},
     description="Every complete backup in the backup store (RUSING_BACKUP_URL), one partition each, named "
-    "backup-<UTC time the snapshot started>-<reason>. Recorded by whatever took it (backup_database, migrate_database, "
+    "backup-<database>-<UTC time the snapshot started>-<reason>. Recorded by whatever took it (backup_database, migrate_database, "
     "rollback_migration, restore_database, recover_from_data_loss) and reconciled with the store by the sensor "
     "backup_store_partitions (backups from elsewhere appear, pruned ones disappear). To take a backup, click "
     "Materialize on **newest_backup** or launch **backup_database**; to restore one, launch **restore_database** "
-    "and pick its partition.")
+    "and pick its partition.\n\n**\"Add a partition\" does not make a backup** (Dagster offers it for every dynamic "
+    "partition set): a name added by hand has no metadata, restore_database and verify_backup refuse it in words, "
+    "and backup_store_partitions removes it on its next tick.")
+
+VERIFY_LAUNCHPAD = "/locations/rusing_ops/jobs/verify_backup/playground"  # workspace.yaml's location name
 
 VERIFIED = dg.AssetCheckSpec(
     "backup_verified", asset=ASSET, partitions_def=PARTITIONS,
     description="The partition's backup restored into a scratch database with the manifest's row counts and content "
-    "checksums (the store's verification record). WARN = not verified yet: launch verify_backup on the partition.")
+    "checksums (the store's verification record). WARN = not verified yet. **To verify a backup: "
+    f"[open verify_backup]({VERIFY_LAUNCHPAD}), pick the backup in the Partition box, Launch Run** (Dagster "
+    "cannot execute a check of a partitioned asset from this tab). An outage of the store or the database fails "
+    "that run with \"could not run\" and records no verdict.")
 
 
 def backup_metadata(rec: record.BackupRecord) -> dict:
@@ -175,19 +182,42 @@ def backup_store_partitions(context: dg.SensorEvaluationContext, backup_store: B
     return dg.SkipReason(f"reconciled: +{len(diff.add)} -{len(diff.remove)}; {len(diff.complete)} complete backups")
 
 
-def chosen_backup(context: dg.OpExecutionContext, configured: str) -> str:
-    """The partition picked in the Launchpad, else the config's backup (a conflict between them is refused)."""
+def chosen_backup(context: dg.OpExecutionContext, configured: str, store, spared: str) -> str:
+    """The partition picked in the Launchpad, else the config's backup (a conflict between them is refused).
+
+    A picked partition that is not a complete backup in ``store`` (one typed into Dagster's "Add a partition", or
+    one whose backup was pruned meanwhile) is refused as an operator's error, saying ``spared`` (what was not done).
+    """
     if not context.has_partition_key:
         return configured
-    if configured not in ("", "latest", context.partition_key):
-        raise ConfigError(f"The run picked backup {context.partition_key} and its config names {configured!r}.",
+    picked = context.partition_key
+    if configured not in ("", "latest", picked):
+        raise ConfigError(f"The run picked backup {picked} and its config names {configured!r}.",
                           next_step="pick the partition only, or leave backup at `latest`.")
-    return context.partition_key
+    if picked not in record.complete_keys(store):
+        raise refusal(f"Partition {picked} of database_backup is not a backup in {store.url}: it was added by hand "
+                      "(\"Add a partition\" takes no backup) or its backup was deleted. "
+                      f"{spared[:1].upper() + spared[1:]}; nothing was changed. Next: pick a partition that shows "
+                      "a backup's metadata, or take a backup (newest_backup → Materialize). The sensor "
+                      "backup_store_partitions removes this partition on its next tick.")
+    return picked
 
 
-def _verify(context, database: DatabaseResource, backup_store: BackupStoreResource, ref: str):
+class VerificationNotRun(OpsError):
+    """The store or the database did not answer: the backup was not judged (not a failed verification)."""
+
+
+def _verify(context, database: DatabaseResource, backup_store: BackupStoreResource, configured: str):
     store = backup_store.get_store()
-    result = verify(database.parsed, store, ref, log=context.log.info)
+    ref = context.partition_key if context.has_partition_key else configured
+    try:
+        result = verify(database.parsed, store, chosen_backup(context, configured, store, "nothing was verified"),
+                        log=context.log.info)
+    except (DatabaseUnavailable, StoreError) as exc:  # an outage says nothing about the backup
+        raise VerificationNotRun(f"The verification of {ref} could not run: {exc.message} The backup was not judged: "
+                                 "its verification record is unchanged.", changed=False,
+                                 next_step=exc.next_step or "verify it again once the store and the database "
+                                 "answer.") from None
     rec = record.describe(store, result.key, _drizzle_dir(database))
     if not context.instance.has_dynamic_partition(PARTITIONS.name, rec.name):  # e.g. a backup from an older version
         record_backup(context, store, rec, database)
@@ -196,21 +226,13 @@ def _verify(context, database: DatabaseResource, backup_store: BackupStoreResour
                          "scratch_db": result.scratch_db, "notes": "; ".join(result.notes) or "(none)"}
 
 
-@dg.multi_asset_check(specs=[VERIFIED], description="Recorded per partition by the verify_backup job (Dagster "
-                      "1.13 runs a check of a partitioned external asset only inside a partitioned run).")
-def backup_verified(context: dg.AssetCheckExecutionContext, database: DatabaseResource,
-                    backup_store: BackupStoreResource):
-    if not context.has_partition_key:
-        raise refusal("backup_verified is recorded per backup by the verify_backup job. Nothing was changed. "
-                      "Next: Jobs → verify_backup → pick the backup in the Partition box → Launch "
-                      "(`rusing-ops db verify --backup <name>`).")
-    try:
-        _, rec, metadata = _verify(context, database, backup_store, context.partition_key)
-    except OpsError as exc:
-        yield dg.AssetCheckResult(asset_key=ASSET, check_name=VERIFIED.name, passed=False, description=str(exc))
-        return
-    yield dg.AssetCheckResult(asset_key=ASSET, check_name=VERIFIED.name, passed=rec.verified,
-                              description=f"{rec.name}: {rec.verification_text}", metadata=metadata)
+@dg.multi_asset_check(specs=[VERIFIED], description="Recorded per partition by the verify_backup job: Dagster 1.13 "
+                      "cannot execute a check of a partitioned asset on its own (the Checks tab disables Execute, and "
+                      "a job of checks alone has no partitions).")
+def backup_verified(context: dg.AssetCheckExecutionContext):
+    raise refusal("backup_verified is recorded per backup by the verify_backup job. Nothing was changed. "
+                  "Next: Jobs → verify_backup → pick the backup in the Partition box → Launch "
+                  "(`rusing-ops db verify --backup <name>`).")
 
 
 class VerifyBackupConfig(dg.Config):
@@ -222,7 +244,7 @@ class VerifyBackupConfig(dg.Config):
 def verify_backup_op(context: dg.OpExecutionContext, config: VerifyBackupConfig, database: DatabaseResource,
                      backup_store: BackupStoreResource) -> dict:
     try:
-        result, rec, metadata = _verify(context, database, backup_store, chosen_backup(context, config.backup))
+        result, rec, metadata = _verify(context, database, backup_store, config.backup)
     except OpsError as exc:
         raise failure(exc) from None
     context.log_event(verified_evaluation(rec))
@@ -292,7 +314,8 @@ def restore_database_op(context: dg.OpExecutionContext, config: RestoreDatabaseC
             context.add_output_metadata({"repaired": "\n".join(lines)})
             return {"repaired": lines}
         store = backup_store.get_store()
-        result = restore_backup(database.parsed, store, chosen_backup(context, config.backup), database=config.database,
+        result = restore_backup(database.parsed, store, chosen_backup(context, config.backup, store, "nothing was restored"),
+                                database=config.database,
                                 pre_restore_backup=config.pre_restore_backup, lock=database.write_lock,
                                 run_id=context.run.run_id, log=context.log.info, from_database=config.from_database)
     except OpsError as exc:

@@ -45,9 +45,10 @@ class RecoverFromDataLossConfig(dg.Config):
 def recover_from_data_loss_op(context: dg.OpExecutionContext, config: RecoverFromDataLossConfig, app: AppResource,
                               database: DatabaseResource, backup_store: BackupStoreResource) -> dict:
     try:
+        store = backup_store.get_store()
         result = recover_from_data_loss(
-            database.parsed, backup_store.get_store(), app.get_control(), confirm=config.confirm,
-            backup=chosen_backup(context, config.backup),
+            database.parsed, store, app.get_control(), confirm=config.confirm,
+            backup=chosen_backup(context, config.backup, store, "the app was not stopped and nothing was restored"),
             database=config.database, pre_restore_backup=config.pre_restore_backup, lock=database.write_lock,
             run_id=context.run.run_id, log=context.log.info,
             validate=_schema_validator(database.drizzle_folder(config.drizzle_dir)) if config.validate_schema else None,

@@ -230,12 +230,13 @@ def test_prune_job_is_a_dry_run_by_default_and_removes_partitions(every_type_db,
     wet = job.execute_in_process(instance=dagster_instance, run_config={
         "ops": {"prune_backups_op": {"config": {**config, "dry_run": False}}}})
     assert wet.output_for_node("prune_backups_op")["deleted"] == 2
-    assert [e.name for e in catalog.list_backups(local_store)] == ["backup-2026-11-26T080000Z"]
-    assert dagster_instance.get_dynamic_partitions(PARTITIONS.name) == ["backup-2026-11-26T080000Z"]
+    db = every_type_db.database
+    assert [e.name for e in catalog.list_backups(local_store)] == [f"backup-{db}-2026-11-26T080000Z"]
+    assert dagster_instance.get_dynamic_partitions(PARTITIONS.name) == [f"backup-{db}-2026-11-26T080000Z"]
     [mat_event] = [e for e in wet.all_events if e.event_type_value == "STEP_OUTPUT"]
     shown = mat_event.event_specific_data.metadata["delete"]
-    assert sorted(r.data["key"] for r in shown.records) == ["backup-2026-11-24T080000Z.sql.zst",
-                                                            "backup-2026-11-25T080000Z.sql.zst"]
+    assert sorted(r.data["key"] for r in shown.records) == [f"backup-{db}-2026-11-24T080000Z.sql.zst",
+                                                            f"backup-{db}-2026-11-25T080000Z.sql.zst"]
 
 
 @pytest.fixture
@@ -310,7 +311,7 @@ def test_freshness_check(every_type_db, local_store, dagster_instance, age_hours
     [evaluation] = result.get_asset_check_evaluations()
     assert evaluation.check_name == "backup_fresh" and evaluation.passed is passed
     assert evaluation.description.startswith(
-        f"Newest complete backup of `{every_type_db.database}` {keys.partition_name(taken)} is {age_hours}.")
+        f"Newest complete backup of `{every_type_db.database}` {keys.partition_name(taken, database=every_type_db.database)} is {age_hours}.")
 
 
 def test_backup_verified_executed_without_a_partition_points_to_verify_backup(every_type_db, local_store,
@@ -328,3 +329,56 @@ def test_backup_verified_executed_without_a_partition_points_to_verify_backup(ev
                                             "Nothing was changed. Next: Jobs")
     assert is_refusal(refusal)
     assert not catalog.resolve(local_store, name).verified
+
+
+@pytest.mark.parametrize("down", ["database", "store"])
+def test_verify_says_it_could_not_run_when_the_database_or_the_store_is_down(every_type_db, local_store,
+                                                                            dagster_instance, down, monkeypatch):
+    """An outage is not a failed verification: the verify_backup run (what the UI launches on a picked partition)
+    fails with "could not run" (alerted: not a refusal), no backup_verified verdict is recorded on the partition and
+    the store's verification record stays as it was."""
+    from rusing_ops_tests.conftest import free_port
+
+    name = _recorded(_backup(dagster_instance, _url(every_type_db), local_store.url)).partition
+    url, store_url = _url(every_type_db), local_store.url
+    if down == "database":
+        url = f"mysql://{every_type_db.user}@127.0.0.1:{free_port()}/{every_type_db.database}"  # nothing listens
+    else:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # an S3 store that is not there
+        store_url = "s3://rusing-backups/prod"
+    result = _job("verify_backup", url, store_url).execute_in_process(instance=dagster_instance, partition_key=name,
+                                                                       raise_on_error=False)
+    assert not result.success and result.get_asset_check_evaluations() == []
+    failed = _refusal(result)
+    text = failure_text(failed)
+    assert text.startswith(f"The verification of {name} could not run: "), text
+    assert ("Cannot connect to mysql://" if down == "database" else "The backup store s3://rusing-backups/prod") in text
+    assert "The backup was not judged: its verification record is unchanged." in text
+    assert not is_refusal(failed)  # an outage is an incident: alerted
+    assert catalog.resolve(local_store, name).verification is None
+
+
+def test_a_partition_added_by_hand_is_refused_in_words_and_removed(every_type_db, local_store, dagster_instance,
+                                                                   db_conn):
+    """Dagster offers "Add a partition" on every dynamic partition set (no setting turns it off): a typed name is
+    not a backup, so restore and verify refuse it as an operator's error (the paragraph only, not alerted),
+    nothing is restored, and the sensor removes it."""
+    url = _url(every_type_db)
+    _backup(dagster_instance, url, local_store.url)
+    typed = "backup-2026-12-24T000000Z-manual"  # well-formed, and no such backup
+    dagster_instance.add_dynamic_partitions(PARTITIONS.name, [typed])
+    before = snapshot(every_type_db, every_type_db.database)
+    restore = _job("restore_database", url, local_store.url).execute_in_process(
+        instance=dagster_instance, partition_key=typed, raise_on_error=False,
+        run_config={"ops": {"restore_database_op": {"config": {"confirm": every_type_db.database}}}})
+    refused = _refusal(restore)
+    assert is_refusal(refused) and refused.error.stack == []
+    assert failure_text(refused).startswith(f"Partition {typed} of database_backup is not a backup in "
+                                            f"{local_store.url}: it was added by hand")
+    assert "Nothing was restored; nothing was changed." in failure_text(refused)
+    assert snapshot(every_type_db, every_type_db.database) == before and len(catalog.list_backups(local_store)) == 1
+    verify_run = _job("verify_backup", url, local_store.url).execute_in_process(
+        instance=dagster_instance, partition_key=typed, raise_on_error=False)
+    assert is_refusal(_refusal(verify_run)) and "Nothing was verified" in failure_text(_refusal(verify_run))
+    assert "reconciled: +0 -1" in _reconcile(_defs(url, local_store.url), dagster_instance)
+    assert typed not in dagster_instance.get_dynamic_partitions(PARTITIONS.name)
