@@ -306,7 +306,7 @@ def _backup(url: DatabaseURL, store: BackupStore, *, reason: str = "", compressi
     started = time.monotonic()
     now = now or dt.datetime.now(dt.UTC)
     encryption = crypto.of(store)  # RUSING_BACKUP_RECIPIENTS set: age-encrypted, key ends in .age (crypto.py)
-    key = keys.make_key(now, reason, compression, encrypted=encryption.enabled)
+    key = keys.make_key(now, reason, compression, encrypted=encryption.enabled, database=url.database)
     if store.exists(key) or store.exists(keys.manifest_key(key)):
         raise OpsError(f"A backup named {key} already exists in {store.url}; refusing to overwrite it.",
                        next_step="run the backup again a second later, or give another reason.")

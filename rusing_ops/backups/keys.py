@@ -1,5 +1,10 @@
-"""Backup object names: ``backup-YYYY-MM-DDTHHMMSSZ[-<reason>].sql.zst`` and the sidecars beside it: the manifest
-(makes the backup complete), the verification record and the pin (keeps it from prune)."""
+"""Backup object names: ``backup-<database>-YYYY-MM-DDTHHMMSSZ[-<reason>].sql.zst`` and the sidecars beside it: the
+manifest (makes the backup complete), the verification record and the pin (keeps it from prune).
+
+The database is in the name so that two databases backed up into one store in the same second with the same reason
+get two keys (without it the second was refused, or, started at once, both passed the "already exists" test and
+the second replaced the first). Names without it (``backup-YYYY-MM-DDTHHMMSSZ[-<reason>]``, written before) are
+read the same way; the manifest, not the name, says which database a backup holds."""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ MANIFEST_SUFFIX = ".manifest.json"
 VERIFIED_SUFFIX = ".verified.json"
 PIN_SUFFIX = ".pin.json"
 SIDECAR_SUFFIXES = (MANIFEST_SUFFIX, VERIFIED_SUFFIX, PIN_SUFFIX)
-_KEY = re.compile(r"(?:.*/)?backup-(?P<ts>\d{4}-\d{2}-\d{2}T\d{6}Z)(?:-(?P<reason>[a-z0-9-]+))?(?P<ext>\.sql(?:\.zst|\.gz)?)(?P<age>\.age)?")
+_KEY = re.compile(r"(?:.*/)?backup-(?:(?P<db>[A-Za-z0-9_-]+?)-)?(?P<ts>\d{4}-\d{2}-\d{2}T\d{6}Z)(?:-(?P<reason>[a-z0-9-]+))?(?P<ext>\.sql(?:\.zst|\.gz)?)(?P<age>\.age)?")
 ENCRYPTED_SUFFIX = ".age"  # an age-encrypted data object (crypto.py): backup-<ts>-<reason>.sql.zst.age
 
 
@@ -41,24 +46,30 @@ def clean_reason(reason: str | None) -> str:
     return text[:40].strip("-")
 
 
+def database_tag(database: str | None) -> str:
+    """``database`` as it appears in a key: letters, digits and ``_`` kept, any other run of characters one ``-``."""
+    return re.sub(r"[^A-Za-z0-9_]+", "-", database or "").strip("-")[:64]
+
+
 def make_key(taken_at: dt.datetime, reason: str | None = None, compression: str = "zstd",
-             encrypted: bool = False) -> str:
-    """The data object's key for a backup started at ``taken_at`` (converted to UTC); ``.age`` when encrypted."""
+             encrypted: bool = False, database: str | None = None) -> str:
+    """The data object's key for a backup of ``database`` started at ``taken_at`` (converted to UTC); ``.age`` when
+    encrypted."""
     if compression not in EXTENSIONS:
         raise ConfigError(f"Compression {compression!r} is not supported; choose one of: zstd, gzip.")
     stamp = taken_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
-    reason = clean_reason(reason)
-    return (f"backup-{stamp}{'-' + reason if reason else ''}{EXTENSIONS[compression]}"
+    reason, tag = clean_reason(reason), database_tag(database)
+    return (f"backup-{tag + '-' if tag else ''}{stamp}{'-' + reason if reason else ''}{EXTENSIONS[compression]}"
             f"{ENCRYPTED_SUFFIX if encrypted else ''}")
 
 
-def partition_name(taken_at: dt.datetime, reason: str | None = None) -> str:
+def partition_name(taken_at: dt.datetime, reason: str | None = None, database: str | None = None) -> str:
     """The backup's name (and ``database_backup`` partition key): its key without extension."""
-    return make_key(taken_at, reason, "none")[: -len(EXTENSIONS["none"])]
+    return make_key(taken_at, reason, "none", database=database)[: -len(EXTENSIONS["none"])]
 
 
 def parse_name(name: str) -> BackupName | None:
-    """The parts of a backup name (partition key), e.g. ``backup-2026-11-26T080000Z-nightly``."""
+    """The parts of a backup name (partition key), e.g. ``backup-app-2026-11-26T080000Z-nightly``."""
     return parse_key(name + EXTENSIONS["none"])
 
 

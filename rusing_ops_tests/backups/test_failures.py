@@ -263,7 +263,8 @@ def test_a_second_backup_with_the_same_name_never_overwrites_the_first(every_typ
     original = local_store.get_bytes(first.manifest.key)
     with pytest.raises(OpsError) as err:
         backup_database(every_type_db, local_store, reason="nightly", now=when)
-    assert str(err.value) == (f"A backup named backup-2026-11-26T030000Z-nightly.sql.zst already exists in "
+    assert str(err.value) == (f"A backup named backup-{every_type_db.database}-2026-11-26T030000Z-nightly.sql.zst "
+                              f"already exists in "
                               f"{local_store.url}; refusing to overwrite it. Nothing was changed. Next: run the backup "
                               "again a second later, or give another reason.")
     assert local_store.get_bytes(first.manifest.key) == original

@@ -87,9 +87,9 @@ def test_catalog_lists_newest_first_and_resolves_names(every_type_db, local_stor
                              now=dt.datetime(2026, 1, 2, 3, 0, tzinfo=dt.UTC))
     entries = catalog.list_backups(local_store)
     assert [e.key for e in entries] == [second.manifest.key, first.manifest.key]
-    assert entries[0].name == "backup-2026-01-02T030000Z-nightly"
+    assert entries[0].name == f"backup-{every_type_db.database}-2026-01-02T030000Z-nightly"
     assert catalog.resolve(local_store, "latest").key == second.manifest.key
-    assert catalog.resolve(local_store, "backup-2026-01-01T030000Z").key == first.manifest.key
+    assert catalog.resolve(local_store, f"backup-{every_type_db.database}-2026-01-01T030000Z").key == first.manifest.key
     summary = entries[0].summary()
     assert summary["rows"] == 3015 and summary["verified"] is False
     assert json.loads(local_store.get_bytes(keys.manifest_key(first.manifest.key)))["key"] == first.manifest.key

@@ -101,7 +101,7 @@ def test_one_unreadable_manifest_never_hides_the_other_backups(fresh_db, any_sto
 def test_a_failed_manifest_write_deletes_the_data_object(fresh_db, local_store):
     _small(fresh_db)
     when = dt.datetime(2026, 1, 1, 3, tzinfo=UTC)
-    key = keys.make_key(when, "nightly")
+    key = keys.make_key(when, "nightly", database=fresh_db.database)
     (local_store.root / keys.manifest_key(key)).mkdir(parents=True)  # the manifest's place is taken
     with pytest.raises(StoreError) as err:
         backup_database(fresh_db, local_store, reason="nightly", now=when)
