@@ -1,8 +1,11 @@
 """What a statement read from a backup or dump file may do: act on the staging (or scratch) database, nothing else.
 
-Every statement is checked twice. A first pass over the whole file runs nothing: the first statement that breaks a
-rule refuses the restore, naming its line and the kind of statement (never its text). The load pass checks again
-what it sends, so a file replaced between the passes cannot slip a statement through either.
+Every statement is checked before it is sent: the first statement that breaks a rule refuses the restore, naming
+its line and the kind of statement (never its text). A backup with a manifest is checked in one pass, as it is
+loaded into the disposable staging database by a user granted on that database only (sandbox.py): a refusal drops
+it, the target untouched (:func:`one_pass`). Any other file is first checked whole without running anything
+(:func:`preflight`: it also tells a data-only dump, and refuses a second database named before the file's own),
+then checked again as it is loaded, so a file replaced between the passes cannot slip a statement through either.
 
 What a dump may contain (README "Restore: what a dump file may contain"):
 
@@ -404,11 +407,11 @@ class _Statements(Protocol):
 
 @dataclass
 class Plan:
-    """A file that passed the first pass: :meth:`actions` reads it again, checking each statement it yields."""
+    """A file to load: :meth:`actions` reads it, checking each statement it yields (again, after a preflight)."""
 
     source: _Statements
     scope: Scope
-    statements: int
+    statements: int | None  # counted by a preflight; None when checked only while loading (one_pass)
     data_only: list[str]  # a dump without CREATE TABLE (--no-create-info): the tables it fills
 
     def actions(self) -> Iterator[Action]:
@@ -416,6 +419,14 @@ class Plan:
         for line, stmt in self.source.numbered_statements():
             yield confiner.check(line, stmt)
         confiner.finish()
+
+
+def one_pass(source: _Statements, scope: Scope) -> Plan:
+    """A backup with a manifest (``scope.own`` is its database): nothing is read ahead; :meth:`Plan.actions` checks
+    each statement as the load reads it. Its integrity is the manifest's sha256, checked when the reading ends
+    (source.py); the row counts and server checksums of the loaded copy are compared before any swap (restore.py).
+    """
+    return Plan(source, scope, None, [])
 
 
 def preflight(source: _Statements, scope: Scope) -> Plan:

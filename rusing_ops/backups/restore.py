@@ -28,7 +28,7 @@ from .checksum import checksum_mismatches, same_flavour
 from .connection import open_connection
 from .dump import backup_database
 from .load import Loader
-from .source import Source, resolve_source
+from .source import NotAsStored, Source, resolve_source
 from .swap import interrupted_swaps, repair_swap, swap_in, write_lock
 
 
@@ -106,13 +106,37 @@ def stage(url: DatabaseURL, source: Source, database: str, *, log: Callable[[str
 
     :param like: the restore's target: a data-only dump (no CREATE TABLE) takes its schema from it (dataonly.py).
 
+    A backup with a manifest is read once: each statement is checked as it is sent (confine.py) and the stored
+    bytes are hashed on the way; when the load fails or the hash differs, the object is read again, and a damaged
+    one is replaced by its second copy (copies.py), loaded afresh, or refused (source.NotAsStored). Any other
+    file is checked whole before its first statement runs (confine.preflight: data-only dumps are told there).
+
     On any failure the database is dropped again and :class:`RestoreRefused` (or the load error) is raised.
     """
     quote_ident(database)
+    log = log or (lambda _line: None)
+    while True:
+        try:
+            return _stage_once(url, source, database, log, workers, like)
+        except OpsError:
+            if source.manifest is None or source.checked:
+                raise
+            damage = source.damage()  # the object read whole: is the failure its damage?
+            if damage is None:
+                raise
+            note = source.use_copy(damage)
+            if note is None:
+                raise damage from None
+            log(f"note: {note}; `{database}` is loaded again from it")
+
+
+def _stage_once(url: DatabaseURL, source: Source, database: str, log: Callable[[str], None], workers: int,
+                like: str | None) -> StageResult:
     admin = open_connection(url, "")
     try:
-        # Every statement checked before any runs; each acts on `database` only (confine.py).
-        plan = confine.preflight(source, confine.server_scope(admin, source.label, database, source.own_database()))
+        scope = confine.server_scope(admin, source.label, database, source.own_database())
+        # Each statement acts on `database` only (confine.py): checked as it is loaded, or the whole file first.
+        plan = confine.one_pass(source, scope) if source.manifest is not None else confine.preflight(source, scope)
         with admin.cursor() as cur:
             cur.execute(f"CREATE DATABASE {quote_ident(database)} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
         try:
@@ -137,9 +161,8 @@ def stage(url: DatabaseURL, source: Source, database: str, *, log: Callable[[str
                 # The values, not only the counts: the server's checksums of the loaded copy against the ones the
                 # backup's server computed in its snapshot (checksum.py). A wrong rendering or edit fails here.
                 if not same_flavour(admin, manifest.server_version):
-                    if log:
-                        log(f"note: the backup was taken on {manifest.server_version}: another kind of server "
-                            "prints some values differently, so the copy was checked by row counts only")
+                    log(f"note: the backup was taken on {manifest.server_version}: another kind of server "
+                        "prints some values differently, so the copy was checked by row counts only")
                     return StageResult(database, counts, loaded.deferred)
                 differ, sums = checksum_mismatches(admin, database, {n: t.server_checksum
                                                                      for n, t in manifest.tables.items()})
@@ -184,7 +207,7 @@ def restore_backup(url: DatabaseURL, store: BackupStore, ref: str | None = "late
         for note in catalog.check_target(source.manifest, target, from_database, f"{url.host}:{url.port}"):
             log(f"note: {note}")
     log(f"restore source: {source.label} ({'manifest ' + source.manifest.sha256[:12] if source.manifest else 'plain SQL file, no manifest'})")
-    for note in source.check_integrity() or ():  # a damaged primary object: its second copy, said (copies.py)
+    for note in source.notes:  # e.g. read from a second copy; a damaged primary is found while staging (stage)
         log(f"note: {note}")
     with contextlib.ExitStack() as held:
         try:  # held from here to the end of the swap: no migration or other restore can run meanwhile
@@ -238,7 +261,7 @@ def _stage_new(url: DatabaseURL, source: Source, target: str, log, workers: int)
     try:
         staged = stage(url, source, staging, log=log, workers=workers, like=target)
     except OpsError as exc:
-        if isinstance(exc, RestoreRefused):
+        if isinstance(exc, (RestoreRefused, NotAsStored)):  # both say the target was not restored
             raise
         raise RestoreRefused(f"Restore of {source.label!r} stopped before the swap: {exc.message} "
                              f"The target database `{target}` was not touched.", next_step=exc.next_step) from None

@@ -30,6 +30,10 @@ class BackupCorrupt(OpsError):
     """The data object does not match its manifest (truncated, altered) or cannot be decompressed."""
 
 
+class NotAsStored(BackupCorrupt):
+    """The stored object's size or sha256 is not its manifest's: the message says it was not restored."""
+
+
 class NotADump(OpsError):
     """A path given as a restore source is not a SQL dump file (or is in a place dumps are never read from)."""
 
@@ -51,27 +55,44 @@ class Source:
     fallbacks: list[tuple[str, Callable[[], BinaryIO]]] = field(default_factory=list)  # (where, opener): copies.py
     notes: list[str] = field(default_factory=list)  # what the restore must say (e.g. read from the second copy)
 
+    checked: bool = False  # the stored object was read whole and matched the manifest (check_integrity)
+
     def check_integrity(self) -> list[str]:
         """Read the whole object once: size and sha256 must equal the manifest's (no database is touched).
 
         When the object is damaged and a second copy (copies.py) matches the manifest, the copy is used from here
-        on, and the returned notes say so (with any note from choosing the source)."""
+        on, and the returned notes say so (with any note from choosing the source). A restore does not call this:
+        it hashes the object while loading it (restore.stage), and calls :meth:`damage` only when that failed."""
         if self.manifest is None:
             return list(self.notes)
+        damage = self.damage()
+        if damage is not None and self.use_copy(damage) is None:
+            raise damage
+        self.checked = True
+        return list(self.notes)
+
+    def damage(self) -> OpsError | None:
+        """Read the stored object whole: why it does not match the manifest (size, sha256, unreadable), or None."""
         try:
             self._check_stored(self.opener)
         except (BackupCorrupt, StoreError, NotFound) as exc:
-            for where, opener in self.fallbacks:
-                try:
-                    self._check_stored(opener)
-                except (BackupCorrupt, StoreError, NotFound):
-                    continue
-                self.opener = opener
-                self.notes.append(f"the primary object of {self.label} is unusable ({exc.message}); using the copy "
-                                  f"at {where} instead: its size and sha256 match the manifest")
-                return list(self.notes)
-            raise
-        return list(self.notes)
+            return exc
+        return None
+
+    def use_copy(self, damage: OpsError) -> str | None:
+        """The first second copy (copies.py) whose size and sha256 match the manifest replaces the damaged primary
+        from here on; the returned note (also kept in :attr:`notes`) says so. None when no copy matches."""
+        for where, opener in self.fallbacks:
+            try:
+                self._check_stored(opener)
+            except (BackupCorrupt, StoreError, NotFound):
+                continue
+            self.opener, self.fallbacks, self.checked = opener, [], True
+            note = (f"the primary object of {self.label} is unusable ({damage.message}); using the copy at {where} "
+                    "instead: its size and sha256 match the manifest")
+            self.notes.append(note)
+            return note
+        return None
 
     def _plain(self, stream):
         return self.decrypt(stream) if self.decrypt is not None else contextlib.nullcontext(stream)
@@ -80,8 +101,11 @@ class Source:
         with opener() as stream:
             reader = HashingReader(stream)
             reader.drain()
+        self._compare(reader)
+
+    def _compare(self, reader: HashingReader) -> None:
         if reader.bytes != self.manifest.bytes or reader.hash.hexdigest() != self.manifest.sha256:
-            raise BackupCorrupt(
+            raise NotAsStored(
                 f"Backup {self.label!r} does not match its manifest: {reader.bytes:,} bytes with sha256 "
                 f"{reader.hash.hexdigest()[:16]}..., expected {self.manifest.bytes:,} bytes with sha256 "
                 f"{self.manifest.sha256[:16]}... (truncated or altered). It was not restored.",
@@ -90,8 +114,9 @@ class Source:
     def numbered_statements(self) -> Iterator[tuple[int, bytes]]:
         """``(line, statement)`` of the decompressed SQL text; a damaged stream raises :class:`BackupCorrupt`.
 
-        Once exhausted, the bytes read were compared with the manifest again (the object could have been
-        replaced since :meth:`check_integrity`).
+        Once exhausted, every stored byte was hashed and compared with the manifest (:class:`BackupCorrupt`): the
+        restore's integrity check when :meth:`check_integrity` did not run, else a check that the object was not
+        replaced since.
         """
         with self.opener() as stream:
             reader = HashingReader(stream)
@@ -102,7 +127,11 @@ class Source:
                 raise BackupCorrupt(f"{self.label!r} cannot be read as SQL: {exc}.",
                                     next_step="check the file, or restore another backup.") from None
             reader.drain()
-        if self.manifest is not None and reader.hash.hexdigest() != self.manifest.sha256:
+        if self.manifest is None:
+            return
+        if not self.checked:
+            self._compare(reader)
+        elif reader.hash.hexdigest() != self.manifest.sha256:
             raise BackupCorrupt(f"Backup {self.label!r} changed while it was being restored (sha256 differs from "
                                 "its manifest).", next_step="run the restore again.", key=self.label)
 

@@ -155,11 +155,12 @@ def test_tampered_backup_with_a_fixed_manifest_fails_verify_and_restore_touching
 
     result = verify_backup(live, local_store, key, record=False)
     assert not result.ok
-    assert any(f"line {line}: " in p and "No statement of the file was run." in p for p in result.problems), \
-        result.problems
+    # checked as it loads (one pass): refused before it runs, in the scratch database only, which is dropped
+    assert any(f"line {line}: " in p and "only (it is dropped); the target database was not touched." in p
+               for p in result.problems), result.problems
     with pytest.raises(OpsError) as err:
         restore_backup(live, local_store, key, pre_restore_backup=False, lock=NO_LOCK)
-    assert f"line {line}: " in str(err.value)
+    assert f"line {line}: " in str(err.value) and "the target database was not touched" in str(err.value)
     assert snapshot(server_url, sentinel_db.database) == sentinel_before
     assert snapshot(server_url, live.database) == target_before
     assert query(server_url, "", "SELECT COUNT(*) FROM mysql.user WHERE User = 'intruder'") == [(0,)]
