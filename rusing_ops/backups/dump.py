@@ -37,7 +37,7 @@ from .checksum import checksum_text, row_checksum
 from .connection import open_connection
 from .manifest import Manifest, TableEntry
 from .pieces import dump_big_row
-from .rawrows import checked_rows
+from .rawrows import SUM_DIGITS, checked_rows
 from .schema import Schema, Table, read_schema
 from .snapshot import history_kept, open_snapshots, snapshot_point
 from .sqlsplit import FRAME
@@ -144,7 +144,8 @@ def dump_rows(conn, table: Table, emit: Callable[[bytes], None], *, statement_by
             advance(len(buf), size)
         buf, size = [], 0
 
-    sql = table.select_sql(large_bytes_limit(max_packet), where, also=row_checksum(table))
+    sql = table.select_sql(large_bytes_limit(max_packet), where,
+                           also=f"LPAD({row_checksum(table)},{SUM_DIGITS},'0')")
     for batch, batch_total in checked_rows(conn, sql):
         hashed += len(batch)
         total += batch_total

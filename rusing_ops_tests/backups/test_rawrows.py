@@ -6,6 +6,9 @@ verify have the server compute checksum.checksum_sql on the loaded copy. Both mu
 
 from __future__ import annotations
 
+import pytest
+from pymysql import err
+
 from rusing_ops.backups.checksum import table_checksums
 from rusing_ops.backups.connection import open_connection
 from rusing_ops.backups.dump import backup_database
@@ -17,7 +20,7 @@ LENGTHS = [0, 1, 250, 251, 65535, 65536, (1 << 24) - 1 - 16, 3 << 20]  # every l
 def test_checked_rows_reads_every_length_prefix_and_sums_the_second_column(server_url):
     conn = open_connection(server_url, "")
     try:
-        sql = ("SELECT t, n FROM (SELECT -1 AS k, NULL AS t, 7 AS n UNION ALL "
+        sql = ("SELECT t, LPAD(n, 10, '0') FROM (SELECT -1 AS k, NULL AS t, 7 AS n UNION ALL "
                + " UNION ALL ".join(f"SELECT {i}, REPEAT('é', {n} DIV 2), {n}" for i, n in enumerate(LENGTHS))
                + ") x ORDER BY k")
         texts, total = [], 0
@@ -33,6 +36,10 @@ def test_checked_rows_reads_every_length_prefix_and_sums_the_second_column(serve
             assert cur.fetchone() == (b"1",)
     finally:
         conn.close()
+    other = open_connection(server_url, "")
+    with pytest.raises(err.DataError, match="10 digits"):  # not the layout the reader takes apart
+        list(checked_rows(other, "SELECT REPEAT('x', 300), 5"))
+    assert not other.open  # the rest of that result is still on the wire: the connection was closed, not reused
 
 
 def test_the_dumps_own_checksums_equal_the_servers_checksum_query(every_type_db, local_store):
