@@ -53,9 +53,9 @@ def configured_store():
 
 def configured_database() -> str:
     """DATABASE_URL's database name (a malformed URL raises its ConfigError)."""
-    from .core.dburl import parse_database_url
+    from .settings import database_url
 
-    return parse_database_url(env("DATABASE_URL")).database
+    return database_url().database
 
 
 def failure_message(result) -> str:

@@ -76,12 +76,10 @@ _WRAPPERS = ("DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionErro
 
 def _load_time_url():
     """DATABASE_URL as the database resource resolves it (the documented default when unset), or None if malformed."""
-    from .core.dburl import parse_database_url
-    from .settings import env
+    from .settings import database_url
 
-    raw = env("DATABASE_URL")
     try:
-        return parse_database_url(raw) if raw else None
+        return database_url()
     except OpsError:
         return None
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .core.dburl import DEFAULT_DATABASE_URL
+from .core.dburl import DEFAULT_DATABASE_URL, parse_database_url
 from .core.store import DEFAULT_BACKUP_URL
 
 # The source checkout (README.md, dagster.yaml, deploy/): files shipped beside the package, never a default location
@@ -76,6 +76,12 @@ def env(name: str) -> str | None:
     """The variable's value, or its documented default; empty strings count as unset."""
     value = os.environ.get(name, "").strip()
     return value or VARIABLES[name][1]
+
+
+def database_url():
+    """DATABASE_URL parsed (its documented default when unset): the one reading of it for the CLI and the UI's
+    load-time labels. A malformed URL raises its ConfigError (the UI's callers catch it: the code location loads)."""
+    return parse_database_url(env("DATABASE_URL"))
 
 
 def resolve_path(path: str | Path) -> Path:

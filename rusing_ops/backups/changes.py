@@ -12,11 +12,7 @@ import re
 
 import pymysql
 
-from ..core.database import list_tables, quote_ident
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+from ..core.database import as_text, list_tables, quote_ident
 
 
 def _rows(cur, sql: str, *args) -> list[tuple]:
@@ -32,15 +28,15 @@ def _checksum(cur, database: str, table: str) -> str:
         except pymysql.err.MySQLError:
             continue
         if row[-1] is not None or len(row) > 2:
-            return ":".join(_text(v) for v in row[1:])
-    return "rows:" + _text(_rows(cur, f"SELECT COUNT(*) FROM {name}")[0][0])
+            return ":".join(as_text(v) for v in row[1:])
+    return "rows:" + as_text(_rows(cur, f"SELECT COUNT(*) FROM {name}")[0][0])
 
 
 def fingerprint(cur, database: str) -> dict[str, str]:
     """``{"table t": ..., "view v": ..., "trigger x": ..., "routine r": ...}`` for ``database`` (empty if absent)."""
     out = {}
     for table in list_tables(cur, database):
-        create = _text(_rows(cur, f"SHOW CREATE TABLE {quote_ident(database)}.{quote_ident(table)}")[0][1])
+        create = as_text(_rows(cur, f"SHOW CREATE TABLE {quote_ident(database)}.{quote_ident(table)}")[0][1])
         create = re.sub(r" AUTO_INCREMENT=\d+", "", create)  # a failed insert moves it without changing data
         out[f"table {table}"] = hashlib.sha256(create.encode()).hexdigest()[:16] + "/" + _checksum(cur, database, table)
     for kind, sql in (
@@ -48,7 +44,7 @@ def fingerprint(cur, database: str) -> dict[str, str]:
             ("trigger", "SELECT TRIGGER_NAME, ACTION_STATEMENT FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s"),
             ("routine", "SELECT ROUTINE_NAME, ROUTINE_DEFINITION FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = %s")):
         for name, definition in _rows(cur, sql, database):
-            out[f"{kind} {_text(name)}"] = hashlib.sha256(_text(definition).encode()).hexdigest()[:16]
+            out[f"{kind} {as_text(name)}"] = hashlib.sha256(as_text(definition).encode()).hexdigest()[:16]
     return out
 
 

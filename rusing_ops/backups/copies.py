@@ -11,12 +11,12 @@ mismatch), and say so. Nothing here imports Dagster.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 from ..core.errors import NotFound, OpsError, StoreError
 from ..core.store import BackupStore
 from . import keys
+from .streams import HashingReader
 
 
 class CopyFailed(OpsError):
@@ -40,11 +40,10 @@ def stores(store: BackupStore) -> list[BackupStore]:
 
 
 def _read_back(copy: BackupStore, key: str) -> tuple[int, str]:
-    digest, size = hashlib.sha256(), 0
-    for chunk in copy.get_stream(key):
-        digest.update(chunk)
-        size += len(chunk)
-    return size, digest.hexdigest()
+    with copy.open_read(key) as stream:
+        reader = HashingReader(stream)
+        reader.drain()
+    return reader.bytes, reader.hash.hexdigest()
 
 
 def copy_one(store: BackupStore, copy: BackupStore, manifest) -> CopyResult:

@@ -27,6 +27,7 @@ from typing import Self
 import pyrage
 
 from ..core.errors import ConfigError, OpsError
+from .streams import HashingReader
 
 SUFFIX = ".age"
 RECIPIENTS_VAR = "RUSING_BACKUP_RECIPIENTS"
@@ -288,14 +289,13 @@ def _describe(manifest) -> str:
 
 def _stored_intact(opener, manifest) -> bool:
     """Whether the stored object still has the manifest's sha256 (then a refusal is the identity's fault)."""
-    digest = hashlib.sha256()
     try:
         with opener() as stream:
-            while chunk := stream.read(1024 * 1024):
-                digest.update(chunk)
+            reader = HashingReader(stream)
+            reader.drain()
     except OpsError:
         return False
-    return digest.hexdigest() == manifest.sha256
+    return reader.hash.hexdigest() == manifest.sha256
 
 
 def decryptor(store, manifest, label: str, opener):

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import pymysql
 
-from ..core.database import quote_ident
+from ..core.database import as_text, quote_ident
 from ..core.dburl import DatabaseURL
 
 PREFIX = "rusing_tmp_"
@@ -35,10 +35,6 @@ def _b36(n: int) -> str:
     return out or "0"
 
 
-def _text(v) -> str:
-    return v.decode() if isinstance(v, (bytes, bytearray)) else str(v)
-
-
 class StagingUser:
     """``with StagingUser(admin_conn, url, staging) as load_url:`` connections to ``load_url`` may touch ``staging``
     only; ``note`` says which account the load runs as."""
@@ -52,7 +48,7 @@ class StagingUser:
     def __enter__(self) -> DatabaseURL:
         with self.admin.cursor() as cur:
             cur.execute("SELECT CURRENT_USER()")
-            user, _, host = _text(cur.fetchone()[0]).rpartition("@")
+            user, _, host = as_text(cur.fetchone()[0]).rpartition("@")
             sweep(cur, host)
             prefix = user.split(".", 1)[0] + "." if "." in user else ""  # TiDB Cloud: every user is <prefix>.<name>
             name = f"{prefix}{PREFIX}{_b36(int(time.time()))}{secrets.token_hex(2)}"
@@ -94,7 +90,7 @@ def sweep(cur, host: str) -> list[str]:
     """
     try:
         cur.execute("SELECT User, Host FROM mysql.user WHERE User LIKE %s", (f"%{PREFIX}%",))
-        users = [(_text(u), _text(h)) for u, h in cur.fetchall()]
+        users = [(as_text(u), as_text(h)) for u, h in cur.fetchall()]
         if not users:
             return []
         cur.execute("SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES WHERE PRIVILEGE_TYPE IN "
@@ -103,10 +99,10 @@ def sweep(cur, host: str) -> list[str]:
         if not int(cur.fetchone()[0]):
             return []
         cur.execute("SELECT DISTINCT USER FROM information_schema.PROCESSLIST")
-        active = {_text(r[0]) for r in cur.fetchall()}
+        active = {as_text(r[0]) for r in cur.fetchall()}
         cur.execute("SELECT d.User FROM mysql.db d LEFT JOIN information_schema.SCHEMATA s ON s.SCHEMA_NAME = d.Db "
                     "WHERE d.User LIKE %s AND s.SCHEMA_NAME IS NULL", (f"%{PREFIX}%",))
-        orphaned = {_text(r[0]) for r in cur.fetchall()}
+        orphaned = {as_text(r[0]) for r in cur.fetchall()}
     except pymysql.err.MySQLError:
         return []  # no read access to mysql.user: nothing to sweep that this account could have created
     dropped = []

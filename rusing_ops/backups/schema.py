@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import pymysql
 
-from ..core.database import list_tables, quote_ident
+from ..core.database import as_text, list_tables, quote_ident
 from ..core.errors import OpsError
 
 NUMERIC = {"tinyint", "smallint", "mediumint", "int", "integer", "bigint", "decimal", "numeric", "year"}
@@ -160,10 +160,6 @@ def strip_definer(sql: str) -> str:
     return _DEFINER.sub("", sql, count=1)
 
 
-def _text(value) -> str:
-    return value.decode() if isinstance(value, (bytes, bytearray)) else str(value)
-
-
 def _definition(cur, kind: str, database: str, name: str, column: int) -> str:
     """``SHOW CREATE <kind> <name>``'s DDL; the server returns NULL when the user may not read it (not its definer)."""
     what = f"{kind} {quote_ident(name)}"
@@ -174,12 +170,12 @@ def _definition(cur, kind: str, database: str, name: str, column: int) -> str:
             f"The backup user may not read the definition of {what} (SHOW CREATE returned NULL).",
             next_step="back up as the objects' definer, or grant the backup user SELECT on mysql.proc "
                       "(routines) / TRIGGER and SHOW VIEW on the database.")
-    return strip_definer(_text(value))
+    return strip_definer(as_text(value))
 
 
 def _rows(cur, sql: str, args=()) -> list[tuple]:
     cur.execute(sql, args)
-    return [tuple(_text(v) if v is not None else None for v in row) for row in cur.fetchall()]
+    return [tuple(as_text(v) if v is not None else None for v in row) for row in cur.fetchall()]
 
 
 def read_tables(cur, database: str, *, with_ddl: bool = True) -> list[Table]:
@@ -207,7 +203,7 @@ def read_tables(cur, database: str, *, with_ddl: bool = True) -> list[Table]:
         create = ""
         if with_ddl:
             cur.execute(f"SHOW CREATE TABLE {q}.{quote_ident(name)}")
-            create = _text(cur.fetchone()[1])
+            create = as_text(cur.fetchone()[1])
         cols = columns.get(name, [])
         nullable = {c.name for c in cols if c.nullable}
         stored = {c.name for c in cols}

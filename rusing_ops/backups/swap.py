@@ -24,6 +24,7 @@ import pymysql
 from ..core.database import (
     DB_WRITE_LOCK,
     ROW_TABLES,
+    as_text,
     create_engine,
     list_tables,
     named_lock,
@@ -76,15 +77,11 @@ def write_lock(url: DatabaseURL, timeout_s: float = 10.0):
 
 def _names(cur, sql: str, *args) -> list[str]:
     cur.execute(sql, args)
-    return [r[0].decode() if isinstance(r[0], bytes) else r[0] for r in cur.fetchall()]
+    return [as_text(r[0]) for r in cur.fetchall()]
 
 
 def _tables(cur, database: str) -> list[str]:
     return list_tables(cur, database, (*ROW_TABLES, "SEQUENCE"))
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _trigger_names(cur, database: str) -> list[str]:
@@ -97,7 +94,7 @@ def _triggers(cur, database: str) -> list[tuple[str, str]]:
     out = []
     for name in _trigger_names(cur, database):
         cur.execute(f"SHOW CREATE TRIGGER {q(database)}.{q(name)}")
-        out.append((name, _text(cur.fetchone()[2])))
+        out.append((name, as_text(cur.fetchone()[2])))
     return out
 
 
@@ -198,8 +195,8 @@ def interrupted_swaps(url: DatabaseURL, target: str) -> list[tuple[str, str]]:
                                   "AND TABLE_NAME = %s ORDER BY TABLE_SCHEMA", pattern, JOURNAL):
                 cur.execute(f"SELECT state FROM {quote_ident(db)}.`{JOURNAL}`")
                 row = cur.fetchone()
-                if row and _text(row[0]) not in (DONE, UNDONE):
-                    found.append((db, _text(row[0])))
+                if row and as_text(row[0]) not in (DONE, UNDONE):
+                    found.append((db, as_text(row[0])))
             return found
     finally:
         conn.close()
@@ -213,7 +210,7 @@ def repair_swap(url: DatabaseURL, target: str, *, log: Callable[[str], None] = l
         try:
             with conn.cursor() as cur:
                 cur.execute(f"SELECT staging, plan FROM {quote_ident(journal_db)}.`{JOURNAL}`")
-                staging, plan = (_text(v) for v in cur.fetchone())
+                staging, plan = (as_text(v) for v in cur.fetchone())
                 plan = json.loads(plan)
                 in_target = set(_tables(cur, target))
                 renamed = bool(plan["staged"]) and set(plan["staged"]) <= in_target and not (

@@ -395,8 +395,9 @@ def _query(conn, sql: str, args: tuple) -> list[tuple]:
     return list(conn.fetchall())
 
 
-def _text(value) -> str:
-    return value.decode() if isinstance(value, (bytes, bytearray)) else value
+def as_text(value) -> str:
+    """A value PyMySQL returned (bytes from information_schema and SHOW output, a number, NULL) as str; NULL is ""."""
+    return value.decode() if isinstance(value, (bytes, bytearray)) else "" if value is None else str(value)
 
 
 def list_tables(conn, schema: str | None = None, kind: str | tuple[str, ...] = "BASE TABLE") -> list[str]:
@@ -405,7 +406,7 @@ def list_tables(conn, schema: str | None = None, kind: str | tuple[str, ...] = "
     where = "TABLE_SCHEMA = %s" if schema is not None else "TABLE_SCHEMA = DATABASE()"
     sql = (f"SELECT TABLE_NAME FROM information_schema.TABLES WHERE {where} "
            f"AND TABLE_TYPE IN ({', '.join(['%s'] * len(kinds))}) ORDER BY TABLE_NAME")
-    return [_text(r[0]) for r in _query(conn, sql, ((schema,) if schema is not None else ()) + kinds)]
+    return [as_text(r[0]) for r in _query(conn, sql, ((schema,) if schema is not None else ()) + kinds)]
 
 
 def table_exists(conn, name: str, schema: str | None = None) -> bool:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pymysql
 
+from .database import as_text
 from .errors import OpsError
 
 MARIADB, MYSQL, TIDB = "mariadb", "mysql", "tidb"
@@ -25,10 +26,6 @@ STATEMENT_CAP_BYTES = 16 * 1024 * 1024  # a bigger INSERT buys nothing and costs
 PACKET_MARGIN_BYTES = 64 * 1024         # room for the statement's head and the protocol
 GET_LOCK_MIN_S, GET_LOCK_MAX_S = 1, 3600  # TiDB clamps GET_LOCK timeouts to 1 s .. 1 h (locking-functions.md)
 PAUSED = "cluster is paused: resume it in the TiDB Cloud console"
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, (bytes, bytearray)) else "" if value is None else str(value)
 
 
 def kind_from_version(version: str, comment: str = "") -> str:
@@ -67,12 +64,12 @@ def detect_flavour(conn) -> Flavour:
     """Ask the server on ``conn`` (PyMySQL) what it is."""
     with conn.cursor() as cur:
         cur.execute("SELECT VERSION(), @@version_comment")
-        version, comment = (_text(v) for v in cur.fetchone())
+        version, comment = (as_text(v) for v in cur.fetchone())
         kind = kind_from_version(version, comment)
         tidb = None
         if kind == TIDB:
             cur.execute("SELECT tidb_version()")
-            tidb = _text(cur.fetchone()[0]).splitlines()[0] if cur.rowcount else None
+            tidb = as_text(cur.fetchone()[0]).splitlines()[0] if cur.rowcount else None
     return Flavour(kind=kind, version=version, comment=comment, tidb_version=tidb)
 
 
@@ -111,7 +108,7 @@ def lock_held(cur, statement: str) -> tuple[bool, str]:
     cur.execute(statement)
     if getattr(cur, "warning_count", 0) or _warning_count(cur):
         cur.execute("SHOW WARNINGS")
-        warnings = "; ".join(_text(r[2]) for r in cur.fetchall())[:300]
+        warnings = "; ".join(as_text(r[2]) for r in cur.fetchall())[:300]
         return False, warnings or "the server returned warnings"
     return True, ""
 
@@ -135,7 +132,7 @@ def start_transaction_sql(flavour: Flavour, tso: int | None = None) -> str:
 def current_tso(cur) -> int:
     """The start TSO of the transaction open on ``cur`` (TiDB ``@@tidb_current_ts``)."""
     cur.execute("SELECT @@tidb_current_ts")
-    value = int(_text(cur.fetchone()[0]) or 0)
+    value = int(as_text(cur.fetchone()[0]) or 0)
     if value <= 0:
         raise OpsError("TiDB returned no transaction timestamp (@@tidb_current_ts = 0) inside the dump's transaction; "
                        "the backup was not taken.", next_step="rerun the backup; report it if it repeats.")
@@ -150,14 +147,14 @@ def binlog_point(cur, flavour: Flavour) -> dict:
     if not flavour.is_mariadb:
         return {"kind": "none", "why": "this server reports a snapshot's binlog position only while writes are held"}
     cur.execute("SHOW STATUS LIKE 'Binlog_snapshot_%'")
-    status = {_text(k).lower(): _text(v) for k, v in cur.fetchall()}
+    status = {as_text(k).lower(): as_text(v) for k, v in cur.fetchall()}
     file, pos = status.get("binlog_snapshot_file", ""), status.get("binlog_snapshot_position", "")
     if not file:
         return {"kind": "none", "why": "the binary log is off (log_bin)"}
     point = {"kind": "binlog", "file": file, "position": int(pos or 0)}
     with contextlib.suppress(pymysql.err.MySQLError):
         cur.execute("SELECT BINLOG_GTID_POS(%s, %s)", (file, int(pos or 0)))
-        gtid = _text(cur.fetchone()[0])
+        gtid = as_text(cur.fetchone()[0])
         if gtid:
             point["gtid"] = gtid
     return point
@@ -173,9 +170,9 @@ def locked_binlog_point(cur, flavour: Flavour) -> dict:
         row = cur.fetchone()
         if not row:
             return {"kind": "none", "why": "the binary log is off (log_bin)"}
-        point = {"kind": "binlog", "file": _text(row[0]), "position": int(_text(row[1]) or 0)}
-        if len(row) > 4 and _text(row[4]):
-            point["gtid"] = _text(row[4]).replace("\n", "")
+        point = {"kind": "binlog", "file": as_text(row[0]), "position": int(as_text(row[1]) or 0)}
+        if len(row) > 4 and as_text(row[4]):
+            point["gtid"] = as_text(row[4]).replace("\n", "")
         return point
     return {"kind": "none", "why": "the server refused SHOW MASTER STATUS (needs REPLICATION CLIENT)"}
 
@@ -195,7 +192,7 @@ def running_ddl_jobs(conn, flavour: Flavour, database: str | None = None) -> lis
     with conn.cursor() as cur:
         cur.execute(DDL_JOBS_SQL)
         names = [d[0].lower() for d in cur.description]
-        jobs = [dict(zip(names, (_text(v) for v in row))) for row in cur.fetchall()]
+        jobs = [dict(zip(names, (as_text(v) for v in row))) for row in cur.fetchall()]
     return [j for j in jobs if database is None or j.get("db_name") == database]
 
 
@@ -225,7 +222,7 @@ def expected_dump_seconds(conn, database: str) -> float:
     with conn.cursor() as cur:
         cur.execute("SELECT COALESCE(SUM(DATA_LENGTH + INDEX_LENGTH), 0) FROM information_schema.TABLES "
                     "WHERE TABLE_SCHEMA = %s", (database,))
-        size = int(_text(cur.fetchone()[0]) or 0)
+        size = int(as_text(cur.fetchone()[0]) or 0)
     return 60 + size / DUMP_BYTES_PER_S
 
 
@@ -242,7 +239,7 @@ def tidb_gc_guard(connect: Callable[[], object], flavour: Flavour, expected_dump
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT @@global.tidb_gc_life_time")
-            original = _text(cur.fetchone()[0])
+            original = as_text(cur.fetchone()[0])
             have, need = parse_go_duration(original), gc_life_time_needed(expected_dump_s)
             if have >= need:
                 yield {"changed": False, "gc_life_time": original}
@@ -252,7 +249,7 @@ def tidb_gc_guard(connect: Callable[[], object], flavour: Flavour, expected_dump
             except pymysql.err.MySQLError as exc:
                 raise OpsError(
                     f"TiDB keeps history for {original} (tidb_gc_life_time) but this dump may take "
-                    f"{expected_dump_s:.0f}s, and this user may not raise it ({_text(exc.args[-1])[:120]}); "
+                    f"{expected_dump_s:.0f}s, and this user may not raise it ({as_text(exc.args[-1])[:120]}); "
                     "the dump would fail with 'GC life time is shorter than transaction duration'. The backup was not "
                     "started.", next_step=f"as an admin: SET GLOBAL tidb_gc_life_time = '{need}s'; then rerun, "
                                           f"and set it back to '{original}' afterwards.") from None
@@ -296,13 +293,13 @@ def server_limits(conn, flavour: Flavour) -> Limits:
     ``txn-entry-size-limit`` / ``txn-total-size-limit`` (an autocommit INSERT is one transaction)."""
     with conn.cursor() as cur:
         cur.execute("SELECT @@max_allowed_packet")
-        packet = int(_text(cur.fetchone()[0]))
+        packet = int(as_text(cur.fetchone()[0]))
         entry = None
         if flavour.is_tidb:
             entry = TIDB_ENTRY_BYTES
             with contextlib.suppress(pymysql.err.MySQLError, ValueError, TypeError):
                 cur.execute("SELECT @@tidb_txn_entry_size_limit")  # v7.6+; 0 = the config file's value
-                entry = int(_text(cur.fetchone()[0])) or TIDB_ENTRY_BYTES
+                entry = int(as_text(cur.fetchone()[0])) or TIDB_ENTRY_BYTES
     size = min(packet - PACKET_MARGIN_BYTES, STATEMENT_CAP_BYTES)
     if flavour.is_tidb:
         size = min(size, TIDB_TXN_BYTES // 8)  # keys, indexes and MVCC overhead multiply the statement's bytes

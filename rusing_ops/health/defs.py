@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from ..dagster_support import max_runtime
 from ..resources import AppResource, DatabaseResource, StripeResource
 from . import checks
 
@@ -63,7 +64,7 @@ def health_checks(context: dg.AssetCheckExecutionContext, database: DatabaseReso
 
 health_check = dg.define_asset_job(
     "health_check",
-    tags={"dagster/max_runtime": "240"},  # every 5 minutes: a hung check is cancelled before the next one starts
+    tags=max_runtime(4 / 60),  # every 5 minutes: a hung check is cancelled before the next one starts
     selection=dg.AssetSelection.checks(*[s.key for s in CHECK_SPECS]),
     description="Runbook §5: checks the app's /api/health (each field), database connectivity and latency, and the "
     "Stripe key and webhook endpoint. Runs every 5 minutes; a failure fails the run, which alerts.",

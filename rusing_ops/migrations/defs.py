@@ -7,7 +7,7 @@ from pydantic import Field
 
 from ..backups.defs import backup_callable
 from ..core.errors import OpsError
-from ..dagster_support import failure, metadata_of
+from ..dagster_support import failure, max_runtime, metadata_of
 from ..resources import (
     DB_WRITE_POOL,
     DB_WRITE_TAGS,
@@ -34,7 +34,6 @@ def restore_callable(database: DatabaseResource, backup_store: BackupStoreResour
 
 
 DRY_RUN_TAG = "rusing/dry-run"
-MAX_RUNTIME_TAG = "dagster/max_runtime"  # seconds; run monitoring cancels a run that runs longer
 
 
 class MigrateDatabaseConfig(dg.Config):
@@ -84,7 +83,7 @@ def apply_migrations_op(context: dg.OpExecutionContext, config: MigrateDatabaseC
     return {**result.as_dict(), "plan": result.plan_text(with_sql=False)}
 
 
-@dg.job(tags={**DB_WRITE_TAGS, MAX_RUNTIME_TAG: str(4 * 3600)},
+@dg.job(tags={**DB_WRITE_TAGS, **max_runtime(4)},
         description="Runbook §1 `pnpm db:migrate`: applies pending Drizzle migrations exactly as drizzle-orm records "
         "them, after folder validation, destructive-change lint, the database write lock and a pre-migration backup. "
         "Started by hand or the CLI. To see the plan first run plan_migrations (a dry run, outside the write pool); "
@@ -106,7 +105,7 @@ def plan_migrations_op(context: dg.OpExecutionContext, config: PlanMigrationsCon
     return {**result.as_dict(), "plan": result.plan_text(with_sql=True)}
 
 
-@dg.job(tags={DRY_RUN_TAG: "true", MAX_RUNTIME_TAG: "900"},
+@dg.job(tags={DRY_RUN_TAG: "true", **max_runtime(0.25)},
         description="Dry run of migrate_database (`db migrate --dry-run`): the plan, DESTRUCTIVE statements first, "
         "and every SQL statement. Changes nothing (no table, no lock, no backup), so it runs outside the database-"
         "write pool and never queues behind a restore. Requested by migrate_database_on_new_journal_entries.")
@@ -132,7 +131,7 @@ def generate_migrations_op(context: dg.OpExecutionContext, config: GenerateMigra
     return {**generated.as_dict(), "lines": generated.lines()}  # the library's own text: what the CLI prints
 
 
-@dg.job(name="generate_migrations", tags={MAX_RUNTIME_TAG: "900"},
+@dg.job(name="generate_migrations", tags=max_runtime(0.25),
         description="Runbook §1 `pnpm db:generate`: writes new migration files from the app's schema with "
         "DRIZZLE_GENERATE_COMMAND and lints them (destructive statements, folder validity). Touches files, never the "
         "database, so it runs outside the database-write pool.")
@@ -210,7 +209,7 @@ def app_database_schema_checks(context: dg.AssetCheckExecutionContext, config: V
 validate_schema_job = dg.define_asset_job(
     "validate_schema",
     selection=dg.AssetSelection.assets(app_database_schema) | dg.AssetSelection.checks_for_assets(app_database_schema),
-    tags={MAX_RUNTIME_TAG: "900"},
+    tags=max_runtime(0.25),
     description="Runbook §1 `pnpm db:validate`: records app_database_schema (tables, migration head) and evaluates its "
     "checks drizzle_folder_valid, all_migrations_applied and no_schema_drift (journal vs SQL files vs snapshots, "
     "applied migrations vs journal, drift from the latest snapshot). Read only; fails (and so alerts) on any "

@@ -27,6 +27,7 @@ import pyrage
 
 from ..backups import copies, crypto
 from ..backups.connection import open_connection
+from ..core.database import as_text
 from ..core.dburl import DatabaseURL
 from ..core.errors import ConfigError, OpsError
 from ..core.store import BackupStore
@@ -93,10 +94,6 @@ class Status:
                 "lag_s": self.lag_s, "binlog_format": self.binlog_format, "expire_s": self.expire_s}
 
 
-def _text(value) -> str:
-    return value.decode() if isinstance(value, (bytes, bytearray)) else str(value)
-
-
 def server_key(url: DatabaseURL, server_id: int) -> str:
     host = re.sub(r"[^A-Za-z0-9.-]", "_", url.host)
     return f"{host}-{url.port}-{server_id}"
@@ -108,7 +105,7 @@ def read_server_log(url: DatabaseURL) -> ServerLog:
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT VERSION(), @@version_comment")
-            version, comment = (_text(v) for v in cur.fetchone())
+            version, comment = (as_text(v) for v in cur.fetchone())
             if "tidb" in version.lower() or "tidb" in comment.lower():
                 raise PitrUnavailable(
                     f"{url.masked()} is TiDB, which has no binlog: rusing_ops cannot archive or replay its changes.",
@@ -116,7 +113,7 @@ def read_server_log(url: DatabaseURL) -> ServerLog:
                               "backup) from the TiDB Cloud console; Starter keeps one daily backup.")
             cur.execute("SELECT @@log_bin, @@server_id, @@binlog_format")
             log_bin, server_id, fmt = cur.fetchone()
-            if str(_text(log_bin)) not in ("1", "ON"):
+            if str(as_text(log_bin)) not in ("1", "ON"):
                 raise PitrUnavailable(f"{url.masked()} does not write a binary log (log_bin is OFF).",
                                       next_step="start the server with --log-bin and --binlog-format=ROW.")
             expire = 0
@@ -124,18 +121,18 @@ def read_server_log(url: DatabaseURL) -> ServerLog:
                 cur.execute("SHOW GLOBAL VARIABLES LIKE %s", (var,))
                 row = cur.fetchone()
                 if row is not None:
-                    value = float(_text(row[1]) or 0)
+                    value = float(as_text(row[1]) or 0)
                     expire = int(value if var.endswith("seconds") else value * 86400)
                     if expire:
                         break
             cur.execute("SHOW BINARY LOGS")
-            files = [(_text(r[0]), int(r[1])) for r in cur.fetchall()]
+            files = [(as_text(r[0]), int(r[1])) for r in cur.fetchall()]
             cur.execute("SHOW MASTER STATUS")
             row = cur.fetchone()
-            current = (_text(row[0]), int(row[1]))
+            current = (as_text(row[0]), int(row[1]))
     finally:
         conn.close()
-    return ServerLog(server_key(url, int(server_id)), int(server_id), _text(fmt).upper(), expire, files, current)
+    return ServerLog(server_key(url, int(server_id)), int(server_id), as_text(fmt).upper(), expire, files, current)
 
 
 def file_number(name: str) -> int:

@@ -11,9 +11,8 @@ from ..cli_support import (
     run_op,
     table_lines,
 )
-from ..core.dburl import parse_database_url
 from ..core.store import open_store
-from ..settings import env
+from ..settings import database_url, env
 from . import archive
 
 
@@ -30,7 +29,7 @@ def archive_pass(args) -> int:
 
 
 def status(args) -> int:
-    url = parse_database_url(env("DATABASE_URL"))
+    url = database_url()
     st = archive.status(url, open_store(env("RUSING_BACKUP_URL")))  # a relative path: from the working directory
     s = st.summary()
     lines = table_lines([{"server": s["server"], "files": s["files"], "segments": s["segments"],

@@ -17,7 +17,7 @@ import dagster as dg
 from pydantic import Field
 
 from ..core.errors import OpsError
-from ..dagster_support import failure
+from ..dagster_support import failure, max_runtime
 from ..resources import (
     DB_WRITE_POOL,
     DB_WRITE_TAGS,
@@ -39,7 +39,6 @@ SETUP_JOB = "setup_webhook_tables"
 # after ~5, ~10, ~20 s (+/- jitter), so a Stripe blip or a rate limit does not page anybody. Each attempt's Stripe
 # calls are bounded by core.stripe_api's timeouts.
 STRIPE_RETRY = dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
-MAX_RUNTIME_TAG = "dagster/max_runtime"
 # Set by the CLI: an operator at a terminal gets the first attempt's answer (bounded by the Stripe timeouts) instead
 # of waiting out the backoff; scheduled, sensor and UI runs retry.
 INTERACTIVE_TAG = "rusing/interactive"
@@ -177,7 +176,7 @@ def sweep_events(context: dg.OpExecutionContext, config: SweepEventsConfig, data
     return {"summary": report.summary(), "missing": report.missing}
 
 
-@dg.job(tags={MAX_RUNTIME_TAG: "3600"}, description="Re-drive webhook events (named ids, or all failed/stuck rows) into the app: fetch each from Stripe, "
+@dg.job(tags=max_runtime(1), description="Re-drive webhook events (named ids, or all failed/stuck rows) into the app: fetch each from Stripe, "
         "deliver signed, read the log row back. Triggered by the failed_webhook_events sensor, `rusing-ops webhooks "
         "reconcile`, or the UI; the daily stripe_event_sweep catches events the log never saw.",
         executor_def=dg.in_process_executor)
@@ -185,14 +184,14 @@ def reconcile_webhook_events():
     reconcile_events()
 
 
-@dg.job(tags={MAX_RUNTIME_TAG: "900"}, description="Runbook manual retry of one event (evt_...): reset attempts as the runbook's SQL does (guarded), "
+@dg.job(tags=max_runtime(0.25), description="Runbook manual retry of one event (evt_...): reset attempts as the runbook's SQL does (guarded), "
         "re-drive, report processed / failed again / not claimed. Run by `rusing-ops webhooks retry evt_...`.",
         executor_def=dg.in_process_executor)
 def retry_webhook_event():
     retry_event()
 
 
-@dg.job(tags={MAX_RUNTIME_TAG: "3600"}, description="Daily Stripe-side sweep: handled events Stripe says were not delivered (last N days) and all handled "
+@dg.job(tags=max_runtime(1), description="Daily Stripe-side sweep: handled events Stripe says were not delivered (last N days) and all handled "
         "events of the last N hours, diffed against webhook_events_log; missing ones are re-driven. Scheduled by "
         "stripe_event_sweep.", executor_def=dg.in_process_executor)
 def sweep_stripe_events():
@@ -333,7 +332,7 @@ def no_stuck_events(database: DatabaseResource) -> dg.AssetCheckResult:
 
 report_webhook_processing_stats = dg.define_asset_job(
     "report_webhook_processing_stats", selection=dg.AssetSelection.assets(webhook_processing_stats),
-    tags={MAX_RUNTIME_TAG: "600"},
+    tags=max_runtime(10 / 60),
     description="Materialize webhook_processing_stats and run its checks (dead-lettered, stuck). Run by `rusing-ops webhooks status`.")
 
 
@@ -351,7 +350,7 @@ def create_webhook_tables(context: dg.OpExecutionContext, database: DatabaseReso
     return created
 
 
-@dg.job(name=SETUP_JOB, tags={**DB_WRITE_TAGS, MAX_RUNTIME_TAG: "3600"}, executor_def=dg.in_process_executor,
+@dg.job(name=SETUP_JOB, tags={**DB_WRITE_TAGS, **max_runtime(1)}, executor_def=dg.in_process_executor,
         description=f"One-time setup of the webhook tooling, the only schema change it makes: the non-unique index "
         f"{events_log.STATUS_INDEX} (status, updatedAt) on the app's {events_log.TABLE}, which the sensor's keyset "
         f"reads need at scale (the app indexes createdAt only), and this tool's audit table {events_log.AUDIT_TABLE}. "

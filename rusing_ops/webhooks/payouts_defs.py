@@ -4,7 +4,7 @@ import dagster as dg
 from pydantic import Field
 
 from ..core.errors import OpsError
-from ..dagster_support import failure
+from ..dagster_support import failure, max_runtime
 from ..resources import StripeResource
 from . import payouts
 from .defs import STRIPE_RETRY
@@ -47,7 +47,7 @@ def check_accounts(context: dg.OpExecutionContext, config: CheckAccountsConfig, 
     return {"summary": report.summary(), "accounts": [a.as_dict() for a in report.accounts]}
 
 
-@dg.job(tags={"dagster/max_runtime": "1800"}, description="Runbook §6 Coach Payout Failure: list Stripe Connect accounts and report restricted ones (requirements, "
+@dg.job(tags=max_runtime(0.5), description="Runbook §6 Coach Payout Failure: list Stripe Connect accounts and report restricted ones (requirements, "
         "disabled_reason), failed payouts and errored bank accounts as a table. Read-only: no money moves.",
         executor_def=dg.in_process_executor)
 def check_coach_accounts():
