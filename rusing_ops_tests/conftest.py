@@ -25,6 +25,7 @@ import pytest
 
 from rusing_ops.core.dburl import DatabaseURL, parse_database_url
 from rusing_ops.core.store import LocalStore, S3Store
+from rusing_ops_tests.ports import free_port  # tests import it from here
 
 TEST_SERVER_URL = os.environ.get("RUSING_TEST_DATABASE_URL", "mysql://root@127.0.0.1:3306/test")
 FIXTURES = Path(__file__).resolve().parent / "fixtures"  # copied from shared/fixtures (fixtures/ORIGIN.md)
@@ -39,12 +40,6 @@ for _name in (
     "RUSING_BACKUP_SSE_KMS_KEY_ID", "RUSING_BACKUP_LOCK_DAYS", "RUSING_BACKUP_LOCK_MODE", "RUSING_RETENTION_APPLY",
 ):
     os.environ.pop(_name, None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:

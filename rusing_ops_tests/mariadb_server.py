@@ -13,7 +13,6 @@ import ipaddress
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -21,14 +20,10 @@ from pathlib import Path
 
 import pymysql
 
+from rusing_ops_tests.ports import free_port
+
 MARIADBD = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
 INSTALL_DB = shutil.which("mariadb-install-db") or "/usr/bin/mariadb-install-db"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -123,7 +118,7 @@ class MariaDBServer:
             args += [f"--ssl-ca={tls.ca}", f"--ssl-cert={tls.cert}", f"--ssl-key={tls.key}"]
         if require_tls:
             args.append("--require-secure-transport=ON")
-        server = cls(workdir, _free_port(), args + list(extra_args), password, tls)
+        server = cls(workdir, free_port(), args + list(extra_args), password, tls)
         server._launch()
         server._bootstrap()
         return server

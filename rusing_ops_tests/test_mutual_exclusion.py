@@ -62,8 +62,14 @@ def test_pool_blocks_a_second_in_process_writer_on_the_same_instance(dagster_ins
     assert a.is_alive(), results
     b = threading.Thread(target=run, args=("b", ""))
     b.start()
-    time.sleep(3)  # b's step is claimed against the pool and must wait; it writes nothing meanwhile
-    assert writes(writes_table) == ["a:start"]
+
+    def b_blocked() -> bool:  # b's step was claimed against the pool and told to wait (its own event log says so)
+        return any("blocked by limit for pool" in (e.message or "") for r in dagster_instance.get_runs()
+                   if r.run_config["ops"]["hold_write"]["config"]["label"] == "b"
+                   for e in dagster_instance.all_logs(r.run_id))
+
+    wait_until(lambda: b_blocked() or not b.is_alive(), what="writer b's step to be blocked by the pool")
+    assert writes(writes_table) == ["a:start"]  # ... and it wrote nothing meanwhile
     release_a.touch()
     a.join(60)
     b.join(60)
@@ -101,7 +107,13 @@ def test_queue_keeps_a_second_writer_queued_until_the_first_ends(writes_table, d
         runs = instance.get_runs()
         assert len(runs) == 2 and all(r.tags.get("rusing/db-write") == "app-db" for r in runs)
         wait_until(lambda: writes(writes_table) == ["a:start"], timeout=90, what="run a to start writing")
-        time.sleep(6)  # three dequeue intervals: the daemon must leave b queued while a holds the tag
+
+        def dequeue_passes() -> int:  # the daemon logs this line on every pass that finds a queued run (b)
+            return (tmp_path / "daemon.log").read_text(errors="replace").count(
+                "checking tag concurrency limits for queued runs")
+
+        seen = dequeue_passes()  # three more passes: each must leave b queued while a holds the tag
+        wait_until(lambda: dequeue_passes() >= seen + 3, timeout=60, what="three dequeue passes of the daemon")
         statuses = {r.run_config["ops"]["hold_write"]["config"]["label"]: instance.get_run_by_id(r.run_id).status
                     for r in instance.get_runs()}
         assert statuses["b"] == dg.DagsterRunStatus.QUEUED, statuses
