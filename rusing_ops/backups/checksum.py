@@ -55,6 +55,11 @@ def checksum_text(count: int, total: int) -> str:
     return f"{PREFIX}:{count}:{total}"
 
 
+def rows_of(checksum: str) -> int:
+    """The row count a checksum (:func:`checksum_text`) holds."""
+    return int(checksum.split(":")[1])
+
+
 def checksum_sql(database: str, table: Table) -> str:
     """``(rows, sum of the rows' hashes)`` of ``database.table`` (:func:`row_checksum`)."""
     return (f"SELECT COUNT(*), IFNULL(SUM({row_checksum(table)}),0) "
@@ -91,10 +96,3 @@ def same_flavour(conn, server_version: str) -> bool:
         cur.execute("SELECT VERSION(), @@version_comment")
         version, comment = (v.decode() if isinstance(v, (bytes, bytearray)) else str(v) for v in cur.fetchone())
     return kind_from_version(version, comment) == kind_from_version(server_version)
-
-
-def checksum_mismatches(conn, database: str, expected: dict[str, str | None]) -> tuple[list[str], dict[str, str]]:
-    """(tables whose checksum in ``database`` differs from ``expected``, the checksums found); tables without an
-    expected checksum (backups of older versions) are computed but not compared."""
-    found = table_checksums(conn, database, sorted(expected))
-    return [n for n, want in sorted(expected.items()) if want is not None and found.get(n) != want], found

@@ -14,9 +14,10 @@ import contextlib
 import datetime as dt
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ..core.database import ROW_TABLES, list_tables, quote_ident
+from ..core.database import ROW_TABLES, as_text, list_tables, quote_ident
 from ..core.dburl import DatabaseURL
 from ..core.errors import LockBusy, OpsError
 from ..core.faults import pause_point
@@ -24,7 +25,7 @@ from ..core.progress import Progress
 from ..core.store import BackupStore
 from . import catalog, confine, copies, dataonly
 from .changes import describe_changes, fingerprint
-from .checksum import checksum_mismatches, same_flavour
+from .checksum import rows_of, same_flavour, table_checksums
 from .connection import open_connection
 from .dump import backup_database
 from .load import Loader
@@ -75,6 +76,36 @@ def table_counts(conn, database: str) -> dict[str, int]:
             cur.execute(f"SELECT COUNT(*) FROM {quote_ident(database)}.{quote_ident(name)}")
             counts[name] = int(cur.fetchone()[0])
     return counts
+
+
+def loaded_checksums(url: DatabaseURL, database: str, workers: int = 2) -> dict[str, str]:
+    """The server checksum (checksum.py) of every table of ``database`` holding rows, by name: the tables shared
+    out, largest first, over ``workers`` connections that hash at once (one table is one query on one core)."""
+    conn = open_connection(url, "")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT TABLE_NAME, IFNULL(DATA_LENGTH, 0) FROM information_schema.TABLES WHERE TABLE_SCHEMA "
+                        f"= %s AND TABLE_TYPE IN ({', '.join(['%s'] * len(ROW_TABLES))}) ORDER BY 2 DESC, 1",
+                        (database, *ROW_TABLES))
+            sizes = [(as_text(r[0]), int(r[1])) for r in cur.fetchall()]
+        shares: list[tuple[int, list[str]]] = [(0, []) for _ in range(max(1, min(workers, len(sizes))))]
+        for name, size in sizes:  # each table to the least loaded connection
+            least = min(range(len(shares)), key=lambda i: shares[i][0])
+            shares[least] = (shares[least][0] + size, shares[least][1] + [name])
+
+        def one(i: int) -> dict[str, str]:
+            if i == 0:
+                return table_checksums(conn, database, shares[0][1])
+            other = open_connection(url, "")
+            try:
+                return table_checksums(other, database, shares[i][1])
+            finally:
+                other.close()
+
+        with ThreadPoolExecutor(len(shares), thread_name_prefix="restore-checksum") as pool:
+            return {name: value for part in pool.map(one, range(len(shares))) for name, value in part.items()}
+    finally:
+        conn.close()
 
 
 def derived_databases(url: DatabaseURL, target: str, what: str) -> list[str]:
@@ -148,32 +179,35 @@ def _stage_once(url: DatabaseURL, source: Source, database: str, log: Callable[[
             if carried is not None:
                 loaded.deferred = carried.deferred(loaded.deferred)
             progress.finish()
-            counts = table_counts(admin, database)
-            if manifest is not None:
-                expected = {name: t.rows for name, t in manifest.tables.items()}
-                if counts != expected:
-                    diff = {n: (counts.get(n), expected.get(n)) for n in sorted(set(counts) | set(expected))
-                            if counts.get(n) != expected.get(n)}
-                    raise RestoreRefused(
-                        f"The loaded copy of {source.label!r} does not match its manifest: (loaded, expected) rows "
-                        f"per table {diff}. The target database was not touched.",
-                        next_step="restore another backup (`rusing-ops db backups` lists them).", diff=diff)
-                # The values, not only the counts: the server's checksums of the loaded copy against the ones the
-                # backup's server computed in its snapshot (checksum.py). A wrong rendering or edit fails here.
-                if not same_flavour(admin, manifest.server_version):
-                    log(f"note: the backup was taken on {manifest.server_version}: another kind of server "
-                        "prints some values differently, so the copy was checked by row counts only")
-                    return StageResult(database, counts, loaded.deferred)
-                differ, sums = checksum_mismatches(admin, database, {n: t.server_checksum
-                                                                     for n, t in manifest.tables.items()})
-                if differ:
-                    raise RestoreRefused(
-                        f"The loaded copy of {source.label!r} does not hold the values its backup read: the server "
-                        f"checksum of table(s) {', '.join(differ)} differs from the manifest's (the backup was "
-                        "altered, or a value was not written exactly). The target database was not touched.",
-                        next_step="restore another backup (`rusing-ops db backups` lists them).", tables=differ)
-                return StageResult(database, counts, loaded.deferred, sums)
-            return StageResult(database, counts, loaded.deferred)
+            if manifest is None:
+                return StageResult(database, table_counts(admin, database), loaded.deferred)
+            # The values, not only the counts: the server's checksums of the loaded copy against the ones the
+            # backup's server computed in its snapshot (checksum.py); their COUNT(*) gives the row counts, so the
+            # copy is read once, on `workers` connections. A wrong rendering or edit fails here.
+            compared = same_flavour(admin, manifest.server_version)
+            sums = loaded_checksums(url, database, workers) if compared else {}
+            counts = {n: rows_of(v) for n, v in sums.items()} if compared else table_counts(admin, database)
+            expected = {name: t.rows for name, t in manifest.tables.items()}
+            if counts != expected:
+                diff = {n: (counts.get(n), expected.get(n)) for n in sorted(set(counts) | set(expected))
+                        if counts.get(n) != expected.get(n)}
+                raise RestoreRefused(
+                    f"The loaded copy of {source.label!r} does not match its manifest: (loaded, expected) rows "
+                    f"per table {diff}. The target database was not touched.",
+                    next_step="restore another backup (`rusing-ops db backups` lists them).", diff=diff)
+            if not compared:
+                log(f"note: the backup was taken on {manifest.server_version}: another kind of server "
+                    "prints some values differently, so the copy was checked by row counts only")
+                return StageResult(database, counts, loaded.deferred)
+            differ = [n for n, t in sorted(manifest.tables.items())
+                      if t.server_checksum is not None and sums.get(n) != t.server_checksum]  # older backups: none
+            if differ:
+                raise RestoreRefused(
+                    f"The loaded copy of {source.label!r} does not hold the values its backup read: the server "
+                    f"checksum of table(s) {', '.join(differ)} differs from the manifest's (the backup was "
+                    "altered, or a value was not written exactly). The target database was not touched.",
+                    next_step="restore another backup (`rusing-ops db backups` lists them).", tables=differ)
+            return StageResult(database, counts, loaded.deferred, sums)
         except BaseException:
             with admin.cursor() as cur:
                 cur.execute(f"DROP DATABASE IF EXISTS {quote_ident(database)}")

@@ -137,3 +137,36 @@ def test_a_primary_that_loads_but_is_not_as_stored_is_loaded_again_from_the_copy
     assert "is loaded again from it" in notes[0]
     assert snapshot(server_url, every_type_db.database) == before  # the backup's rows, from the copy
     assert databases_like(server_url, every_type_db.database + "__restore") == []
+
+
+@pytest.mark.parametrize("change", ["rows", "checksum", "extra table"])
+def test_a_loaded_copy_that_differs_from_the_manifest_is_refused(change, every_type_db, server_url, tmp_path):
+    """The row counts come from the same server pass as the checksums (restore.loaded_checksums): a wrong count, a
+    wrong value or a table the manifest does not list each refuse the swap."""
+    store = LocalStore(tmp_path / "store")
+    key = backup_database(every_type_db, store).manifest.key
+    if change == "extra table":
+        _rewrite(store, key, lambda text: text + b"CREATE TABLE planted (id INT PRIMARY KEY);\n"
+                                                 b"INSERT INTO planted VALUES (1);\n")
+    else:
+        manifest = Manifest.from_json(store.get_bytes(keys.manifest_key(key)), key)
+        table = manifest.tables["payments"]
+        if change == "rows":
+            table.rows += 1
+        else:
+            table.server_checksum = table.server_checksum[:-1] + ("1" if table.server_checksum[-1] != "1" else "2")
+        store.put_bytes(keys.manifest_key(key), manifest.to_json())
+    before = snapshot(server_url, every_type_db.database)
+    with pytest.raises(OpsError) as err:
+        restore_backup(every_type_db, store, key, pre_restore_backup=False)
+    message = str(err.value)
+    if change == "checksum":
+        assert "the server checksum of table(s) payments differs from the manifest's" in message, message
+    else:
+        table, pair = ("planted", "(1, None)") if change == "extra table" else ("payments", None)
+        assert "does not match its manifest: (loaded, expected) rows per table {" + f"'{table}'" in message, message
+        if pair:
+            assert pair in message
+    assert "The target database was not touched." in message
+    assert snapshot(server_url, every_type_db.database) == before
+    assert databases_like(server_url, every_type_db.database + "__") == []
