@@ -77,7 +77,7 @@ def test_one_unreadable_manifest_never_hides_the_other_backups(fresh_db, any_sto
     any_store.put_bytes("backup-2026-01-06T030000Z.sql.zst", b"a data object whose manifest was never written")
 
     entries = catalog.list_backups(any_store, fresh_db.database)
-    summary = {e.name[7:24]: (e.complete, e.problem) for e in entries}
+    summary = {f"{e.taken_at:%Y-%m-%dT%H%M%S}": (e.complete, e.problem) for e in entries}
     assert summary["2026-01-01T030000"] == summary["2026-01-02T030000"] == (True, None)
     assert summary["2026-01-03T030000"][1].startswith("manifest unreadable: The manifest of backup ")
     assert summary["2026-01-04T030000"][1] == ("manifest unreadable: a field has the wrong type (a table's row "
