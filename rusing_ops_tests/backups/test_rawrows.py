@@ -13,6 +13,7 @@ from rusing_ops.backups.checksum import table_checksums
 from rusing_ops.backups.connection import open_connection
 from rusing_ops.backups.dump import backup_database
 from rusing_ops.backups.rawrows import checked_rows
+from rusing_ops.backups.schema import read_tables
 
 LENGTHS = [0, 1, 250, 251, 65535, 65536, (1 << 24) - 1 - 16, 3 << 20]  # every length-prefix size, NULL below
 
@@ -50,3 +51,24 @@ def test_the_dumps_own_checksums_equal_the_servers_checksum_query(every_type_db,
     finally:
         conn.close()
     assert expected and {n: e.server_checksum for n, e in backup.manifest.tables.items()} == expected
+
+
+def test_long_texts_are_quoted_by_replace_exactly_as_quote_would(fresh_db):
+    """A TEXT value over schema.LONG_BYTES is rendered by REPLACEs (cheaper for the server): same bytes as QUOTE."""
+    specials = "\\ ' \" \0 \x1a \r\n \t é🎓 ` % _ \\' ''"
+    conn = open_connection(fresh_db)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE t (id INT PRIMARY KEY, a LONGTEXT, b TEXT CHARACTER SET utf8mb3, "
+                        "c MEDIUMTEXT CHARACTER SET ascii) DEFAULT CHARSET=utf8mb4")
+            long_ascii = ("\\'\0\x1a" + "x" * 300) * 2
+            cur.execute("INSERT INTO t VALUES (1, %s, %s, %s), (2, %s, %s, %s), (3, NULL, NULL, NULL)",
+                        (specials * 40, "é\\'" * 200, long_ascii, "short 'one'", "\\", "\0"))
+            table = next(t for t in read_tables(cur, fresh_db.database, with_ddl=False) if t.name == "t")
+            rendered = ",".join(c.sql_text() for c in table.columns)
+            quoted = ",".join(f"IF(`{c.name}` IS NULL,'NULL',QUOTE(`{c.name}`))" if c.data_type != "int"
+                              else f"`{c.name}`" for c in table.columns)
+            cur.execute(f"SELECT CONCAT_WS('|',{rendered}) = CONCAT_WS('|',{quoted}), LENGTH(a) FROM t ORDER BY id")
+            assert [r[0] for r in cur.fetchall()] == [b"1", b"1", b"1"]
+    finally:
+        conn.close()
