@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -158,6 +159,7 @@ def test_operator_backs_up_finds_and_restores_from_the_ui(webserver, browser, sh
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -173,6 +175,13 @@ def test_operator_backs_up_finds_and_restores_from_the_ui(webserver, browser, sh
 
     def page_text() -> str:
         return browser.find_element(By.TAG_NAME, "body").text
+
+    def picked() -> str | None:
+        """The Launchpad's Partition box (re-rendered while partitions load: read again until it holds)."""
+        try:
+            return browser.find_element(By.CSS_SELECTOR, "input[placeholder='Partition']").get_attribute("value")
+        except StaleElementReferenceException:
+            return None
 
     # 1. One click: Materialize on newest_backup. No partition to add, no name to type.
     browser.get(webserver.base + "/assets/newest_backup")
@@ -203,8 +212,7 @@ def test_operator_backs_up_finds_and_restores_from_the_ui(webserver, browser, sh
         wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, ".CodeMirror")))
         wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "input[placeholder='Partition']"))).click()
         click(f"//*[normalize-space(text())='{name}']")
-        wait_until("the picked partition", lambda: f"partition: {name}" in page_text() or
-                   browser.find_element(By.CSS_SELECTOR, "input[placeholder='Partition']").get_attribute("value") == name)
+        wait_until("the picked partition", lambda: f"partition: {name}" in page_text() or picked() == name)
         assert f"target-database: {fresh_db.database} on {fresh_db.host}:{fresh_db.port}" in page_text()
         browser.execute_script("document.querySelector('.CodeMirror').CodeMirror.setValue(arguments[0])",
                                f"ops:\n  restore_database_op:\n    config:\n      confirm: {confirm}\n")
@@ -244,6 +252,60 @@ def test_operator_backs_up_finds_and_restores_from_the_ui(webserver, browser, sh
     browser.get(browser.current_url.split("?")[0] + "?logs=type%3AASSET_MATERIALIZATION")
     wait_until("the pre-restore backup recorded as a partition", lambda: "pre-restore" in page_text())
     browser.save_screenshot(str(shots / "05-restored.png"))
+    with db_conn.cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM enrollments")
+        assert cur.fetchone()[0] == 3
+
+    # 4. Verify that backup from its check: backup_verified's description links to verify_backup's Launchpad.
+    browser.get(webserver.base + "/assets/database_backup?view=checks&checkDetail=backup_verified")
+    click("//a[normalize-space(.)='open verify_backup']")
+    wait_until("verify_backup's Launchpad", lambda: "/jobs/verify_backup/playground" in browser.current_url)
+    wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "input[placeholder='Partition']"))).click()
+    click(f"//*[normalize-space(text())='{name}']")
+    wait_until("the picked partition", lambda: picked() == name)
+    click("//button[normalize-space(.)='Launch Run']")
+    verified = webserver.finished_run("verify_backup", 1)
+    assert verified["status"] == "SUCCESS", webserver.failure_of(verified["runId"])
+    browser.get(webserver.base + "/assets/database_backup?view=checks&checkDetail=backup_verified")
+    text = wait_until("backup_verified's latest execution", lambda: page_text() if "Latest execution" in page_text()
+                      and "Evaluation result" in page_text() else None)
+    assert re.search(r"Latest execution\s+restored and matched the manifest .*\s+Evaluation result\s+Passed", text), text
+    assert f"Partition\n{name}" in text
+    browser.save_screenshot(str(shots / "06-verified-from-the-check.png"))
+    browser.save_screenshot(str(shots / "06-verified-from-the-check.png"))
+
+    # 5. "Add a partition" (Dagster offers it on every dynamic partition set: here Materialize ▾ -> Report
+    #    materialization events) takes no backup: a restore of the typed name is refused in words, nothing changes.
+    browser.get(webserver.base + "/assets/database_backup?view=partitions")
+    click("//button[normalize-space(.)='Materialize']/following::button[1]")  # its drop-down
+    click("//*[normalize-space(text())='Report materialization events']")
+    click("//div[contains(@class,'bp5-dialog')]//*[normalize-space(text())='Add a partition']")
+    typed = "backup-2026-12-24T000000Z-manual"
+    wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "input[placeholder='name']"))).send_keys(typed)
+    click("//button[normalize-space(.)='Save']")
+    wait_until("the typed partition", lambda: typed in webserver.partition_keys())
+    browser.get(webserver.base + "/locations/rusing_ops/jobs/restore_database/playground")
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, ".CodeMirror")))
+    box = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "input[placeholder='Partition']")))
+    box.click()
+    box.send_keys(Keys.END, *[Keys.BACKSPACE] * len(box.get_attribute("value") or ""))  # this tab remembers the
+    click(f"//*[normalize-space(text())='{typed}']")  # last partition, which filters the list: empty the box first
+    wait_until("the typed partition picked", lambda: picked() == typed)
+    browser.execute_script("document.querySelector('.CodeMirror').CodeMirror.setValue(arguments[0])",
+                           f"ops:\n  restore_database_op:\n    config:\n      confirm: {fresh_db.database}\n")
+    wait_until("the config to validate", lambda: "Missing required config" not in page_text())
+    backups = webserver.partition_keys()
+    click("//button[normalize-space(.)='Launch Run']")
+    typed_run = webserver.finished_run("restore_database", 3)
+    assert typed_run["status"] == "FAILURE"
+    wait_until("the refusal of the typed partition", lambda: f"Partition {typed} of database_backup is not a backup"
+               in page_text())
+    text = page_text()
+    assert "added by hand" in text and "Nothing was restored; nothing was changed." in text
+    assert "Stack Trace" not in text and 'File "' not in text
+    browser.save_screenshot(str(shots / "07-typed-partition-refused.png"))
+    assert webserver.alerts_for(typed_run["runId"]) == []
+    assert webserver.partition_keys() == backups  # no backup was taken (the sensor removes the typed name)
     with db_conn.cursor() as cur:
         cur.execute("SELECT COUNT(*) FROM enrollments")
         assert cur.fetchone()[0] == 3
