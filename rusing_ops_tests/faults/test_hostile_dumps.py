@@ -104,7 +104,7 @@ JPEG = bytes.fromhex("ffd8ffe000104a46494600010100000100010000ffdb004300") + b"\
 
 @pytest.mark.parametrize("name, data, why", [
     ("photo.sql", JPEG, "is not a SQL dump: it holds binary data"),
-    ("photo.sql.gz", gzip.compress(JPEG), "is not a SQL dump: it holds binary data"),
+    ("photo.sql.gz", gzip.compress(JPEG, mtime=0), "is not a SQL dump: it holds binary data"),
     ("photo.sql.zst", zstandard.ZstdCompressor().compress(b"\x89PNG\r\n\x1a\n" + JPEG), "is not a SQL dump"),
     ("notes.txt", b"CREATE TABLE t (a int);\n", "is not named like a dump (.sql, .sql.gz, .sql.zst)"),
     ("empty.sql", b"", "is not a SQL dump: it is empty"),
