@@ -324,6 +324,6 @@ def decryptor(store, manifest, label: str, opener):
                                   "was touched.", next_step=f"set {IDENTITY_VAR} to the identity of one of those "
                                   "recipients and run the command again.") from None
     except (OSError, ValueError):
-        pass  # the header opened; the payload is only cut short by the probe (read whole by check_integrity)
+        pass  # the header opened; the payload is only cut short by the probe (hashed whole while it is restored or verified)
     return lambda stream: DecryptingReader(stream, identities)
 

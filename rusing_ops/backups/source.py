@@ -55,21 +55,7 @@ class Source:
     fallbacks: list[tuple[str, Callable[[], BinaryIO]]] = field(default_factory=list)  # (where, opener): copies.py
     notes: list[str] = field(default_factory=list)  # what the restore must say (e.g. read from the second copy)
 
-    checked: bool = False  # the stored object was read whole and matched the manifest (check_integrity)
-
-    def check_integrity(self) -> list[str]:
-        """Read the whole object once: size and sha256 must equal the manifest's (no database is touched).
-
-        When the object is damaged and a second copy (copies.py) matches the manifest, the copy is used from here
-        on, and the returned notes say so (with any note from choosing the source). A restore does not call this:
-        it hashes the object while loading it (restore.stage), and calls :meth:`damage` only when that failed."""
-        if self.manifest is None:
-            return list(self.notes)
-        damage = self.damage()
-        if damage is not None and self.use_copy(damage) is None:
-            raise damage
-        self.checked = True
-        return list(self.notes)
+    checked: bool = False  # the stored object was read whole and matched the manifest (use_copy)
 
     def damage(self) -> OpsError | None:
         """Read the stored object whole: why it does not match the manifest (size, sha256, unreadable), or None."""
@@ -115,8 +101,8 @@ class Source:
         """``(line, statement)`` of the decompressed SQL text; a damaged stream raises :class:`BackupCorrupt`.
 
         Once exhausted, every stored byte was hashed and compared with the manifest (:class:`BackupCorrupt`): the
-        restore's integrity check when :meth:`check_integrity` did not run, else a check that the object was not
-        replaced since.
+        restore's and verify's integrity check (one read), or, for a copy :meth:`use_copy` already read whole, a
+        check that the object was not replaced since.
         """
         with self.opener() as stream:
             reader = HashingReader(stream)
