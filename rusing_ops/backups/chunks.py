@@ -17,7 +17,6 @@ per-row CRC32s, so each chunk's query sums its own rows' hashes and the chunks' 
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from dataclasses import dataclass
 
@@ -111,10 +110,9 @@ def combine_checksums(parts: list[str | None]) -> str | None:
 
 
 def combine(entries: list[TableEntry]) -> TableEntry:
-    """One table's entry from its chunks' entries, in chunk order. A single chunk is returned as is; several give
-    the sum of rows, the combined server checksum and, informational, sha256 over the chunks' sha256s."""
+    """One table's entry from its chunks' entries, in chunk order: the sum of rows and the combined server
+    checksum (a single chunk is returned as is)."""
     if len(entries) == 1:
         return entries[0]
-    digest = hashlib.sha256(b"chunks:" + ",".join(e.checksum for e in entries).encode()).hexdigest()
-    return TableEntry(rows=sum(e.rows for e in entries), checksum=digest,
+    return TableEntry(rows=sum(e.rows for e in entries),
                       server_checksum=combine_checksums([e.server_checksum for e in entries]))

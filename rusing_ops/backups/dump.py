@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import queue
 import threading
@@ -120,14 +119,12 @@ def dump_rows(conn, table: Table, emit: Callable[[bytes], None], *, statement_by
               where: str | None = None) -> TableEntry:
     """Stream ``table``'s rows as INSERT statements through ``emit``; return the row count and both checksums.
 
-    ``checksum`` is sha256 over the rows' SQL tuples as written (informational). ``server_checksum`` is the
-    independent one (checksum.py): the same query that renders each row also has the server hash the row's stored
+    ``server_checksum`` is the independent checksum (checksum.py): the same query that renders each row also has the server hash the row's stored
     values (``row_checksum``, never the rendered text), and the hashes are summed here: one scan, one snapshot. A
     row too large for one SQL text is dumped in pieces (pieces.py), or refused naming it; never written as NULL.
     ``where`` restricts rows and checksum to one key range (chunks.py).
     """
     head = table.insert_head()
-    digest = hashlib.sha256()
     rows = 0
     buf: list[bytes] = []
     size = 0
@@ -136,10 +133,7 @@ def dump_rows(conn, table: Table, emit: Callable[[bytes], None], *, statement_by
 
     def flush() -> None:
         nonlocal rows, buf, size
-        body = b",".join(buf)
-        digest.update(body)
-        digest.update(b",")  # the same digest as of body + b",", without copying a 1 MiB statement
-        emit(_framed(head, body))
+        emit(_framed(head, b",".join(buf)))
         rows += len(buf)
         if advance:
             advance(len(buf), size)
@@ -170,11 +164,10 @@ def dump_rows(conn, table: Table, emit: Callable[[bytes], None], *, statement_by
         flush()
     for condition in big:  # after the main result: the connection is free for the pieces' queries
         nbytes = dump_big_row(conn, table, condition, emit, _framed, max_packet=max_packet)
-        digest.update(condition + b",")
         rows += 1
         if advance:
             advance(1, nbytes)
-    return TableEntry(rows=rows, checksum=digest.hexdigest(), server_checksum=checksum_text(hashed, total))
+    return TableEntry(rows=rows, server_checksum=checksum_text(hashed, total))
 
 
 class _Stopped(Exception):
