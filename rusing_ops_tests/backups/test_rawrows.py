@@ -72,3 +72,31 @@ def test_long_texts_are_quoted_by_replace_exactly_as_quote_would(fresh_db):
             assert [r[0] for r in cur.fetchall()] == [b"1", b"1", b"1"]
     finally:
         conn.close()
+
+
+def test_null_flags_skip_not_null_columns_and_keep_the_checksum_older_backups_recorded(fresh_db):
+    """checksum.null_flags writes a NOT NULL column's ISNULL as the constant 0 (cheaper for the server): the row
+    hashes must stay those of ISNULL over every column, which backups made before recorded in their manifests --
+    zero dates in NOT NULL columns (where `IS NULL` in a WHERE clause would say 1) and real NULLs included."""
+    from rusing_ops.backups.checksum import null_flags, row_checksum
+
+    conn = open_connection(fresh_db)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET SESSION sql_mode = ''")
+            cur.execute("CREATE TABLE z (id INT NOT NULL PRIMARY KEY, d DATE NOT NULL, dt DATETIME NOT NULL, "
+                        "n INT NULL, s VARCHAR(5) NOT NULL, b BLOB NULL, ts TIMESTAMP NOT NULL DEFAULT 0, e INT NULL)")
+            cur.execute("INSERT INTO z VALUES (1,'0000-00-00','0000-00-00 00:00:00',NULL,'',NULL,0,NULL),"
+                        "(2,'2020-00-01','2020-01-00 00:00:00',0,'0',X'00',0,1),(3,'2024-02-29','2024-02-29 23:59:59',"
+                        "NULL,'NULL','',0,NULL)")
+            table = next(t for t in read_tables(cur, fresh_db.database, with_ddl=False) if t.name == "z")
+            flags = null_flags(table)
+            assert flags == "CONCAT('000',ISNULL(`n`),'0',ISNULL(`b`),'0',ISNULL(`e`))", flags
+            every = "CONCAT(" + ",".join(f"ISNULL(`{c.name}`)" for c in table.columns) + ")"
+            before = row_checksum(table).replace(flags, every)
+            cur.execute(f"SELECT id, {row_checksum(table)}, {before}, {flags}, {every} FROM z ORDER BY id")
+            rows = cur.fetchall()
+    finally:
+        conn.close()
+    assert [r[3] for r in rows] == [r[4] for r in rows] == [b"00010101", b"00000000", b"00010001"]
+    assert [r[1] for r in rows] == [r[2] for r in rows] and len({r[1] for r in rows}) == 3
