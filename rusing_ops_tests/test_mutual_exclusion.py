@@ -3,7 +3,6 @@ QUEUED (runs launched like the UI does, dequeued by a real dagster-daemon), the 
 in-process run on the same instance, and GET_LOCK stops anything that bypasses Dagster."""
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -13,6 +12,9 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
+from dagster._cli.job import execute_launch_command
+from dagster_shared.cli import WorkspaceOpts
 
 from rusing_ops_tests.exclusive_location import defs as exclusive_defs
 
@@ -80,27 +82,33 @@ def test_pool_blocks_a_second_in_process_writer_on_the_same_instance(dagster_ins
 
 
 @pytest.mark.slow
-def test_queue_keeps_a_second_writer_queued_until_the_first_ends(writes_table, database_url_str, tmp_path):
+def test_queue_keeps_a_second_writer_queued_until_the_first_ends(writes_table, database_url_str, tmp_path,
+                                                                monkeypatch):
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")  # the project's own instance config
+    # The project's own instance config, but for the coordinator's pause between dequeue passes (2 s there; an
+    # integer), as the test waits for three passes: the queue and its tag limit are the project's.
+    config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+    config["run_coordinator"]["config"]["dequeue_interval_seconds"] = 1
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
     workspace = tmp_path / "workspace.yaml"
     workspace.write_text("load_from:\n  - python_module:\n      module_name: rusing_ops_tests.exclusive_location\n"
                          "      location_name: exclusive\n")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "DATABASE_URL": database_url_str, "PYTHONPATH": str(ROOT)}
+    env = {"DAGSTER_HOME": str(home), "DATABASE_URL": database_url_str, "PYTHONPATH": str(ROOT)}
+    for name, value in env.items():  # for the daemon and for the code server each launch starts
+        monkeypatch.setenv(name, value)
     # Create the SQLite storage before two processes (daemon, launcher) race to create it.
     instance = dg.DagsterInstance.from_config(str(home))
-    daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(workspace)], env=env, cwd=tmp_path,
+    daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(workspace)], cwd=tmp_path,
                               stdout=open(tmp_path / "daemon.log", "wb"),  # noqa: SIM115 - the daemon keeps it
                               stderr=subprocess.STDOUT, start_new_session=True)
     try:
         release = {label: tmp_path / f"release-{label}" for label in ("a", "b")}
 
-        def launch(label):
+        def launch(label):  # what `dagster job launch -w workspace.yaml -j exclusive_writer` does, in this process
             config = f'{{"ops": {{"hold_write": {{"config": {{"label": "{label}", "release_file": "{release[label]}"}}}}}}}}'
-            done = subprocess.run(check=False, args=[str(BIN / "dagster"), "job", "launch", "-w", str(workspace), "-j", "exclusive_writer",
-                                   "--config-json", config], env=env, cwd=tmp_path, capture_output=True, text=True)
-            assert done.returncode == 0, done.stdout + done.stderr
+            execute_launch_command(instance=instance, workspace_opts=WorkspaceOpts(workspace=[str(workspace)]),
+                                   config_json=config, job_name="exclusive_writer")
 
         launch("a")
         launch("b")
