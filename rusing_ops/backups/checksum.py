@@ -22,7 +22,10 @@ from ..core.database import quote_ident
 from ..core.flavour import kind_from_version
 from .schema import FLOATING, Column, Table, read_tables
 
-PREFIX = "crc32ws"  # names the method inside the value, so that a later method cannot be mistaken for this one
+PREFIX = "crc32ws"
+# As the backup's snapshot has them (snapshot.start_snapshot): TIMESTAMPs hash as UTC text, and a server-wide
+# PAD_CHAR_TO_FULL_LENGTH would change how CHARs read.
+CHECKSUM_SESSION = "SET SESSION time_zone = '+00:00', SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO'"  # names the method inside the value, so that a later method cannot be mistaken for this one
 
 
 def _value(column: Column) -> str:
@@ -74,10 +77,11 @@ def rows_of(checksum: str) -> int:
     return int(checksum.split(":")[1])
 
 
-def checksum_sql(database: str, table: Table) -> str:
-    """``(rows, sum of the rows' hashes)`` of ``database.table`` (:func:`row_checksum`)."""
+def checksum_sql(database: str, table: Table, where: str | None = None) -> str:
+    """``(rows, sum of the rows' hashes)`` of ``database.table`` (:func:`row_checksum`), or of the rows ``where``
+    selects (a key-range chunk: chunks.py; the chunks' counts and sums add up to the table's)."""
     return (f"SELECT COUNT(*), IFNULL(SUM({row_checksum(table)}),0) "
-            f"FROM {quote_ident(database)}.{quote_ident(table.name)}")
+            f"FROM {quote_ident(database)}.{quote_ident(table.name)}" + (f" WHERE {where}" if where else ""))
 
 
 def table_checksum(cur, database: str, table: Table) -> str:
@@ -94,7 +98,7 @@ def table_checksums(conn, database: str, tables: list[str] | None = None) -> dic
     TIMESTAMPs are hashed as UTC text, and a server-wide PAD_CHAR_TO_FULL_LENGTH would change how CHARs read.
     """
     with conn.cursor() as cur:
-        cur.execute("SET SESSION time_zone = '+00:00', SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO'")
+        cur.execute(CHECKSUM_SESSION)
         found = {t.name: t for t in read_tables(cur, database, with_ddl=False)}
         names = sorted(found) if tables is None else tables
         return {name: table_checksum(cur, database, found[name]) for name in names if name in found}

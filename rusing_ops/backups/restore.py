@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,12 +24,13 @@ from ..core.errors import LockBusy, OpsError
 from ..core.faults import pause_point
 from ..core.progress import Progress
 from ..core.store import BackupStore
-from . import catalog, confine, copies, dataonly
+from . import catalog, chunks, confine, copies, dataonly
 from .changes import describe_changes, fingerprint
-from .checksum import rows_of, same_flavour, table_checksums
+from .checksum import CHECKSUM_SESSION, checksum_sql, checksum_text, rows_of, same_flavour
 from .connection import open_connection
 from .dump import backup_database
 from .load import Loader
+from .schema import read_tables
 from .source import NotAsStored, Source, resolve_source
 from .swap import interrupted_swaps, repair_swap, swap_in, write_lock
 
@@ -78,34 +80,54 @@ def table_counts(conn, database: str) -> dict[str, int]:
     return counts
 
 
-def loaded_checksums(url: DatabaseURL, database: str, workers: int = 2) -> dict[str, str]:
-    """The server checksum (checksum.py) of every table of ``database`` holding rows, by name: the tables shared
-    out, largest first, over ``workers`` connections that hash at once (one table is one query on one core)."""
-    conn = open_connection(url, "")
+def loaded_checksums(url: DatabaseURL, database: str, workers: int = 2, chunk_bytes: int | None = None) -> dict[str, str]:
+    """The server checksum (checksum.py) of every table of ``database`` holding rows, by name, over ``workers``
+    connections that hash at once (one query runs on one core): a large table is cut into key-range chunks
+    (chunks.plan, as the backup cuts it) whose counts and sums add up, so that one table holding most of the
+    bytes is hashed by every connection instead of one (``chunk_bytes``: as chunks.plan, default from the size)."""
+    conns = [open_connection(url, database)]
     try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT TABLE_NAME, IFNULL(DATA_LENGTH, 0) FROM information_schema.TABLES WHERE TABLE_SCHEMA "
-                        f"= %s AND TABLE_TYPE IN ({', '.join(['%s'] * len(ROW_TABLES))}) ORDER BY 2 DESC, 1",
-                        (database, *ROW_TABLES))
-            sizes = [(as_text(r[0]), int(r[1])) for r in cur.fetchall()]
-        shares: list[tuple[int, list[str]]] = [(0, []) for _ in range(max(1, min(workers, len(sizes))))]
-        for name, size in sizes:  # each table to the least loaded connection
-            least = min(range(len(shares)), key=lambda i: shares[i][0])
-            shares[least] = (shares[least][0] + size, shares[least][1] + [name])
+        with conns[0].cursor() as cur:
+            cur.execute(CHECKSUM_SESSION)
+            cur.execute("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_TYPE "
+                        f"IN ({', '.join(['%s'] * len(ROW_TABLES))})", (database, *ROW_TABLES))
+            names = {as_text(r[0]) for r in cur.fetchall()}
+            tables = [t for t in read_tables(cur, database, with_ddl=False) if t.name in names]
+            planned = chunks.plan(cur, database, tables, workers=workers, chunk_bytes=chunk_bytes)
+        work = iter(planned)
+        lock = threading.Lock()
+        parts: dict[tuple[str, int], str] = {}
 
-        def one(i: int) -> dict[str, str]:
-            if i == 0:
-                return table_checksums(conn, database, shares[0][1])
-            other = open_connection(url, "")
-            try:
-                return table_checksums(other, database, shares[i][1])
-            finally:
-                other.close()
+        def hash_chunks(conn) -> None:
+            with conn.cursor() as cur:
+                while True:
+                    with lock:
+                        chunk = next(work, None)
+                    if chunk is None:
+                        return
+                    cur.execute(checksum_sql(database, chunk.table, chunk.where))
+                    count, total = cur.fetchone()
+                    parts[chunk.table.name, chunk.index] = checksum_text(int(count), int(total))
 
-        with ThreadPoolExecutor(len(shares), thread_name_prefix="restore-checksum") as pool:
-            return {name: value for part in pool.map(one, range(len(shares))) for name, value in part.items()}
+        def other(_: int) -> None:
+            conn = open_connection(url, database)
+            conns.append(conn)
+            with conn.cursor() as cur:
+                cur.execute(CHECKSUM_SESSION)
+            hash_chunks(conn)
+
+        extra = max(0, min(workers, len(planned)) - 1)
+        with ThreadPoolExecutor(max(extra, 1), thread_name_prefix="restore-checksum") as pool:
+            done = [pool.submit(other, i) for i in range(extra)]
+            hash_chunks(conns[0])
+            for future in done:
+                future.result()
+        counts = {c.table.name: c.count for c in planned}
+        return {name: chunks.combine_checksums([parts[name, i] for i in range(n)]) for name, n in counts.items()}
     finally:
-        conn.close()
+        for conn in conns:
+            with contextlib.suppress(Exception):  # the error being raised, if any, says more
+                conn.close()
 
 
 def derived_databases(url: DatabaseURL, target: str, what: str) -> list[str]:

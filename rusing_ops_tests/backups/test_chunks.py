@@ -18,7 +18,7 @@ from rusing_ops.backups import chunks, dump
 from rusing_ops.backups.checksum import table_checksums
 from rusing_ops.backups.connection import open_connection
 from rusing_ops.backups.dump import backup_database
-from rusing_ops.backups.restore import restore_backup
+from rusing_ops.backups.restore import loaded_checksums, restore_backup
 from rusing_ops.backups.schema import read_tables
 from rusing_ops.backups.verify import verify_backup
 from rusing_ops.core.dburl import parse_database_url
@@ -102,6 +102,14 @@ def test_a_table_cut_in_chunks_dumps_and_restores_exactly(fresh_db, local_store)
         assert before and query(url, copy, exact.format(table)) == before, table
     result = verify_backup(url, local_store, backup.manifest.key)
     assert result.ok, result.problems
+    # The loaded copy is hashed in chunks too, over two connections (restore.loaded_checksums): the same figures.
+    query(url, copy, "ANALYZE TABLE big_int, composite, strkey, nokey")
+    assert loaded_checksums(url, copy, workers=2, chunk_bytes=32 * 1024) == whole
+    assert loaded_checksums(url, copy, workers=1) == whole
+    query(url, copy, "DELETE FROM big_int WHERE id = -6")  # one row of one chunk gone: that table differs
+    changed = loaded_checksums(url, copy, workers=2, chunk_bytes=32 * 1024)
+    assert changed["big_int"].startswith("crc32ws:2999:") and changed != whole
+    assert {n: v for n, v in changed.items() if n != "big_int"} == {n: v for n, v in whole.items() if n != "big_int"}
 
 
 def test_one_connection_dumps_whole_tables(fresh_db):
