@@ -25,9 +25,8 @@ from ..core.database import (
     DB_WRITE_LOCK,
     ROW_TABLES,
     as_text,
-    create_engine,
+    held_lock,
     list_tables,
-    named_lock,
     quote_ident,
 )
 from ..core.dburl import DatabaseURL
@@ -67,12 +66,18 @@ class RepairResult:
 @contextlib.contextmanager
 def write_lock(url: DatabaseURL, timeout_s: float = 10.0):
     """The database write lock (``GET_LOCK``) shared with migrate, rollback and the app's own migrator."""
-    engine = create_engine(url, pool_size=1)
+    conn = open_connection(url, "")
     try:
-        with named_lock(engine, url, DB_WRITE_LOCK, timeout_s):
+        def first(sql: str, args: tuple) -> tuple | None:
+            with conn.cursor() as cur:
+                cur.execute(sql, args)
+                return cur.fetchone()
+
+        with held_lock(first, conn.get_server_info() or "", url, DB_WRITE_LOCK, timeout_s, gone=pymysql.err.MySQLError):
             yield
     finally:
-        engine.dispose()
+        with contextlib.suppress(Exception):  # closing releases the lock too
+            conn.close()
 
 
 def _names(cur, sql: str, *args) -> list[str]:

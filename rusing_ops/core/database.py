@@ -13,7 +13,7 @@ import re
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -319,9 +319,7 @@ def ping(engine: Engine, url: DatabaseURL) -> PingResult:
 
 def lock_holder(conn: Connection, name: str) -> int | None:
     """The connection id holding lock ``name``, or None."""
-    import sqlalchemy as sa
-
-    return conn.execute(sa.text("SELECT IS_USED_LOCK(:n)"), {"n": name}).scalar()
+    return conn.exec_driver_sql("SELECT IS_USED_LOCK(%s)", (name,)).scalar()
 
 
 @contextlib.contextmanager
@@ -334,43 +332,55 @@ def named_lock(engine: Engine, url: DatabaseURL, name: str, timeout_s: float = 1
     """
     import sqlalchemy as sa
 
+    with connect(engine, url) as conn:
+        version = getattr(conn.connection.dbapi_connection, "server_version", "") or ""
+        with held_lock(lambda sql, args: conn.exec_driver_sql(sql, args).first(), version, url, name, timeout_s,
+                       gone=sa.exc.DBAPIError):
+            yield conn
+
+
+@contextlib.contextmanager
+def held_lock(row: Callable[[str, tuple], tuple | None], version: str, url: DatabaseURL, name: str,
+              timeout_s: float, gone: type[BaseException] | tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """:func:`named_lock` on any connection: ``row(sql, args)`` runs one query (``%s`` parameters) on the connection
+    that is to hold the lock and returns its first row. ``gone``: the errors of a connection that went away (its
+    lock went with it), ignored on release. The restore takes its lock so on a PyMySQL connection (no SQLAlchemy:
+    0.14 s less per restore process)."""
     from .flavour import kind_from_version, lock_wait_seconds
 
     if name == DB_WRITE_LOCK:  # the write lock is per database (see scoped_lock_name)
         name = scoped_lock_name(name, url.database)
-    with connect(engine, url) as conn:
-        version = getattr(conn.connection.dbapi_connection, "server_version", "") or ""
-        timeout_s = lock_wait_seconds(version, timeout_s)
-        got = conn.execute(sa.text("SELECT GET_LOCK(:n, :t)"), {"n": name, "t": timeout_s}).scalar()
-        if got != 1:
-            if kind_from_version(version) == "tidb":  # TiDB's IS_USED_LOCK does not name the holder (locking-functions)
-                raise LockBusy(
-                    f"Database lock {name!r} on {url.masked()} is held by another session (TiDB does not say which); "
-                    f"waited {timeout_s:g}s.",
-                    next_step="wait for the other rusing-ops run (or the app's migrator) to finish; `SHOW PROCESSLIST` "
-                              "lists the sessions.", holder=None)
-            holder = lock_holder(conn, name)
-            info = ""
-            if holder is not None:
-                row = conn.execute(
-                    sa.text("SELECT USER, HOST, COMMAND, TIME, INFO FROM information_schema.PROCESSLIST WHERE ID = :i"),
-                    {"i": holder},
-                ).first()
-                if row is not None:
-                    info = f" ({row.USER}@{row.HOST}, {row.COMMAND} for {row.TIME}s)"
+    timeout_s = lock_wait_seconds(version, timeout_s)
+    got = row("SELECT GET_LOCK(%s, %s)", (name, timeout_s))
+    if got is None or got[0] is None or int(got[0]) != 1:  # 0: timed out; NULL: an error (killed)
+        if kind_from_version(version) == "tidb":  # TiDB's IS_USED_LOCK does not name the holder (locking-functions)
             raise LockBusy(
-                f"Database lock {name!r} on {url.masked()} is held by connection {holder}{info}; "
+                f"Database lock {name!r} on {url.masked()} is held by another session (TiDB does not say which); "
                 f"waited {timeout_s:g}s.",
-                next_step=f"wait for that run to finish, or inspect it with `SHOW PROCESSLIST` (KILL {holder} only if it is stuck).",
-                holder=holder,
-            )
+                next_step="wait for the other rusing-ops run (or the app's migrator) to finish; `SHOW PROCESSLIST` "
+                          "lists the sessions.", holder=None)
+        found = row("SELECT IS_USED_LOCK(%s)", (name,))
+        holder = int(found[0]) if found and found[0] is not None else None
+        info = ""
+        if holder is not None:
+            who = row("SELECT USER, HOST, COMMAND, TIME, INFO FROM information_schema.PROCESSLIST WHERE ID = %s",
+                      (holder,))
+            if who is not None:
+                user, host, command, seconds = (as_text(v) if isinstance(v, bytes) else v for v in who[:4])
+                info = f" ({user}@{host}, {command} for {seconds}s)"
+        raise LockBusy(
+            f"Database lock {name!r} on {url.masked()} is held by connection {holder}{info}; "
+            f"waited {timeout_s:g}s.",
+            next_step=f"wait for that run to finish, or inspect it with `SHOW PROCESSLIST` (KILL {holder} only if it is stuck).",
+            holder=holder,
+        )
+    try:
+        yield
+    finally:
         try:
-            yield conn
-        finally:
-            try:
-                conn.execute(sa.text("SELECT RELEASE_LOCK(:n)"), {"n": name})
-            except sa.exc.DBAPIError:
-                pass  # the connection is gone, and the lock with it
+            row("SELECT RELEASE_LOCK(%s)", (name,))
+        except gone:
+            pass  # the connection is gone, and the lock with it
 
 
 def database_exists(conn: Connection, name: str) -> bool:

@@ -268,3 +268,30 @@ def test_a_second_backup_with_the_same_name_never_overwrites_the_first(every_typ
                               f"{local_store.url}; refusing to overwrite it. Nothing was changed. Next: run the backup "
                               "again a second later, or give another reason.")
     assert local_store.get_bytes(first.manifest.key) == original
+
+
+def test_the_restores_own_write_lock_is_the_same_lock_on_a_pymysql_connection(every_type_db):
+    """swap.write_lock (restore's default) takes the per-database GET_LOCK on a PyMySQL connection, without
+    SQLAlchemy: a migration's named_lock makes it wait and give up naming the holder, and the other way round."""
+    from rusing_ops.backups.swap import write_lock
+    from rusing_ops.core.database import DB_WRITE_LOCK, create_engine, named_lock, scoped_lock_name
+    from rusing_ops.core.errors import LockBusy
+
+    name = scoped_lock_name(DB_WRITE_LOCK, every_type_db.database)
+    engine = create_engine(every_type_db)
+    try:
+        with named_lock(engine, every_type_db, DB_WRITE_LOCK, 1) as holder:
+            holder_id = holder.exec_driver_sql("SELECT CONNECTION_ID()").scalar()
+            with pytest.raises(LockBusy) as busy, write_lock(every_type_db, timeout_s=0.2):
+                pass
+        assert f"Database lock '{name}'" in str(busy.value)
+        assert f"is held by connection {holder_id} (root@" in str(busy.value) and busy.value.data["holder"] == holder_id
+        with write_lock(every_type_db, timeout_s=1):
+            used = query(every_type_db, every_type_db.database, f"SELECT IS_USED_LOCK('{name}')")[0][0]
+            assert used is not None and used != holder_id
+            with pytest.raises(LockBusy, match="is held by connection"), named_lock(engine, every_type_db,
+                                                                                    DB_WRITE_LOCK, 0.2):
+                pass
+        assert query(every_type_db, every_type_db.database, f"SELECT IS_USED_LOCK('{name}')")[0][0] is None
+    finally:
+        engine.dispose()
