@@ -87,8 +87,8 @@ def test_stripe_and_app_that_accept_and_never_answer_fail_naming_host_and_timeou
     silent = SilentServer()
     try:
         resources = {"database": DatabaseResource(url=database_url_str),
-                     "app": AppResource(base_url=silent.base_url, timeout_seconds=1),
-                     "stripe": StripeResource(api_key=GOOD_KEY, api_base=silent.base_url, read_timeout_seconds=1,
+                     "app": AppResource(base_url=silent.base_url, timeout_seconds=0.25),
+                     "stripe": StripeResource(api_key=GOOD_KEY, api_base=silent.base_url, read_timeout_seconds=0.25,
                                               connect_timeout_seconds=1)}
         job = dg.Definitions.merge(health_defs, dg.Definitions(resources=resources)).resolve_job_def("health_check")
         result = job.execute_in_process(instance=dagster_instance, raise_on_error=False)
@@ -98,13 +98,13 @@ def test_stripe_and_app_that_accept_and_never_answer_fail_naming_host_and_timeou
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     host = f"127.0.0.1:{silent.port}"
     assert checks["stripe_reachable"].description == (
-        f"stripe key: Stripe API at {host} did not answer within the 1 s read timeout while checking the test key "
+        f"stripe key: Stripe API at {host} did not answer within the 0.25 s read timeout while checking the test key "
         f"(GET /v1/balance) (2 attempt(s); ReadTimeout: HTTPConnectionPool(host='127.0.0.1', port={silent.port}): "
-        "Read timed out. (read timeout=1.0)). Next: check STRIPE_API_BASE / the network "
+        "Read timed out. (read timeout=0.25)). Next: check STRIPE_API_BASE / the network "
         "(status.stripe.com), then run the same command again")
     app_detail = checks["app_health_endpoint"].description
     assert app_detail.startswith(f"app reachable: {silent.base_url}/api/health did not answer: ReadTimeout: ")
-    assert "(read timeout=1.0)" in app_detail
+    assert "(read timeout=0.25)" in app_detail
     assert GOOD_KEY not in str(result.all_events)
 
 

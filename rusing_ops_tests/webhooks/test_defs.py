@@ -256,7 +256,7 @@ def test_stripe_that_never_answers_is_retried_then_fails_naming_host_and_timeout
     silent = SilentServer()
     try:
         resources["stripe"] = StripeResource(api_key=API_KEY, webhook_secret=WEBHOOK_SECRET, api_base=silent.base_url,
-                                             read_timeout_seconds=1, connect_timeout_seconds=1)
+                                             read_timeout_seconds=0.25, connect_timeout_seconds=1)
         result = run(fast_retry(wh.retry_webhook_event), resources, dagster_instance, {"event_id": "evt_t1"},
                      "retry_event")
         cli_run = wh.retry_webhook_event.execute_in_process(  # as `rusing-ops webhooks retry` runs it
@@ -269,7 +269,7 @@ def test_stripe_that_never_answers_is_retried_then_fails_naming_host_and_timeout
     assert not result.success and retries(result) == 1
     assert failure_text(result).startswith(
         f"retry of evt_t1 ended stripe_unavailable: Stripe API at 127.0.0.1:{silent.port} did not answer within the "
-        "1 s read timeout while fetching evt_t1 (2 attempt(s); ReadTimeout: ")
+        "0.25 s read timeout while fetching evt_t1 (2 attempt(s); ReadTimeout: ")
     assert app_endpoint.row("evt_t1") == {"status": "failed", "attempts": 3, "lastError": "boom"}
     assert app_endpoint.seen() == []
 
