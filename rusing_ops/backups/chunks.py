@@ -76,9 +76,12 @@ def data_lengths(cur, database: str) -> dict[str, int]:
     return {(n.decode() if isinstance(n, bytes) else n): int(b) for n, b in cur.fetchall()}
 
 
-def plan(cur, database: str, tables: list[Table], *, workers: int, chunk_bytes: int | None = None) -> list[Chunk]:
-    """Every table as one or more chunks (through ``cur``, inside the snapshot), largest first."""
-    sizes = data_lengths(cur, database)
+def plan(cur, database: str, tables: list[Table], *, workers: int, chunk_bytes: int | None = None,
+         sizes: dict[str, int] | None = None) -> list[Chunk]:
+    """Every table as one or more chunks (through ``cur``, inside the snapshot), largest first. ``sizes``: bytes
+    per table when the caller knows them better than ``information_schema`` (whose DATA_LENGTH of a table just
+    loaded can still say 16 KiB)."""
+    sizes = data_lengths(cur, database) if sizes is None else sizes
     size = chunk_bytes or chunk_bytes_for(sum(sizes.get(t.name, 0) for t in tables), workers)
     out: list[Chunk] = []
     for table in tables:

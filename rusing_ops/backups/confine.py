@@ -112,6 +112,7 @@ class Action:
     sql: bytes
     line: int
     what: str  # the statement's kind, for messages (never its text)
+    table: str | None = None  # an INSERT's table (the loader counts its bytes: restore plans the checksum by them)
 
 
 def server_scope(conn, label: str, staging: str, own: str | None) -> Scope:
@@ -198,8 +199,9 @@ class Confiner:
         if not words <= _LITERAL_RUNS or any(b"0" in w for w in words) and (
                 {w.upper() for w in _VALUE_WORD.findall(rest)} - _LITERAL_WORDS):  # _UTF8MB4 as _UTF0MB0: exactly
             raise _Refuse("an INSERT whose values are not plain literals (a function, subquery or keyword)")
-        self.filled.setdefault(_unquote(m.group("table")), line)
-        return Action("data", sql, line, "INSERT")
+        table = _unquote(m.group("table"))
+        self.filled.setdefault(table, line)
+        return Action("data", sql, line, "INSERT", table)
 
     # --------------------------------------------------------------------------------------------- the rest
 

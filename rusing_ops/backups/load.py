@@ -50,6 +50,7 @@ class LoadResult:
     bytes: int = 0
     deferred: list[str] = field(default_factory=list)
     session: str = ""  # which account the statements ran as (sandbox.py)
+    table_bytes: dict[str, int] = field(default_factory=dict)  # INSERT bytes per table: sizes right after the load
 
 
 class _Worker(threading.Thread):
@@ -73,7 +74,7 @@ class _Worker(threading.Thread):
         while (action := q.get()) is not None:
             try:
                 if self.loader.error is None:
-                    self.loader.done(self.execute(action), len(action.sql))
+                    self.loader.done(self.execute(action), len(action.sql), action.table)
             except BaseException as exc:  # handed to the loading thread, which raises it
                 self.loader.error = self.loader.error or (exc, action)
             finally:
@@ -109,10 +110,12 @@ class Loader:
         for w in self.workers:
             w.start()
 
-    def done(self, rows: int, nbytes: int) -> None:
+    def done(self, rows: int, nbytes: int, table: str | None = None) -> None:
         with self._lock:
             self.result.rows += rows
             self.result.bytes += nbytes
+            if table is not None:
+                self.result.table_bytes[table] = self.result.table_bytes.get(table, 0) + nbytes
             if self.progress:
                 self.progress.advance(rows, nbytes)
 

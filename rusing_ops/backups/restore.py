@@ -80,11 +80,13 @@ def table_counts(conn, database: str) -> dict[str, int]:
     return counts
 
 
-def loaded_checksums(url: DatabaseURL, database: str, workers: int = 2, chunk_bytes: int | None = None) -> dict[str, str]:
+def loaded_checksums(url: DatabaseURL, database: str, workers: int = 2, chunk_bytes: int | None = None,
+                     sizes: dict[str, int] | None = None) -> dict[str, str]:
     """The server checksum (checksum.py) of every table of ``database`` holding rows, by name, over ``workers``
     connections that hash at once (one query runs on one core): a large table is cut into key-range chunks
     (chunks.plan, as the backup cuts it) whose counts and sums add up, so that one table holding most of the
-    bytes is hashed by every connection instead of one (``chunk_bytes``: as chunks.plan, default from the size)."""
+    bytes is hashed by every connection instead of one (``chunk_bytes``: as chunks.plan, default from the size;
+    ``sizes``: bytes per table as loaded, Loader's ``table_bytes``: information_schema lags behind a fresh load)."""
     conns = [open_connection(url, database)]
     try:
         with conns[0].cursor() as cur:
@@ -93,7 +95,7 @@ def loaded_checksums(url: DatabaseURL, database: str, workers: int = 2, chunk_by
                         f"IN ({', '.join(['%s'] * len(ROW_TABLES))})", (database, *ROW_TABLES))
             names = {as_text(r[0]) for r in cur.fetchall()}
             tables = [t for t in read_tables(cur, database, with_ddl=False) if t.name in names]
-            planned = chunks.plan(cur, database, tables, workers=workers, chunk_bytes=chunk_bytes)
+            planned = chunks.plan(cur, database, tables, workers=workers, chunk_bytes=chunk_bytes, sizes=sizes)
         work = iter(planned)
         lock = threading.Lock()
         parts: dict[tuple[str, int], str] = {}
@@ -207,7 +209,7 @@ def _stage_once(url: DatabaseURL, source: Source, database: str, log: Callable[[
             # backup's server computed in its snapshot (checksum.py); their COUNT(*) gives the row counts, so the
             # copy is read once, on `workers` connections. A wrong rendering or edit fails here.
             compared = same_flavour(admin, manifest.server_version)
-            sums = loaded_checksums(url, database, workers) if compared else {}
+            sums = loaded_checksums(url, database, workers, sizes=loaded.table_bytes) if compared else {}
             counts = {n: rows_of(v) for n, v in sums.items()} if compared else table_counts(admin, database)
             expected = {name: t.rows for name, t in manifest.tables.items()}
             if counts != expected:
