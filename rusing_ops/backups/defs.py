@@ -112,10 +112,11 @@ def record_backup(context, store, rec: record.BackupRecord, database: DatabaseRe
 
 
 def take_backup(context, database: DatabaseResource, backup_store: BackupStoreResource, reason: str, *,
-                compression: str = "zstd", drizzle_dir=None) -> record.BackupRecord:
+                compression: str = "zstd", level: int | None = None, drizzle_dir=None) -> record.BackupRecord:
     """The one way a job takes a backup: name and time from the clock, recorded as a partition. Raises OpsError."""
     store = backup_store.get_store()
-    rec = record.take(database.parsed, store, reason=reason, compression=compression, run_id=context.run.run_id,
+    rec = record.take(database.parsed, store, reason=reason, compression=compression, level=level,
+                      run_id=context.run.run_id,
                       drizzle_dir=drizzle_dir or _drizzle_dir(database), log=context.log.info)
     record_backup(context, store, rec, database)
     return rec
@@ -135,6 +136,9 @@ class BackupDatabaseConfig(dg.Config):
     reason: str = Field(default="manual", description="Why (manual, nightly, before-upgrade, ...): the end of the "
                         "backup's name. The name's time is the clock's when the snapshot starts.")
     compression: Literal["zstd", "gzip"] = Field(default="zstd", description="zstd (fast, default) or gzip (for tools that only read .gz).")
+    level: int | None = Field(default=None, ge=1, le=19, description=(
+        "Compression level; empty = zstd 1 / gzip 6. zstd 1 takes half the CPU of 3; on prose and JSON 3 is "
+        "7-15% smaller (zstd 1-19, gzip 1-9)."))
 
 
 @dg.asset(name="newest_backup", group_name="backups", kinds={"mysql", "s3"},
@@ -143,7 +147,8 @@ class BackupDatabaseConfig(dg.Config):
 def newest_backup(context: dg.AssetExecutionContext, config: BackupDatabaseConfig, database: DatabaseResource,
                   backup_store: BackupStoreResource) -> dg.MaterializeResult:
     try:
-        rec = take_backup(context, database, backup_store, config.reason, compression=config.compression)
+        rec = take_backup(context, database, backup_store, config.reason, compression=config.compression,
+                          level=config.level)
     except OpsError as exc:
         raise failure(exc) from None
     return dg.MaterializeResult(metadata={"partition": rec.name, **backup_metadata(rec)})

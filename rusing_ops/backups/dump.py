@@ -41,7 +41,7 @@ from .rawrows import SUM_DIGITS, checked_rows
 from .schema import Schema, Table, read_schema
 from .snapshot import history_kept, open_snapshots, snapshot_point
 from .sqlsplit import FRAME
-from .streams import CompressingWriter
+from .streams import CompressingWriter, make_compressor
 
 WORKERS = 2  # connections dumping tables in parallel (one shared snapshot, see snapshot.py)
 STATEMENT_BYTES = 1024 * 1024  # the cap on one INSERT: below TiDB's 6 MiB entry limit, and memory stays flat
@@ -281,6 +281,7 @@ def backup_database(url: DatabaseURL, store: BackupStore, *, log: Callable[[str]
 
 
 def _backup(url: DatabaseURL, store: BackupStore, *, reason: str = "", compression: str = "zstd",
+            level: int | None = None,
             run_id: str | None = None, drizzle_dir: str | Path | None = None,
             log: Callable[[str], None] | None = None, statement_bytes: int | None = None,
             now: dt.datetime | None = None, workers: int = WORKERS, chunk_bytes: int | None = None) -> BackupResult:
@@ -288,6 +289,7 @@ def _backup(url: DatabaseURL, store: BackupStore, *, reason: str = "", compressi
 
     :param reason: a short word recorded in the key and manifest (``nightly``, ``pre-migration``, ``manual``).
     :param compression: ``zstd`` (default) or ``gzip``.
+    :param level: the compression level (zstd 1-19, gzip 1-9); default streams.ZSTD_LEVEL / GZIP_LEVEL.
     :param run_id: the Dagster run id, recorded in the manifest.
     :param drizzle_dir: the app's Drizzle folder, to name the migration head's tag.
     :param log: where progress lines go (``context.log.info`` in Dagster).
@@ -297,6 +299,7 @@ def _backup(url: DatabaseURL, store: BackupStore, *, reason: str = "", compressi
     :param chunk_bytes: size of a table's key-range chunks (chunks.py); default from the database's size.
     """
     started = time.monotonic()
+    make_compressor(compression, level)  # a wrong compression or level is refused before anything is opened
     now = now or dt.datetime.now(dt.UTC)
     encryption = crypto.of(store)  # RUSING_BACKUP_RECIPIENTS set: age-encrypted, key ends in .age (crypto.py)
     key = keys.make_key(now, reason, compression, encrypted=encryption.enabled, database=url.database)
@@ -319,7 +322,7 @@ def _backup(url: DatabaseURL, store: BackupStore, *, reason: str = "", compressi
         progress = Progress(f"backup {url.database}", total=sum(t.estimated_rows for t in schema.tables) or None,
                             log=log)
         writer = store.open_write(key)
-        out = CompressingWriter(writer.write, compression, wrap=crypto.wrap_for(store))
+        out = CompressingWriter(writer.write, compression, wrap=crypto.wrap_for(store), level=level)
         try:
             before, after = _schema_sql(schema)
             out.write(f"-- rusing_ops {tool_version()} backup of `{url.database}` at {now.isoformat()} "

@@ -85,11 +85,12 @@ def describe(store: BackupStore, key: str, drizzle_dir: str | Path | None = None
                         tuple(copies.status(store, key)))
 
 
-def take(url: DatabaseURL, store: BackupStore, *, reason: str, compression: str = "zstd", run_id: str | None = None,
-         drizzle_dir: str | Path | None = None, log: Callable[[str], None] | None = None) -> BackupRecord:
+def take(url: DatabaseURL, store: BackupStore, *, reason: str, compression: str = "zstd", level: int | None = None,
+         run_id: str | None = None, drizzle_dir: str | Path | None = None,
+         log: Callable[[str], None] | None = None) -> BackupRecord:
     """Back up ``url``'s database now (name and time from the clock when the snapshot starts) and describe it."""
     immutability.require_lockable(store)  # RUSING_BACKUP_LOCK_DAYS on a bucket that cannot lock: refused first
-    result = backup_database(url, store, reason=reason, compression=compression, run_id=run_id,
+    result = backup_database(url, store, reason=reason, compression=compression, level=level, run_id=run_id,
                              drizzle_dir=drizzle_dir, log=log)
     copies.copy_backup(store, result.manifest, log)  # RUSING_BACKUP_COPY_URL: copied and read back, or CopyFailed
     return describe(store, result.manifest.key, drizzle_dir)

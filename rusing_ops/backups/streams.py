@@ -17,22 +17,28 @@ import zstandard
 
 from ..core.errors import ConfigError
 
-# zstd -1: on the benchmark's dumps both smaller and half the CPU of -3 (1x app 13.9 vs 15.1 MB, 0.13 vs 0.26 s;
-# 4x 55.6 vs 60.7 MB; giant 8.3 vs 9.2 MB), the level-3 matcher gaining nothing on SQL text of this kind. Other
-# data may compress a few percent worse than at -3; the CPU saved is the larger share of a backup (issue 15).
+# zstd -1 by default: half the CPU of -3, and on the benchmark's dumps smaller too (1x app 13.9 vs 15.1 MB, 0.13 vs
+# 0.26 s; 4x 55.6 vs 60.7 MB; giant 8.3 vs 9.2 MB). On prose and JSON -1 is 7-15% larger than -3 (mysqldump's dump
+# of `mysql`, botocore's JSON, Stripe's sources): a backup's `level` option (1-19) trades CPU for size (issue 15).
 ZSTD_LEVEL = 1
 GZIP_LEVEL = 6
+LEVELS = {"zstd": range(1, 20), "gzip": range(1, 10)}
 _STOP = object()
 
 
-def make_compressor(compression: str):
-    """An object with ``compress(bytes) -> bytes`` and ``flush() -> bytes`` for ``zstd``, ``gzip`` or ``none``."""
+def make_compressor(compression: str, level: int | None = None):
+    """An object with ``compress(bytes) -> bytes`` and ``flush() -> bytes`` for ``zstd``, ``gzip`` or ``none``;
+    ``level``: the compressor's (zstd 1-19, gzip 1-9; None = :data:`ZSTD_LEVEL` / :data:`GZIP_LEVEL`)."""
+    if level is not None and compression in LEVELS and level not in LEVELS[compression]:
+        allowed = LEVELS[compression]
+        raise ConfigError(f"Compression level {level} is not one of {compression}'s ({allowed[0]}-{allowed[-1]}); "
+                          "no backup was written.", next_step=f"give a level from {allowed[0]} to {allowed[-1]}.")
     if compression == "zstd":
         # threads=0: compressed on the caller's (worker) thread. threads=1 added a zstd worker with its own job
         # buffers: peak RSS of a 4x backup 125-128 MiB -> 88-96 MiB, same speed, output +0.5% (issue 15).
-        return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
+        return zstandard.ZstdCompressor(level=level or ZSTD_LEVEL).compressobj()
     if compression == "gzip":
-        return zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+        return zlib.compressobj(level or GZIP_LEVEL, zlib.DEFLATED, 31)
     if compression == "none":
         return _Identity()
     raise ConfigError(f"Compression {compression!r} is not supported; choose one of: zstd, gzip.")
@@ -54,9 +60,9 @@ class CompressingWriter:
     """
 
     def __init__(self, sink: Callable[[bytes], object], compression: str = "zstd", max_pending: int = 8,
-                 wrap: Callable | None = None):
+                 wrap: Callable | None = None, level: int | None = None):
         self._sink = sink
-        self._compressor = make_compressor(compression)
+        self._compressor = make_compressor(compression, level)
         if wrap is not None:  # e.g. crypto.Encryptor: what reaches the sink (and the hash) is ciphertext
             self._compressor = wrap(self._compressor)
         self._queue: queue.Queue = queue.Queue(max_pending)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import zstandard
 
 from rusing_ops.backups import catalog
 from rusing_ops.core.store import LocalStore
@@ -32,10 +33,12 @@ def cli(every_type_db, database_url_str, tmp_path):
 
 def test_backup_list_restore(cli, every_type_db, tmp_path):
     before = snapshot(every_type_db, every_type_db.database)
-    made = cli("backup", "--reason", "before deploy")
+    made = cli("backup", "--reason", "before deploy", "--level", "3")
     assert made.returncode == 0, made.stderr
     assert made.stdout.startswith("backup backup-") and "-before-deploy.sql.zst: 3,015 rows" in made.stdout
     listed = json.loads(cli("backups", "--json").stdout)
+    stored = (tmp_path / "backups" / listed[0]["key"]).read_bytes()
+    assert zstandard.get_frame_parameters(stored).window_size == 1 << 21  # --level 3 reached zstd (1 would be 19)
     assert [(b["reason"], b["rows"], b["complete"], b["verified"]) for b in listed] == [
         ("before-deploy", 3015, True, False)]
     table = cli("backups").stdout.splitlines()
