@@ -272,7 +272,6 @@ def test_operator_backs_up_finds_and_restores_from_the_ui(webserver, browser, sh
     assert re.search(r"Latest execution\s+restored and matched the manifest .*\s+Evaluation result\s+Passed", text), text
     assert f"Partition\n{name}" in text
     browser.save_screenshot(str(shots / "06-verified-from-the-check.png"))
-    browser.save_screenshot(str(shots / "06-verified-from-the-check.png"))
 
     # 5. "Add a partition" (Dagster offers it on every dynamic partition set: here Materialize ▾ -> Report
     #    materialization events) takes no backup: a restore of the typed name is refused in words, nothing changes.
