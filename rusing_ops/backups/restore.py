@@ -199,7 +199,8 @@ def _stage_once(url: DatabaseURL, source: Source, database: str, log: Callable[[
             total = manifest.total_rows if manifest else None
             progress = Progress(f"restore {source.label} into {database}", total=total, log=log)
             carried = dataonly.copy_schema(url, like, database, plan.data_only, source.label) if plan.data_only else None
-            loaded = Loader(url, database, workers=workers, progress=progress).load(plan.actions())
+            loaded = Loader(url, database, workers=workers, progress=progress,  # SET NAMES binary: load.py
+                            binary_names=manifest is not None).load(plan.actions())
             if carried is not None:
                 loaded.deferred = carried.deferred(loaded.deferred)
             progress.finish()
