@@ -9,6 +9,9 @@ import sys
 
 import pytest
 
+from rusing_ops.core.database import create_engine
+from rusing_ops.migrations.applier import apply_migrations
+
 from .conftest import migration_rows, query
 from .test_rollback import LAST, REVERSE_0004
 
@@ -64,7 +67,11 @@ def test_rollback_command(cli, fresh_db, rusing_folder, tmp_path):
         defs.resolve_job_def("rollback_migration")
     except Exception:
         pytest.skip("rollback_migration is not merged into rusing_ops/definitions.py yet")
-    assert cli("migrate").returncode == 0
+    engine = create_engine(fresh_db)  # the 5 migrations applied (`db migrate` itself is the test above's)
+    try:
+        assert len(apply_migrations(engine, fresh_db, rusing_folder, no_backup=True, force=True).applied) == 5
+    finally:
+        engine.dispose()
     sql = tmp_path / "undo.sql"
     sql.write_text(REVERSE_0004)
     dry = cli("rollback", "--migration", LAST, "--sql", str(sql), "--dry-run")
