@@ -13,8 +13,10 @@ each row's independent checksum (checksum.row_checksum), so a table is scanned o
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import datetime as dt
+import itertools
 import json
 import queue
 import threading
@@ -142,22 +144,25 @@ def dump_rows(conn, table: Table, emit: Callable[[bytes], None], *, statement_by
     for batch, batch_total in checked_rows(conn, sql):
         hashed += len(batch)
         total += batch_total
-        for text in batch:
-            if text is None or text == b"!":
-                raise BackupFailed(
-                    f"A row of table {table.name!r} is too large to write as one SQL statement (over the server's "
-                    f"max_allowed_packet of {max_packet:,} bytes as text)"
-                    + (" and the table has no primary key or NOT NULL unique key to write it in pieces by."
-                       if text == b"!" else ".") + " No backup was written.",
-                    next_step="raise max_allowed_packet on the server (SET GLOBAL max_allowed_packet=1073741824), "
-                              "or give the table a primary key, and run `rusing-ops db backup` again.")
-            if text[:1] == b"!":
-                big.append(text[1:])
-                continue
-            if buf and size + len(text) > statement_bytes:
+        if None in batch or min(batch)[:1] == b"!":  # a row in pieces, or too large: rare, row by row
+            batch = _plain_rows(batch, table, max_packet, big)
+        # Cut the batch where the statement would pass statement_bytes (sizes summed in C, not row by row).
+        start = 0
+        ends = list(itertools.accumulate(len(t) + 1 for t in batch))
+        while start < len(batch):
+            room = statement_bytes - size
+            offset = ends[start - 1] if start else 0
+            stop = bisect.bisect_right(ends, offset + room + 1, lo=start)  # rows j with size + len(j) <= cap
+            if stop == start:  # the next row does not fit: a new statement (a row alone may exceed the cap)
+                if buf:
+                    flush()
+                    continue
+                stop = start + 1
+            buf += batch[start:stop]
+            size += ends[stop - 1] - offset
+            start = stop
+            if start < len(batch):
                 flush()
-            buf.append(text)
-            size += len(text) + 1
     if buf:
         flush()
     for condition in big:  # after the main result: the connection is free for the pieces' queries
@@ -166,6 +171,26 @@ def dump_rows(conn, table: Table, emit: Callable[[bytes], None], *, statement_by
         if advance:
             advance(1, nbytes)
     return TableEntry(rows=rows, server_checksum=checksum_text(hashed, total))
+
+
+def _plain_rows(batch: list, table: Table, max_packet: int, big: list[bytes]) -> list[bytes]:
+    """``batch`` without the rows to dump in pieces (their key conditions go to ``big``); a row that is too large
+    and cannot be addressed (``!`` alone) or that the server could not render (NULL) is refused, naming it."""
+    out = []
+    for text in batch:
+        if text is None or text == b"!":
+            raise BackupFailed(
+                f"A row of table {table.name!r} is too large to write as one SQL statement (over the server's "
+                f"max_allowed_packet of {max_packet:,} bytes as text)"
+                + (" and the table has no primary key or NOT NULL unique key to write it in pieces by."
+                   if text == b"!" else ".") + " No backup was written.",
+                next_step="raise max_allowed_packet on the server (SET GLOBAL max_allowed_packet=1073741824), "
+                          "or give the table a primary key, and run `rusing-ops db backup` again.")
+        if text[:1] == b"!":
+            big.append(text[1:])
+        else:
+            out.append(text)
+    return out
 
 
 class _Stopped(Exception):

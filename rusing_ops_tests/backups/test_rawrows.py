@@ -100,3 +100,31 @@ def test_null_flags_skip_not_null_columns_and_keep_the_checksum_older_backups_re
         conn.close()
     assert [r[3] for r in rows] == [r[4] for r in rows] == [b"00010101", b"00000000", b"00010001"]
     assert [r[1] for r in rows] == [r[2] for r in rows] and len({r[1] for r in rows}) == 3
+
+
+@pytest.mark.parametrize("cap", [1, 40, 333, 5000])
+def test_rows_are_packed_into_statements_up_to_the_cap_and_no_further(fresh_db, cap):
+    """dump.dump_rows cuts each batch of rows where the next row would take a statement past ``statement_bytes``
+    (sizes summed for the whole batch at once); a row longer than the cap is a statement of its own."""
+    from rusing_ops.backups.dump import dump_rows
+
+    conn = open_connection(fresh_db)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE packed (id INT PRIMARY KEY, v VARCHAR(200))")
+            cur.execute("INSERT INTO packed SELECT seq, REPEAT('x', (seq * 37) % 181) FROM seq_1_to_3000")
+            table = next(t for t in read_tables(cur, fresh_db.database) if t.name == "packed")
+        emitted: list[bytes] = []
+        entry = dump_rows(conn, table, emitted.append, statement_bytes=cap)
+    finally:
+        conn.close()
+    head = table.insert_head()
+    statements = [e.split(b"\n", 1)[1][len(head):-2] for e in emitted]  # "-- @n\n" + head + body + ";\n"
+    rows = [s[1:-1].split(b"),(") for s in statements]
+    assert [int(r.split(b",")[0]) for group in rows for r in group] == list(range(1, 3001))
+    assert entry.rows == 3000 and entry.server_checksum.startswith("crc32ws:3000:")
+    sizes = [[len(r) + 3 for r in group] for group in rows]  # each row's "(...)" and its comma
+    for i, group in enumerate(sizes):
+        assert len(group) == 1 or sum(group) - 1 <= cap, (i, sum(group), cap)  # within the cap, or one row alone
+        if i + 1 < len(sizes):
+            assert sum(group) + sizes[i + 1][0] - 1 > cap  # the next row would not have fitted
