@@ -13,7 +13,7 @@ from __future__ import annotations
 import queue
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import pymysql
@@ -62,6 +62,9 @@ class LoadResult:
     session: str = ""  # which account the statements ran as (sandbox.py)
     table_bytes: dict[str, int] = field(default_factory=dict)  # INSERT bytes per table: sizes right after the load
     as_bytes: list[str] = field(default_factory=list)  # tables loaded under SET NAMES binary (UTF8_CHARSETS)
+    # Tables that took data after ``on_complete`` was called for them (more rows than the manifest said, e.g. an
+    # edited file): whatever was hashed of them early is stale.
+    late: set[str] = field(default_factory=set)
 
 
 class _Worker(threading.Thread):
@@ -103,9 +106,17 @@ class Loader:
     """Run a file's checked statements in ``database``; ``load()`` returns the deferred schema statements."""
 
     def __init__(self, url: DatabaseURL, database: str, *, workers: int = WORKERS, progress: Progress | None = None,
-                 defer_keys: bool | None = None, binary_names: bool = False):
-        """``binary_names``: the file is this tool's own backup (UTF8_CHARSETS above); used on MariaDB only."""
+                 defer_keys: bool | None = None, binary_names: bool = False,
+                 expected_rows: dict[str, int] | None = None, on_complete: Callable[[str], None] | None = None):
+        """``binary_names``: the file is this tool's own backup (UTF8_CHARSETS above); used on MariaDB only.
+        ``on_complete(table)`` is called (from a loading thread) once a table holds ``expected_rows[table]`` rows,
+        so that it can be hashed while the rest loads (restore.py); ``LoadResult.late`` names the tables that
+        took data after that."""
         self.url, self.database, self.progress = url, database, progress
+        self.expected_rows, self.on_complete = expected_rows or {}, on_complete
+        self._rows: dict[str, int] = {}
+        self._actions: dict[str, int] = {}
+        self._completed: dict[str, int] = {}  # table -> its data actions done when on_complete was called
         self.binary_names = binary_names
         self._utf8_tables: set[str] | None = None  # looked up at the first INSERT (every CREATE TABLE has run)
         self.defer_keys = DEFER_KEYS if defer_keys is None else defer_keys
@@ -155,6 +166,12 @@ class Loader:
             self.result.bytes += nbytes
             if table is not None:
                 self.result.table_bytes[table] = self.result.table_bytes.get(table, 0) + nbytes
+                self._rows[table] = self._rows.get(table, 0) + rows
+                self._actions[table] = self._actions.get(table, 0) + 1
+                if (self.on_complete is not None and table not in self._completed
+                        and self._rows[table] == self.expected_rows.get(table)):
+                    self._completed[table] = self._actions[table]
+                    self.on_complete(table)
             if self.progress:
                 self.progress.advance(rows, nbytes)
 
@@ -213,6 +230,7 @@ class Loader:
             self._add_keys()
             if self.binary_names:
                 self.result.as_bytes = sorted((self._utf8_tables or set()) & set(self.result.table_bytes))
+            self.result.late = {t for t, n in self._completed.items() if self._actions.get(t) != n}
             return self.result
         finally:
             self.close()

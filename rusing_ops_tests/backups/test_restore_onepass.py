@@ -170,3 +170,38 @@ def test_a_loaded_copy_that_differs_from_the_manifest_is_refused(change, every_t
     assert "The target database was not touched." in message
     assert snapshot(server_url, every_type_db.database) == before
     assert databases_like(server_url, every_type_db.database + "__") == []
+
+
+def test_a_row_planted_after_a_table_is_complete_is_still_counted(fresh_db, server_url, tmp_path):
+    """restore.EarlyChecksums hashes a table as soon as it holds the manifest's rows, while the rest loads: a row
+    an edited file adds to that table afterwards makes it late (load.LoadResult.late), so it is hashed again and
+    the restore refused, not passed on the early figure."""
+    _fill(fresh_db, 3000)
+    store = LocalStore(tmp_path / "store")
+    key = backup_database(fresh_db, store).manifest.key
+    _rewrite(store, key, lambda text: text.replace(b"-- rusing_ops backup complete",
+                                                   b"INSERT INTO `big` VALUES (999999,'planted');\n"
+                                                   b"-- rusing_ops backup complete"))
+    before = snapshot(server_url, fresh_db.database)
+    with pytest.raises(OpsError) as err:
+        restore_backup(fresh_db, store, key, pre_restore_backup=False)
+    assert "(loaded, expected) rows per table {'big': (3001, 3000)}" in str(err.value), str(err.value)
+    assert snapshot(server_url, fresh_db.database) == before
+    assert databases_like(server_url, fresh_db.database + "__") == []
+
+
+def test_the_loader_says_when_each_table_is_complete_and_which_took_rows_after(fresh_db):
+    from rusing_ops.backups.confine import Action
+    from rusing_ops.backups.load import Loader
+
+    completed: list[str] = []
+    actions = [Action("ddl", b"CREATE TABLE a (id INT PRIMARY KEY)", 1, "CREATE TABLE"),
+               Action("ddl", b"CREATE TABLE b (id INT PRIMARY KEY)", 2, "CREATE TABLE"),
+               Action("data", b"INSERT INTO `a` VALUES (1),(2)", 3, "INSERT", "a"),
+               Action("data", b"INSERT INTO `b` VALUES (1)", 4, "INSERT", "b"),
+               Action("data", b"INSERT INTO `a` VALUES (3)", 5, "INSERT", "a"),
+               Action("data", b"INSERT INTO `b` VALUES (2)", 6, "INSERT", "b")]
+    loaded = Loader(fresh_db, fresh_db.database, workers=1, expected_rows={"a": 3, "b": 1},
+                    on_complete=completed.append).load(actions)
+    assert completed == ["b", "a"]  # b at its first row (the manifest said 1), a at its third
+    assert loaded.late == {"b"}  # b took a row after it was complete: its early hash is stale
