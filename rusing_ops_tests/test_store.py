@@ -107,3 +107,23 @@ def test_s3_store_unreachable_names_the_endpoint(tmp_path):
                                      f"connect to the S3 endpoint {endpoint} (is it running?).")
     assert "(is it running?)" in str(err.value) and "Next: check that the S3 endpoint is up" in str(err.value)
     assert "s3cr3t" not in str(err.value) and "AKIA" not in str(err.value)
+
+
+@pytest.mark.parametrize("size", [10, PART_SIZE + 10])  # one PUT, and a multipart upload
+def test_an_exclusive_write_never_replaces_an_object_written_meanwhile(any_store, size):
+    """Two backups of one database in the same second share a name: the one that commits second is discarded
+    (ObjectExists), the first one's bytes stay; a plain write still replaces (manifests, sidecars)."""
+    from rusing_ops.core.store import ObjectExists
+
+    late = any_store.open_write("backup-x.sql.zst", exclusive=True)
+    late.write(b"b" * size)
+    with any_store.open_write("backup-x.sql.zst", exclusive=True) as first:
+        first.write(b"a" * size)
+    with pytest.raises(ObjectExists) as taken:
+        late.commit()
+    assert "already holds" in taken.value.message and "this write was discarded" in taken.value.message
+    assert any_store.get_bytes("backup-x.sql.zst") == b"a" * size
+    assert any_store.list_partial() == []  # the discarded write left nothing behind
+    with any_store.open_write("backup-x.sql.zst") as plain:
+        plain.write(b"c")
+    assert any_store.get_bytes("backup-x.sql.zst") == b"c"

@@ -346,7 +346,7 @@ def _backup(url: DatabaseURL, store: BackupStore, *, reason: str = "", compressi
             head = migration_head(cur, url.database, drizzle_dir)
         progress = Progress(f"backup {url.database}", total=sum(t.estimated_rows for t in schema.tables) or None,
                             log=log)
-        writer = store.open_write(key)
+        writer = store.open_write(key, exclusive=True)  # a same-second backup of this database: not overwritten
         out = CompressingWriter(writer.write, compression, wrap=crypto.wrap_for(store), level=level)
         try:
             before, after = _schema_sql(schema)

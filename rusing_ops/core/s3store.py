@@ -12,7 +12,7 @@ from typing import BinaryIO, Self
 from urllib.parse import urlsplit
 
 from .errors import NotFound, StoreError
-from .store import PART_SIZE, BackupStore, ObjectWriter, PartialUpload, StoredObject, check_key
+from .store import PART_SIZE, BackupStore, ObjectWriter, PartialUpload, StoredObject, check_key, object_taken
 
 
 class _S3Writer(ObjectWriter):
@@ -50,6 +50,9 @@ class _S3Writer(ObjectWriter):
     def commit(self) -> None:
         s3, bucket = self.store.client, self.store.bucket
         try:
+            if self.exclusive and self.store.exists_full(self.key):  # the name taken since the backup began
+                self.abort()
+                raise object_taken(self.store.url, f"s3://{bucket}/{self.key}")
             if self.upload_id is None:  # small object: one PUT
                 s3.put_object(Bucket=bucket, Key=self.key, Body=self.buffer.getvalue(), **self.store.write_args(self.key))
                 return
@@ -123,8 +126,10 @@ class S3Store(BackupStore):
                           cause=s3_cause(exc), next_step="check that the S3 endpoint is up and the credentials and "
                           "bucket are right (`rusing-ops db backups` reads the store), then run the command again.")
 
-    def open_write(self, key: str) -> ObjectWriter:
-        return _S3Writer(self, self._key(key))
+    def open_write(self, key: str, *, exclusive: bool = False) -> ObjectWriter:
+        writer = _S3Writer(self, self._key(key))
+        writer.exclusive = exclusive
+        return writer
 
     def open_read(self, key: str) -> BinaryIO:
         try:
@@ -153,13 +158,17 @@ class S3Store(BackupStore):
             raise self._error("delete", self.uri(key), exc) from None
 
     def exists(self, key: str) -> bool:
+        return self.exists_full(self._key(key))
+
+    def exists_full(self, full_key: str) -> bool:
+        """Whether the object ``full_key`` (the prefix included) exists."""
         try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            self.client.head_object(Bucket=self.bucket, Key=full_key)
             return True
         except Exception as exc:
             if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return False
-            raise self._error("check", self.uri(key), exc) from None
+            raise self._error("check", f"s3://{self.bucket}/{full_key}", exc) from None
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"

@@ -68,10 +68,21 @@ def check_key(key: str) -> str:
     return key
 
 
+class ObjectExists(StoreError):
+    """An exclusive write found its key taken when it committed: nothing of this write was kept."""
+
+
+def object_taken(url: str, where: str) -> ObjectExists:
+    return ObjectExists(f"The backup store {url} already holds {where}, written by another run while this one was "
+                        "writing; this write was discarded and the stored object left as it was.",
+                        next_step="run the command again (the next backup gets the next second's name).")
+
+
 class ObjectWriter(abc.ABC):
     """A write-only binary stream; ``commit()`` makes the object visible, ``abort()`` discards it."""
 
     bytes_written = 0
+    exclusive = False
 
     @abc.abstractmethod
     def write(self, data: bytes) -> int: ...
@@ -98,8 +109,10 @@ class BackupStore(abc.ABC):
     url: str
 
     @abc.abstractmethod
-    def open_write(self, key: str) -> ObjectWriter:
-        """A writer for ``key``; the object exists only after a clean ``commit()`` (or ``with`` exit)."""
+    def open_write(self, key: str, *, exclusive: bool = False) -> ObjectWriter:
+        """A writer for ``key``; the object exists only after a clean ``commit()`` (or ``with`` exit).
+        ``exclusive``: the commit refuses (:class:`ObjectExists`, the writer's bytes discarded) when ``key`` exists
+        by then -- two backups of one database taken in the same second never overwrite each other."""
 
     @abc.abstractmethod
     def open_read(self, key: str) -> BinaryIO:
@@ -182,7 +195,23 @@ class _LocalWriter(ObjectWriter):
             self.file.flush()
             os.fsync(self.file.fileno())
             self.file.close()
-            os.replace(self.tmp, self.final)
+            if not self.exclusive:
+                os.replace(self.tmp, self.final)
+                return
+            try:
+                os.link(self.tmp, self.final)  # atomic, and never over an existing name
+            except FileExistsError:
+                self.abort()
+                raise object_taken(self.store.url, self.final.relative_to(self.store.root).as_posix()) from None
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+                    raise
+                if self.final.exists():  # a file system without hard links: the check, then the rename
+                    self.abort()
+                    raise object_taken(self.store.url, self.final.relative_to(self.store.root).as_posix()) from None
+                os.replace(self.tmp, self.final)
+                return
+            self.tmp.unlink()
         except OSError as exc:
             self.abort()
             raise self.store._error("finish", self.final, exc) from None
@@ -215,8 +244,10 @@ class LocalStore(BackupStore):
                           next_step="free space in (or fix the permissions of) " + str(self.root) + ", then run the "
                           "command again." if action != "read" else None)
 
-    def open_write(self, key: str) -> ObjectWriter:
-        return _LocalWriter(self, self._path(key))
+    def open_write(self, key: str, *, exclusive: bool = False) -> ObjectWriter:
+        writer = _LocalWriter(self, self._path(key))
+        writer.exclusive = exclusive
+        return writer
 
     def open_read(self, key: str) -> BinaryIO:
         try:

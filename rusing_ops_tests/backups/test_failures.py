@@ -295,3 +295,23 @@ def test_the_restores_own_write_lock_is_the_same_lock_on_a_pymysql_connection(ev
         assert query(every_type_db, every_type_db.database, f"SELECT IS_USED_LOCK('{name}')")[0][0] is None
     finally:
         engine.dispose()
+
+
+def test_a_backup_named_like_one_written_meanwhile_is_discarded_not_written_over(every_type_db, local_store,
+                                                                               monkeypatch):
+    """Two backups of one database with one reason in the same second get one name. The name is checked when the
+    backup starts; the other run can commit in between: the data object is committed exclusively, so the second
+    one is discarded and the first one's object and manifest stay as they were."""
+    import datetime as dt
+
+    from rusing_ops.core.store import ObjectExists
+
+    now = dt.datetime(2026, 12, 1, 3, 0, tzinfo=dt.UTC)
+    first = backup_database(every_type_db, local_store, reason="nightly", now=now).manifest
+    stored = {key: local_store.get_bytes(key) for key in (first.key, keys.manifest_key(first.key))}
+    monkeypatch.setattr(local_store, "exists", lambda key: False)  # as if the first run had not committed yet
+    with pytest.raises(ObjectExists) as taken:
+        backup_database(every_type_db, local_store, reason="nightly", now=now)
+    assert f"already holds {first.key}" in taken.value.message and "this write was discarded" in taken.value.message
+    assert {key: local_store.get_bytes(key) for key in stored} == stored
+    assert local_store.list_partial() == []
