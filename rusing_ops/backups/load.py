@@ -107,9 +107,11 @@ class Loader:
 
     def __init__(self, url: DatabaseURL, database: str, *, workers: int = WORKERS, progress: Progress | None = None,
                  defer_keys: bool | None = None, binary_names: bool = False,
-                 expected_rows: dict[str, int] | None = None, on_complete: Callable[[str], None] | None = None):
+                 expected_rows: dict[str, int] | None = None,
+                 on_complete: Callable[[str, int], None] | None = None):
         """``binary_names``: the file is this tool's own backup (UTF8_CHARSETS above); used on MariaDB only.
-        ``on_complete(table)`` is called (from a loading thread) once a table holds ``expected_rows[table]`` rows,
+        ``on_complete(table, nbytes)`` is called (from a loading thread) once a table holds ``expected_rows[table]`` rows
+        (``nbytes``: its INSERT bytes),
         so that it can be hashed while the rest loads (restore.py); ``LoadResult.late`` names the tables that
         took data after that."""
         self.url, self.database, self.progress = url, database, progress
@@ -171,7 +173,7 @@ class Loader:
                 if (self.on_complete is not None and table not in self._completed
                         and self._rows[table] == self.expected_rows.get(table)):
                     self._completed[table] = self._actions[table]
-                    self.on_complete(table)
+                    self.on_complete(table, self.result.table_bytes[table])
             if self.progress:
                 self.progress.advance(rows, nbytes)
 

@@ -85,34 +85,42 @@ class EarlyChecksums:
     """Hash each table of the loaded copy on a connection of its own as soon as all its rows are in (the
     manifest's count: Loader's ``on_complete``), while the other tables still load: the load keeps the server's
     cores busy and the hash mostly waits on pages read back (a 4x restore read 500 MB through a 128 MiB buffer
-    pool), so the two overlap. :meth:`finish` returns what was hashed; a table queued but not started, one whose
-    hash failed, or one that took rows afterwards (``LoadResult.late``) is hashed by :func:`loaded_checksums`."""
+    pool), so the two overlap. A table is hashed in the key-range chunks the final pass would cut it into (the same
+    ``chunk_bytes``, the same loaded size), so that :meth:`finish` stops after the chunk being hashed and
+    :func:`loaded_checksums` hashes only the chunks left (over every connection) -- a large table completed late
+    is not hashed on one connection while the others wait."""
 
-    def __init__(self, url: DatabaseURL, database: str):
-        self.url, self.database = url, database
-        self.sums: dict[str, str] = {}
+    def __init__(self, url: DatabaseURL, database: str, chunk_bytes: int, workers: int):
+        self.url, self.database, self.chunk_bytes, self.workers = url, database, chunk_bytes, workers
+        self.parts: dict[tuple[str, int, int], str] = {}  # (table, chunk index, chunk count) -> checksum
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="restore-early-checksum", daemon=True)
         self._thread.start()
 
-    def complete(self, table: str) -> None:
-        self._queue.put(table)
+    def complete(self, table: str, nbytes: int) -> None:
+        self._queue.put((table, nbytes))
 
     def _run(self) -> None:
         conn = tables = None
         try:
-            while (name := self._queue.get()) is not None and not self._stopping:
+            while (item := self._queue.get()) is not None and not self._stopping:
+                name, nbytes = item
                 if conn is None:
                     conn = open_connection(self.url, self.database)
                     with conn.cursor() as cur:
                         cur.execute(CHECKSUM_SESSION)
                         tables = {t.name: t for t in read_tables(cur, self.database, with_ddl=False)}
-                if name in tables:
-                    with conn.cursor() as cur:
-                        cur.execute(checksum_sql(self.database, tables[name]))
+                if name not in tables:
+                    continue
+                with conn.cursor() as cur:
+                    for chunk in chunks.plan(cur, self.database, [tables[name]], workers=self.workers,
+                                             chunk_bytes=self.chunk_bytes, sizes={name: nbytes}):
+                        if self._stopping:
+                            break
+                        cur.execute(checksum_sql(self.database, chunk.table, chunk.where))
                         count, total = cur.fetchone()
-                    self.sums[name] = checksum_text(int(count), int(total))
+                        self.parts[name, chunk.index, chunk.count] = checksum_text(int(count), int(total))
         except Exception:  # whatever failed here is hashed again after the load, which reports it
             pass
         finally:
@@ -120,23 +128,24 @@ class EarlyChecksums:
                 with contextlib.suppress(Exception):
                     conn.close()
 
-    def finish(self) -> dict[str, str]:
-        """Stop taking tables (those queued and not started are left to the final pass), wait for the one being
-        hashed, and return the checksums by table."""
+    def finish(self) -> dict[tuple[str, int, int], str]:
+        """Stop (tables queued and chunks not started are left to the final pass), wait for the chunk being
+        hashed, and return the checksums by (table, chunk index, chunk count)."""
         self._stopping = True
         self._queue.put(None)
         self._thread.join()
-        return dict(self.sums)
+        return dict(self.parts)
 
 
 def loaded_checksums(url: DatabaseURL, database: str, workers: int = 2, chunk_bytes: int | None = None,
-                     sizes: dict[str, int] | None = None, skip: set[str] | frozenset = frozenset()) -> dict[str, str]:
+                     sizes: dict[str, int] | None = None,
+                     done: dict[tuple[str, int, int], str] | None = None) -> dict[str, str]:
     """The server checksum (checksum.py) of every table of ``database`` holding rows, by name, over ``workers``
     connections that hash at once (one query runs on one core): a large table is cut into key-range chunks
     (chunks.plan, as the backup cuts it) whose counts and sums add up, so that one table holding most of the
     bytes is hashed by every connection instead of one (``chunk_bytes``: as chunks.plan, default from the size;
     ``sizes``: bytes per table as loaded, Loader's ``table_bytes``: information_schema lags behind a fresh load;
-    ``skip``: tables already hashed, :class:`EarlyChecksums`)."""
+    ``done``: chunks already hashed by :class:`EarlyChecksums`, by (table, chunk index, chunk count))."""
     conns = [open_connection(url, database)]
     try:
         with conns[0].cursor() as cur:
@@ -144,11 +153,13 @@ def loaded_checksums(url: DatabaseURL, database: str, workers: int = 2, chunk_by
             cur.execute("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_TYPE "
                         f"IN ({', '.join(['%s'] * len(ROW_TABLES))})", (database, *ROW_TABLES))
             names = {as_text(r[0]) for r in cur.fetchall()}
-            tables = [t for t in read_tables(cur, database, with_ddl=False) if t.name in names and t.name not in skip]
+            tables = [t for t in read_tables(cur, database, with_ddl=False) if t.name in names]
             planned = chunks.plan(cur, database, tables, workers=workers, chunk_bytes=chunk_bytes, sizes=sizes)
-        work = iter(planned)
+        done = done or {}
+        parts: dict[tuple[str, int], str] = {(c.table.name, c.index): done[c.table.name, c.index, c.count]
+                                             for c in planned if (c.table.name, c.index, c.count) in done}
+        work = iter([c for c in planned if (c.table.name, c.index) not in parts])
         lock = threading.Lock()
-        parts: dict[tuple[str, int], str] = {}
 
         def hash_chunks(conn) -> None:
             with conn.cursor() as cur:
@@ -168,7 +179,7 @@ def loaded_checksums(url: DatabaseURL, database: str, workers: int = 2, chunk_by
                 cur.execute(CHECKSUM_SESSION)
             hash_chunks(conn)
 
-        extra = max(0, min(workers, len(planned)) - 1)
+        extra = max(0, min(workers, len(planned) - len(parts)) - 1)
         with ThreadPoolExecutor(max(extra, 1), thread_name_prefix="restore-checksum") as pool:
             done = [pool.submit(other, i) for i in range(extra)]
             hash_chunks(conns[0])
@@ -252,7 +263,8 @@ def _stage_once(url: DatabaseURL, source: Source, database: str, log: Callable[[
             # The values, not only the counts: the server's checksums of the loaded copy against the ones the
             # backup's server computed in its snapshot (checksum.py), each table hashed as soon as its rows are in.
             compared = manifest is not None and same_flavour(admin, manifest.server_version)
-            early = EarlyChecksums(url, database) if compared else None
+            chunk_bytes = chunks.chunk_bytes_for(manifest.uncompressed_bytes, workers) if compared else None
+            early = EarlyChecksums(url, database, chunk_bytes, workers) if compared else None
             try:
                 loaded = Loader(url, database, workers=workers, progress=progress,  # SET NAMES binary: load.py
                                 binary_names=manifest is not None, on_complete=early and early.complete,
@@ -267,8 +279,8 @@ def _stage_once(url: DatabaseURL, source: Source, database: str, log: Callable[[
                 return StageResult(database, table_counts(admin, database), loaded.deferred)
             # The rest is hashed now over `workers` connections; the checksums' COUNT(*) gives the row counts, so
             # the copy is read once. A wrong rendering or edit fails here.
-            hashed = {n: v for n, v in hashed.items() if n not in loaded.late}
-            sums = ({**loaded_checksums(url, database, workers, sizes=loaded.table_bytes, skip=set(hashed)), **hashed}
+            hashed = {part: v for part, v in hashed.items() if part[0] not in loaded.late}
+            sums = (loaded_checksums(url, database, workers, chunk_bytes, sizes=loaded.table_bytes, done=hashed)
                     if compared else {})
             counts = {n: rows_of(v) for n, v in sums.items()} if compared else table_counts(admin, database)
             expected = {name: t.rows for name, t in manifest.tables.items()}

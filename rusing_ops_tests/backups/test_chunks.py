@@ -15,7 +15,7 @@ import uuid
 import zstandard
 
 from rusing_ops.backups import chunks, dump
-from rusing_ops.backups.checksum import table_checksums
+from rusing_ops.backups.checksum import checksum_sql, table_checksums
 from rusing_ops.backups.connection import open_connection
 from rusing_ops.backups.dump import backup_database
 from rusing_ops.backups.restore import loaded_checksums, restore_backup
@@ -139,6 +139,22 @@ def test_the_loaded_copy_is_planned_by_the_bytes_loaded_not_by_stale_statistics(
     assert sum(1 for c in by_size if c.table.name == "wide") >= 8  # ~1 MB of INSERTs in 64 KiB chunks
     assert loaded_checksums(url, url.database, workers=2, chunk_bytes=64 * 1024, sizes=loaded.table_bytes) == whole
     assert whole["wide"].startswith("crc32ws:2000:") and whole["tiny"].startswith("crc32ws:2:")
+    # Chunks restore.EarlyChecksums already hashed are taken as given (the same plan: same index and count);
+    # a part of another plan (another count) is not. A figure planted for chunk 0 shows which were read.
+    count = sum(1 for c in by_size if c.table.name == "wide")
+    first = next(c for c in by_size if c.table.name == "wide" and c.index == 0)
+    conn = open_connection(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(checksum_sql(url.database, first.table, first.where))
+            rows0, _ = cur.fetchone()
+    finally:
+        conn.close()
+    planted = {("wide", 0, count): f"crc32ws:{int(rows0)}:7", ("wide", 1, count + 1): "crc32ws:0:0"}
+    mixed = loaded_checksums(url, url.database, workers=2, chunk_bytes=64 * 1024, sizes=loaded.table_bytes,
+                             done=planted)
+    assert mixed["tiny"] == whole["tiny"] and mixed["wide"].startswith("crc32ws:2000:")
+    assert mixed["wide"] != whole["wide"]  # chunk 0's planted sum was used, chunk 1's foreign part was not
 
 
 def test_one_connection_dumps_whole_tables(fresh_db):

@@ -202,6 +202,7 @@ def test_the_loader_says_when_each_table_is_complete_and_which_took_rows_after(f
                Action("data", b"INSERT INTO `a` VALUES (3)", 5, "INSERT", "a"),
                Action("data", b"INSERT INTO `b` VALUES (2)", 6, "INSERT", "b")]
     loaded = Loader(fresh_db, fresh_db.database, workers=1, expected_rows={"a": 3, "b": 1},
-                    on_complete=completed.append).load(actions)
-    assert completed == ["b", "a"]  # b at its first row (the manifest said 1), a at its third
+                    on_complete=lambda table, nbytes: completed.append((table, nbytes))).load(actions)
+    assert completed == [("b", len(actions[3].sql)), ("a", len(actions[2].sql) + len(actions[4].sql))]  # b at
+    # its first row (the manifest said 1), a at its third
     assert loaded.late == {"b"}  # b took a row after it was complete: its early hash is stale
