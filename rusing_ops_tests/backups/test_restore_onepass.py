@@ -206,3 +206,32 @@ def test_the_loader_says_when_each_table_is_complete_and_which_took_rows_after(f
     assert completed == [("b", len(actions[3].sql)), ("a", len(actions[2].sql) + len(actions[4].sql))]  # b at
     # its first row (the manifest said 1), a at its third
     assert loaded.late == {"b"}  # b took a row after it was complete: its early hash is stale
+
+
+def test_early_checksums_that_fail_leave_every_table_to_the_final_pass(fresh_db):
+    """restore.EarlyChecksums is an overlap, never a verdict: its connection failing (here: a database that does
+    not exist; in a manual run, its query KILLed mid-restore, which then staged and swapped normally) gives no
+    figures, and loaded_checksums hashes every table after the load."""
+    import time
+
+    from rusing_ops.backups.checksum import table_checksums
+    from rusing_ops.backups.connection import open_connection
+    from rusing_ops.backups.restore import EarlyChecksums
+
+    query(fresh_db, fresh_db.database, "CREATE TABLE t (id INT PRIMARY KEY)")
+    query(fresh_db, fresh_db.database, "INSERT INTO t VALUES (1), (2)")
+    gone = EarlyChecksums(fresh_db, fresh_db.database + "_missing", chunk_bytes=4 << 20, workers=2)
+    gone.complete("t", 20)
+    assert gone.finish() == {}
+    early = EarlyChecksums(fresh_db, fresh_db.database, chunk_bytes=4 << 20, workers=2)
+    early.complete("t", 20)
+    early.complete("not_a_table", 5)
+    deadline = time.monotonic() + 10
+    while not early.parts and time.monotonic() < deadline:  # the thread hashes t while "the load" goes on
+        time.sleep(0.01)
+    conn = open_connection(fresh_db)
+    try:
+        expected = table_checksums(conn, fresh_db.database, ["t"])["t"]
+    finally:
+        conn.close()
+    assert expected.startswith("crc32ws:2:") and early.finish() == {("t", 0, 1): expected}
