@@ -127,3 +127,22 @@ def test_an_exclusive_write_never_replaces_an_object_written_meanwhile(any_store
     with any_store.open_write("backup-x.sql.zst") as plain:
         plain.write(b"c")
     assert any_store.get_bytes("backup-x.sql.zst") == b"c"
+
+
+def test_an_exclusive_local_write_on_a_file_system_without_hard_links(local_store, monkeypatch):
+    """Where os.link is not supported (EPERM: some network and FUSE file systems), the exclusive commit checks the
+    name and renames: a taken name is still refused, a free one still stored, and no temp file is left either way."""
+    import errno
+
+    from rusing_ops.core.store import ObjectExists
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    with local_store.open_write("backup-y.sql.zst", exclusive=True) as first:
+        first.write(b"first")
+    with pytest.raises(ObjectExists), local_store.open_write("backup-y.sql.zst", exclusive=True) as second:
+        second.write(b"second")
+    assert local_store.get_bytes("backup-y.sql.zst") == b"first"
+    assert local_store.list_partial() == [] and [o.key for o in local_store.list()] == ["backup-y.sql.zst"]

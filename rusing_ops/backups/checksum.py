@@ -20,12 +20,12 @@ from __future__ import annotations
 
 from ..core.database import quote_ident
 from ..core.flavour import kind_from_version
-from .schema import FLOATING, Column, Table, read_tables
+from .schema import FLOATING, Column, Table
 
-PREFIX = "crc32ws"
-# As the backup's snapshot has them (snapshot.start_snapshot): TIMESTAMPs hash as UTC text, and a server-wide
-# PAD_CHAR_TO_FULL_LENGTH would change how CHARs read.
-CHECKSUM_SESSION = "SET SESSION time_zone = '+00:00', SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO'"  # names the method inside the value, so that a later method cannot be mistaken for this one
+PREFIX = "crc32ws"  # names the method inside the value, so that a later method cannot be mistaken for this one
+# The session a checksum is computed in, as the backup's snapshot has it (snapshot.start_snapshot): TIMESTAMPs
+# hash as UTC text, and a server-wide PAD_CHAR_TO_FULL_LENGTH would change how CHARs read.
+CHECKSUM_SESSION = "SET SESSION time_zone = '+00:00', SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO'"
 
 
 def _value(column: Column) -> str:
@@ -84,24 +84,12 @@ def checksum_sql(database: str, table: Table, where: str | None = None) -> str:
             f"FROM {quote_ident(database)}.{quote_ident(table.name)}" + (f" WHERE {where}" if where else ""))
 
 
-def table_checksum(cur, database: str, table: Table) -> str:
-    """The checksum of one table through ``cur`` (in the caller's transaction, session ``time_zone`` UTC)."""
-    cur.execute(checksum_sql(database, table))
+def table_checksum(cur, database: str, table: Table, where: str | None = None) -> str:
+    """The checksum of one table, or of the rows ``where`` selects, through ``cur`` (a session in
+    :data:`CHECKSUM_SESSION`): the one query restore and verify hash the loaded copy with."""
+    cur.execute(checksum_sql(database, table, where))
     count, total = cur.fetchone()
     return checksum_text(int(count), int(total))
-
-
-def table_checksums(conn, database: str, tables: list[str] | None = None) -> dict[str, str]:
-    """Checksums of ``tables`` (default: every table holding rows) of ``database``, by table name.
-
-    Sets the session ``time_zone`` and ``sql_mode`` as the backup's snapshot has them (snapshot.start_snapshot):
-    TIMESTAMPs are hashed as UTC text, and a server-wide PAD_CHAR_TO_FULL_LENGTH would change how CHARs read.
-    """
-    with conn.cursor() as cur:
-        cur.execute(CHECKSUM_SESSION)
-        found = {t.name: t for t in read_tables(cur, database, with_ddl=False)}
-        names = sorted(found) if tables is None else tables
-        return {name: table_checksum(cur, database, found[name]) for name in names if name in found}
 
 
 def same_flavour(conn, server_version: str) -> bool:

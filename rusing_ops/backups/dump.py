@@ -117,10 +117,11 @@ def large_bytes_limit(max_packet: int) -> int:
 def dump_rows(conn, table: Table, emit: Callable[[bytes], None], *, statement_bytes: int = STATEMENT_BYTES,
               advance: Callable[[int, int], None] | None = None, max_packet: int = 16 * 1024 * 1024,
               where: str | None = None) -> TableEntry:
-    """Stream ``table``'s rows as INSERT statements through ``emit``; return the row count and both checksums.
+    """Stream ``table``'s rows as INSERT statements through ``emit``; return the row count and the checksum.
 
-    ``server_checksum`` is the independent checksum (checksum.py): the same query that renders each row also has the server hash the row's stored
-    values (``row_checksum``, never the rendered text), and the hashes are summed here: one scan, one snapshot. A
+    ``server_checksum`` is the independent checksum (checksum.py): the same query that renders each row also has
+    the server hash the row's stored values (``row_checksum``, never the rendered text), and the hashes are summed
+    here: one scan, one snapshot. A
     row too large for one SQL text is dumped in pieces (pieces.py), or refused naming it; never written as NULL.
     ``where`` restricts rows and checksum to one key range (chunks.py).
     """

@@ -110,10 +110,9 @@ class Loader:
                  expected_rows: dict[str, int] | None = None,
                  on_complete: Callable[[str, int], None] | None = None):
         """``binary_names``: the file is this tool's own backup (UTF8_CHARSETS above); used on MariaDB only.
-        ``on_complete(table, nbytes)`` is called (from a loading thread) once a table holds ``expected_rows[table]`` rows
-        (``nbytes``: its INSERT bytes),
-        so that it can be hashed while the rest loads (restore.py); ``LoadResult.late`` names the tables that
-        took data after that."""
+        ``on_complete(table, nbytes)`` is called (from a loading thread) once a table holds ``expected_rows[table]``
+        rows (``nbytes``: its INSERT bytes), so that it can be hashed while the rest loads (restore.py);
+        ``LoadResult.late`` names the tables that took data after that."""
         self.url, self.database, self.progress = url, database, progress
         self.expected_rows, self.on_complete = expected_rows or {}, on_complete
         self._rows: dict[str, int] = {}
@@ -216,11 +215,13 @@ class Loader:
                     elif self.pending and not sql.lstrip().upper().startswith((b"CREATE TABLE", b"DROP TABLE")):
                         self._add_keys()  # another DDL may need them (an ALTER naming a key, a SETVAL...)
                 targets = self.conns if kind == "session" else self.conns[:1]
-                for worker in self.workers if kind == "session" else self.workers[:1]:
-                    if worker.names == NAMES_BINARY and kind != "session":  # DDL under the file's own SET NAMES
-                        with worker.conn.cursor() as cur:
-                            cur.execute(NAMES_TEXT)
-                    worker.names = None  # the next INSERT sets its own again
+                if kind == "session":  # e.g. the file's own SET NAMES: each connection's next INSERT sets its own
+                    for worker in self.workers:
+                        worker.names = None
+                elif self.workers[0].names == NAMES_BINARY:  # DDL runs under the SET NAMES this tool's backups say
+                    with self.conns[0].cursor() as cur:
+                        cur.execute(NAMES_TEXT)
+                    self.workers[0].names = NAMES_TEXT
                 try:
                     for conn in targets:
                         with conn.cursor() as cur:

@@ -23,8 +23,8 @@ class TableEntry:
     # The independent checksum (checksum.py): computed by the server from the stored values in the backup's
     # snapshot; verify and restore compare the loaded copy against it. None in backups of older versions.
     server_checksum: str | None = None
-    # Backups of earlier versions: sha256 of the rows' SQL text as rendered, never compared by anything (the object's sha256
-    # and server_checksum are the checks); no longer computed (0.2 s of CPU per 100 MB of dump, issue 15).
+    # Backups of earlier versions: sha256 of the rows' SQL text as rendered, never compared by anything (the
+    # object's sha256 and server_checksum are the checks); no longer computed (0.2 s of CPU per 100 MB of dump).
     checksum: str | None = None
 
 

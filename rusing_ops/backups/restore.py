@@ -27,7 +27,7 @@ from ..core.progress import Progress
 from ..core.store import BackupStore
 from . import catalog, chunks, confine, copies, dataonly
 from .changes import describe_changes, fingerprint
-from .checksum import CHECKSUM_SESSION, checksum_sql, checksum_text, rows_of, same_flavour
+from .checksum import CHECKSUM_SESSION, rows_of, same_flavour, table_checksum
 from .connection import open_connection
 from .dump import backup_database
 from .load import Loader
@@ -81,6 +81,18 @@ def table_counts(conn, database: str) -> dict[str, int]:
     return counts
 
 
+def _checksum_connection(url: DatabaseURL, database: str):
+    """A connection to ``database`` in the session checksums are computed in (checksum.CHECKSUM_SESSION)."""
+    conn = open_connection(url, database)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(CHECKSUM_SESSION)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 class EarlyChecksums:
     """Hash each table of the loaded copy on a connection of its own as soon as all its rows are in (the
     manifest's count: Loader's ``on_complete``), while the other tables still load: the load keeps the server's
@@ -107,9 +119,8 @@ class EarlyChecksums:
             while (item := self._queue.get()) is not None and not self._stopping:
                 name, nbytes = item
                 if conn is None:
-                    conn = open_connection(self.url, self.database)
+                    conn = _checksum_connection(self.url, self.database)
                     with conn.cursor() as cur:
-                        cur.execute(CHECKSUM_SESSION)
                         tables = {t.name: t for t in read_tables(cur, self.database, with_ddl=False)}
                 if name not in tables:
                     continue
@@ -118,9 +129,8 @@ class EarlyChecksums:
                                              chunk_bytes=self.chunk_bytes, sizes={name: nbytes}):
                         if self._stopping:
                             break
-                        cur.execute(checksum_sql(self.database, chunk.table, chunk.where))
-                        count, total = cur.fetchone()
-                        self.parts[name, chunk.index, chunk.count] = checksum_text(int(count), int(total))
+                        self.parts[name, chunk.index, chunk.count] = table_checksum(cur, self.database, chunk.table,
+                                                                                    chunk.where)
         except Exception:  # whatever failed here is hashed again after the load, which reports it
             pass
         finally:
@@ -146,10 +156,9 @@ def loaded_checksums(url: DatabaseURL, database: str, workers: int = 2, chunk_by
     bytes is hashed by every connection instead of one (``chunk_bytes``: as chunks.plan, default from the size;
     ``sizes``: bytes per table as loaded, Loader's ``table_bytes``: information_schema lags behind a fresh load;
     ``done``: chunks already hashed by :class:`EarlyChecksums`, by (table, chunk index, chunk count))."""
-    conns = [open_connection(url, database)]
+    conns = [_checksum_connection(url, database)]
     try:
         with conns[0].cursor() as cur:
-            cur.execute(CHECKSUM_SESSION)
             cur.execute("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_TYPE "
                         f"IN ({', '.join(['%s'] * len(ROW_TABLES))})", (database, *ROW_TABLES))
             names = {as_text(r[0]) for r in cur.fetchall()}
@@ -168,22 +177,17 @@ def loaded_checksums(url: DatabaseURL, database: str, workers: int = 2, chunk_by
                         chunk = next(work, None)
                     if chunk is None:
                         return
-                    cur.execute(checksum_sql(database, chunk.table, chunk.where))
-                    count, total = cur.fetchone()
-                    parts[chunk.table.name, chunk.index] = checksum_text(int(count), int(total))
+                    parts[chunk.table.name, chunk.index] = table_checksum(cur, database, chunk.table, chunk.where)
 
         def other(_: int) -> None:
-            conn = open_connection(url, database)
-            conns.append(conn)
-            with conn.cursor() as cur:
-                cur.execute(CHECKSUM_SESSION)
-            hash_chunks(conn)
+            conns.append(_checksum_connection(url, database))
+            hash_chunks(conns[-1])
 
         extra = max(0, min(workers, len(planned) - len(parts)) - 1)
         with ThreadPoolExecutor(max(extra, 1), thread_name_prefix="restore-checksum") as pool:
-            done = [pool.submit(other, i) for i in range(extra)]
+            futures = [pool.submit(other, i) for i in range(extra)]
             hash_chunks(conns[0])
-            for future in done:
+            for future in futures:
                 future.result()
         counts = {c.table.name: c.count for c in planned}
         return {name: chunks.combine_checksums([parts[name, i] for i in range(n)]) for name, n in counts.items()}
@@ -267,7 +271,8 @@ def _stage_once(url: DatabaseURL, source: Source, database: str, log: Callable[[
             early = EarlyChecksums(url, database, chunk_bytes, workers) if compared else None
             try:
                 loaded = Loader(url, database, workers=workers, progress=progress,  # SET NAMES binary: load.py
-                                binary_names=manifest is not None, on_complete=early and early.complete,
+                                binary_names=manifest is not None,
+                                on_complete=early.complete if early is not None else None,
                                 expected_rows={n: t.rows for n, t in manifest.tables.items()} if early else None,
                                 ).load(plan.actions())
             finally:

@@ -317,11 +317,6 @@ def ping(engine: Engine, url: DatabaseURL) -> PingResult:
     return PingResult(server_version=str(version), latency_ms=round(latency, 2), database=str(database))
 
 
-def lock_holder(conn: Connection, name: str) -> int | None:
-    """The connection id holding lock ``name``, or None."""
-    return conn.exec_driver_sql("SELECT IS_USED_LOCK(%s)", (name,)).scalar()
-
-
 @contextlib.contextmanager
 def named_lock(engine: Engine, url: DatabaseURL, name: str, timeout_s: float = 10.0) -> Iterator[Connection]:
     """Hold MySQL's ``GET_LOCK(name)`` for the duration of the block, on a connection of its own. The database write

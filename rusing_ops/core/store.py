@@ -11,6 +11,7 @@ Every failure is a :class:`StoreError` naming the store, the object and the caus
 from __future__ import annotations
 
 import abc
+import contextlib
 import datetime as dt
 import errno
 import os
@@ -211,10 +212,12 @@ class _LocalWriter(ObjectWriter):
                     raise object_taken(self.store.url, self.final.relative_to(self.store.root).as_posix()) from None
                 os.replace(self.tmp, self.final)
                 return
-            self.tmp.unlink()
         except OSError as exc:
             self.abort()
             raise self.store._error("finish", self.final, exc) from None
+        # Linked: the object is stored. Its temp name goes (a failure to remove it is the sweep's: retention.py).
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()
 
     def abort(self) -> None:
         try:

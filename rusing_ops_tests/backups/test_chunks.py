@@ -15,7 +15,7 @@ import uuid
 import zstandard
 
 from rusing_ops.backups import chunks, dump
-from rusing_ops.backups.checksum import checksum_sql, table_checksums
+from rusing_ops.backups.checksum import checksum_sql
 from rusing_ops.backups.connection import open_connection
 from rusing_ops.backups.dump import backup_database
 from rusing_ops.backups.restore import loaded_checksums, restore_backup
@@ -80,9 +80,9 @@ def test_a_table_cut_in_chunks_dumps_and_restores_exactly(fresh_db, local_store)
         with conn.cursor() as cur:
             tables = read_tables(cur, url.database)
             planned = chunks.plan(cur, url.database, tables, workers=2, chunk_bytes=32 * 1024)
-        whole = table_checksums(conn, url.database)
     finally:
         conn.close()
+    whole = loaded_checksums(url, url.database, workers=1)  # one query per table, no chunks
     count = {t.name: c for t in tables for c in [sum(1 for p in planned if p.table.name == t.name)]}
     assert count["big_int"] >= 4 and count["composite"] >= 2 and count["strkey"] == 1 and count["nokey"] == 1
 
@@ -133,9 +133,9 @@ def test_the_loaded_copy_is_planned_by_the_bytes_loaded_not_by_stale_statistics(
             tables = read_tables(cur, url.database)
             by_size = chunks.plan(cur, url.database, tables, workers=2, chunk_bytes=64 * 1024,
                                   sizes=loaded.table_bytes)
-        whole = table_checksums(conn, url.database)
     finally:
         conn.close()
+    whole = loaded_checksums(url, url.database, workers=1)  # one query per table, no chunks
     assert sum(1 for c in by_size if c.table.name == "wide") >= 8  # ~1 MB of INSERTs in 64 KiB chunks
     assert loaded_checksums(url, url.database, workers=2, chunk_bytes=64 * 1024, sizes=loaded.table_bytes) == whole
     assert whole["wide"].startswith("crc32ws:2000:") and whole["tiny"].startswith("crc32ws:2:")

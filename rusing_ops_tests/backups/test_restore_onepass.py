@@ -214,9 +214,7 @@ def test_early_checksums_that_fail_leave_every_table_to_the_final_pass(fresh_db)
     figures, and loaded_checksums hashes every table after the load."""
     import time
 
-    from rusing_ops.backups.checksum import table_checksums
-    from rusing_ops.backups.connection import open_connection
-    from rusing_ops.backups.restore import EarlyChecksums
+    from rusing_ops.backups.restore import EarlyChecksums, loaded_checksums
 
     query(fresh_db, fresh_db.database, "CREATE TABLE t (id INT PRIMARY KEY)")
     query(fresh_db, fresh_db.database, "INSERT INTO t VALUES (1), (2)")
@@ -229,9 +227,5 @@ def test_early_checksums_that_fail_leave_every_table_to_the_final_pass(fresh_db)
     deadline = time.monotonic() + 10
     while not early.parts and time.monotonic() < deadline:  # the thread hashes t while "the load" goes on
         time.sleep(0.01)
-    conn = open_connection(fresh_db)
-    try:
-        expected = table_checksums(conn, fresh_db.database, ["t"])["t"]
-    finally:
-        conn.close()
+    expected = loaded_checksums(fresh_db, fresh_db.database, workers=1)["t"]
     assert expected.startswith("crc32ws:2:") and early.finish() == {("t", 0, 1): expected}
