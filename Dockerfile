@@ -13,11 +13,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     DAGSTER_HOME=/opt/dagster/dagster_home
 
 WORKDIR /opt/rusing_ops
-COPY pyproject.toml README.md dagster.yaml workspace.yaml ./
+COPY pyproject.toml setup.py README.md dagster.yaml workspace.yaml ./
 COPY rusing_ops ./rusing_ops
 COPY deploy ./deploy
 COPY examples ./examples
 
+# setup.py builds the backup's C packet scan (rusing_ops/backups/_rowscan.c) where a C compiler is present; this slim
+# image has none, so the install goes on without it and the backup runs the pure-Python scan (same bytes, slower).
 # Editable install: relative defaults (DRIZZLE_DIR, ./backups, dagster.yaml) resolve inside /opt/rusing_ops, as in a
 # checkout. The Dagster packages are pinned as one matched set in pyproject.toml.
 RUN python -m venv "$VIRTUAL_ENV" \

@@ -142,14 +142,14 @@ def dump_rows(conn, table: Table, emit: Callable[[bytes], None], *, statement_by
 
     sql = table.select_sql(large_bytes_limit(max_packet), where,
                            also=f"LPAD({row_checksum(table)},{SUM_DIGITS},'0')")
-    for batch, batch_total in checked_rows(conn, sql):
+    for batch, ends, batch_total, special in checked_rows(conn, sql):
         hashed += len(batch)
         total += batch_total
-        if None in batch or min(batch)[:1] == b"!":  # a row in pieces, or too large: rare, row by row
+        if special:  # a row in pieces, or too large: rare, row by row
             batch = _plain_rows(batch, table, max_packet, big)
-        # Cut the batch where the statement would pass statement_bytes (sizes summed in C, not row by row).
+            ends = list(itertools.accumulate(len(t) + 1 for t in batch))
+        # Cut the batch where the statement would pass statement_bytes (ends: the rows' cumulative sizes).
         start = 0
-        ends = list(itertools.accumulate(len(t) + 1 for t in batch))
         while start < len(batch):
             room = statement_bytes - size
             offset = ends[start - 1] if start else 0

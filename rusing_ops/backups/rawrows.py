@@ -9,6 +9,7 @@ rows are read here, and the connection is left exactly as PyMySQL leaves it afte
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import pymysql
@@ -27,13 +28,83 @@ def digit_sum(digits: bytes | bytearray, width: int = 10) -> int:
     return sum(10 ** (width - 1 - k) * (sum(digits[k::width]) - 48 * count) for k in range(width))
 
 
-def checked_rows(conn: pymysql.connections.Connection, sql: str) -> Iterator[tuple[list[bytes | None], int]]:
+# scan()'s statuses: where it stopped and why.
+MORE, END, ERROR, SPLIT, BAD = range(5)
+
+
+def scan_py(buf: bytes, pos: int) -> tuple[list[bytes | None], list[int], int, bool, int, int]:
+    """Take the whole row packets of ``buf[pos:]``; stop at the first one that is incomplete or not a row.
+
+    Returns ``(rows, ends, total, special, pos, status)``: the first column of each row (NULL is ``None``), the
+    cumulative sizes ``len(row) + 1`` (what dump.dump_rows cuts statements by; 1 for NULL), the sum of the rows'
+    10-digit numbers, whether a row is NULL or starts with ``!`` (rows dump.dump_rows must look at one by one),
+    where the scan stopped (the packet not taken, or just past the EOF packet) and why (:data:`MORE` data needed,
+    :data:`END` of the result, an :data:`ERROR` packet at ``pos``, a :data:`SPLIT` row over 16 MiB, a packet that
+    is not a row of this layout: :data:`BAD`). ``_rowscan.scan`` (C) is this function, result for result.
+    """
+    rows: list[bytes | None] = []
+    digits = bytearray()
+    status = MORE
+    n = len(buf)
+    while pos + 4 <= n:
+        length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+        end = pos + 4 + length
+        if end > n:
+            break
+        if not length:
+            status = BAD
+            break
+        first = buf[pos + 4]
+        if first < 0xFB and first + 12 == length:  # the common case inline: a text under 251 bytes
+            rows.append(buf[pos + 5:end - 11])
+        elif first == 0xFB and length == 12:
+            rows.append(None)
+        elif first == 0xFE and length < 9:  # EOF: the result set is complete
+            pos = end
+            status = END
+            break
+        elif first == 0xFF:
+            status = ERROR
+            break
+        elif length == _MAX_PACKET:
+            status = SPLIT
+            break
+        elif first in _PREFIX and length >= _PREFIX[first] + 11 and buf[end - 11] == SUM_DIGITS and int.from_bytes(
+                buf[pos + 5:pos + 4 + _PREFIX[first]], "little") == length - 11 - _PREFIX[first]:
+            rows.append(buf[pos + 4 + _PREFIX[first]:end - 11])
+        else:
+            status = BAD
+            break
+        digits += buf[end - 10:end]
+        pos = end
+    special = None in rows or bool(rows) and (
+        (least := min(rows))[:1] == b"!" or not least and any(t[:1] == b"!" for t in rows))  # min: '!' sorts first
+    if special:
+        ends = list(itertools.accumulate(1 if t is None else len(t) + 1 for t in rows))
+    else:
+        ends = list(itertools.accumulate(len(t) + 1 for t in rows))
+    return rows, ends, digit_sum(digits), special, pos, status
+
+
+try:
+    from ._rowscan import scan  # the C build of scan_py (setup.py; optional: no compiler, no extension)
+    ACCELERATED = True
+except ImportError:  # pragma: no cover - a machine that could not build it
+    scan = scan_py
+    ACCELERATED = False
+
+
+def checked_rows(conn: pymysql.connections.Connection, sql: str, *,
+                 scanner=None) -> Iterator[tuple[list[bytes | None], list[int], int, bool]]:
     """Run ``sql`` (two columns: a text, and an integer as exactly 10 digits, :data:`SUM_DIGITS`) on ``conn``;
-    yield, batch by batch in result order, the first column's values (NULL is ``None``) and the sum of the second
-    column's over the same rows. The fixed width puts the number at a known place: fewer steps per row.
+    yield, batch by batch in result order, ``(rows, ends, total, special)`` as :func:`scan_py` gives them: the first
+    column's values (NULL is ``None``), their cumulative sizes, the sum of the second column's over the same rows,
+    and whether a row is NULL or starts with ``!``. The fixed width puts the number at a known place.
 
     Raises the server's error as PyMySQL would; a row over 16 MiB (split packets) raises ``err.DataError``.
+    ``scanner``: :func:`scan_py` or the C ``scan`` (default: :data:`scan`, the C one where it was built).
     """
+    scanner = scanner or scan
     conn.query(sql, unbuffered=True)
     result = conn._result
     if result.field_count != 2:
@@ -43,44 +114,27 @@ def checked_rows(conn: pymysql.connections.Connection, sql: str) -> Iterator[tup
     pos = 0
     try:
         while True:
-            batch: list[bytes | None] = []
-            digits = bytearray()
             chunk = rfile.read1(READ_BYTES)
             if not chunk:
                 raise err.OperationalError(2013, "Lost connection to MySQL server during query")
             buf = buf[pos:] + chunk
-            pos = 0
-            end_of_data = len(buf)
-            while pos + 4 <= end_of_data:
+            rows, ends, total, special, pos, status = scanner(buf, 0)
+            if status == END:
+                result.unbuffered_active = False
+                result.connection = None
+                if rows:
+                    yield rows, ends, total, special
+                return
+            if status == ERROR:
+                result.unbuffered_active = False
                 length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
-                end = pos + 4 + length
-                if end > end_of_data:
-                    break
-                first = buf[pos + 4]
-                if first < 0xFB and first + 12 == length:  # the common case inline: a text under 251 bytes
-                    batch.append(buf[pos + 5:end - 11])
-                elif first == 0xFB and length == 12:
-                    batch.append(None)
-                elif first == 0xFE and length < 9:  # EOF: the result set is complete
-                    result.unbuffered_active = False
-                    result.connection = None
-                    if batch:
-                        yield batch, digit_sum(digits)
-                    return
-                elif first == 0xFF:
-                    result.unbuffered_active = False
-                    err.raise_mysql_exception(buf[pos + 4:end])
-                elif length == _MAX_PACKET:
-                    raise err.DataError(2020, "a row is larger than 16 MiB; this reader does not join split packets")
-                elif first in _PREFIX and buf[end - 11] == SUM_DIGITS and int.from_bytes(
-                        buf[pos + 5:pos + 4 + _PREFIX[first]], "little") == length - 11 - _PREFIX[first]:
-                    batch.append(buf[pos + 4 + _PREFIX[first]:end - 11])
-                else:
-                    raise err.DataError(2020, f"a row's checksum column is not {SUM_DIGITS} digits")
-                digits += buf[end - 10:end]
-                pos = end
-            if batch:
-                yield batch, digit_sum(digits)
+                err.raise_mysql_exception(buf[pos + 4:pos + 4 + length])
+            if status == SPLIT:
+                raise err.DataError(2020, "a row is larger than 16 MiB; this reader does not join split packets")
+            if status == BAD:
+                raise err.DataError(2020, f"a row's checksum column is not {SUM_DIGITS} digits")
+            if rows:
+                yield rows, ends, total, special
     finally:
         if result.unbuffered_active:  # abandoned midway: the rest of the result is still on the wire
             result.unbuffered_active = False  # so that PyMySQL does not read it from the closed socket later

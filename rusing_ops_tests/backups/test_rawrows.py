@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 from pymysql import err
 
+from rusing_ops.backups import rawrows
 from rusing_ops.backups.connection import open_connection
 from rusing_ops.backups.dump import backup_database
 from rusing_ops.backups.rawrows import checked_rows
@@ -18,14 +19,18 @@ from rusing_ops.backups.schema import read_tables
 LENGTHS = [0, 1, 250, 251, 65535, 65536, (1 << 24) - 1 - 16, 3 << 20]  # every length-prefix size, NULL below
 
 
-def test_checked_rows_reads_every_length_prefix_and_sums_the_second_column(server_url):
+@pytest.mark.parametrize("scanner", ["c", "python"])
+def test_checked_rows_reads_every_length_prefix_and_sums_the_second_column(server_url, scanner):
+    if scanner == "c":
+        pytest.importorskip("rusing_ops.backups._rowscan")
+    scan = rawrows.scan if scanner == "c" else rawrows.scan_py
     conn = open_connection(server_url, "")
     try:
         sql = ("SELECT t, LPAD(n, 10, '0') FROM (SELECT -1 AS k, NULL AS t, 7 AS n UNION ALL "
                + " UNION ALL ".join(f"SELECT {i}, REPEAT('é', {n} DIV 2), {n}" for i, n in enumerate(LENGTHS))
                + ") x ORDER BY k")
         texts, total = [], 0
-        for batch, batch_total in checked_rows(conn, sql):
+        for batch, _ends, batch_total, _special in checked_rows(conn, sql, scanner=scan):
             texts += batch
             total += batch_total
         assert texts[0] is None
@@ -39,7 +44,7 @@ def test_checked_rows_reads_every_length_prefix_and_sums_the_second_column(serve
         conn.close()
     other = open_connection(server_url, "")
     with pytest.raises(err.DataError, match="10 digits"):  # not the layout the reader takes apart
-        list(checked_rows(other, "SELECT REPEAT('x', 300), 5"))
+        list(checked_rows(other, "SELECT REPEAT('x', 300), 5", scanner=scan))
     assert not other.open  # the rest of that result is still on the wire: the connection was closed, not reused
 
 
