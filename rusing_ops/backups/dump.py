@@ -5,10 +5,12 @@ share one snapshot (snapshot.py) -> schema (tables) -> rows in primary-key order
 ``statement_bytes``, tables in parallel -> routines, views (dependency order), triggers -> zstd/gzip + sha256 on a
 worker thread -> ``store.open_write`` (never the whole dump in memory or on local disk) -> manifest, last.
 
-Speed: the server formats each row as one SQL tuple (``QUOTE``/``HEX``/``CONCAT``; research/bench.md §4 measured
-5.6x faster than formatting in Python), rows are read from the protocol packets directly (rawrows.py), and each
-INSERT is announced by its length so a restore takes it without parsing it (sqlsplit.py). The same query returns
-each row's independent checksum (checksum.row_checksum), so a table is scanned once.
+Speed: rows are read from the protocol packets directly, in C (rawrows.py, _rowscan.c): the server sends each
+value plain and the reader writes the row's SQL tuple itself, byte for byte the text the server's own literals
+(``QUOTE``/``HEX``/``CONCAT``, schema.Column.sql_text) would give -- which is what runs where the C reader could not
+be built (formatting in Python was 5.6x slower than the server, research/bench.md §4). Each INSERT is announced by
+its length so a restore takes it without parsing it (sqlsplit.py). The same query returns each row's independent
+checksum (checksum.row_checksum), so a table is scanned once.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from ..core.faults import pause_point
 from ..core.flavour import statement_bytes as flavour_statement_bytes
 from ..core.progress import Progress
 from ..core.store import BackupStore
-from . import catalog, chunks, crypto, keys
+from . import catalog, chunks, crypto, keys, rawrows
 from .checksum import checksum_text, row_checksum
 from .connection import open_connection
 from .manifest import Manifest, TableEntry
@@ -140,9 +142,12 @@ def dump_rows(conn, table: Table, emit: Callable[[bytes], None], *, statement_by
             advance(len(buf), size)
         buf, size = [], 0
 
-    sql = table.select_sql(large_bytes_limit(max_packet), where,
-                           also=f"LPAD({row_checksum(table)},{SUM_DIGITS},'0')")
-    for batch, ends, batch_total, special in checked_rows(conn, sql):
+    checksum = f"LPAD({row_checksum(table)},{SUM_DIGITS},'0')"
+    if rawrows.render is not None:  # the C reader writes the tuples from plain values: less server work
+        sql, kinds = table.client_select(large_bytes_limit(max_packet), where, also=checksum)
+    else:
+        sql, kinds = table.select_sql(large_bytes_limit(max_packet), where, also=checksum), None
+    for batch, ends, batch_total, special in checked_rows(conn, sql, kinds=kinds):
         hashed += len(batch)
         total += batch_total
         if special:  # a row in pieces, or too large: rare, row by row

@@ -3,8 +3,11 @@
 PyMySQL turns every row into several Python objects (packet, row tuple, converters); with one text column per row
 that was 11 of 12 profiled seconds of a backup (and half the trial dumper's time in research/bench.md §4c). Here a
 row is one packet holding two length-encoded strings: the row's SQL text, then the row's CRC32 (checksum.py) as a
-decimal number; a few slices per row. PyMySQL still sends the query and reads the column definitions; only the
-rows are read here, and the connection is left exactly as PyMySQL leaves it after an unbuffered result.
+decimal number; a few slices per row (:func:`scan_py`, and the same in C: ``_rowscan.scan``). Where the C build is
+there, the server sends the values plain instead and ``_rowscan.render`` writes the row's SQL text from them (the
+server's formatting was half of its work on a backup). PyMySQL still sends the query and reads the column
+definitions; only the rows are read here, and the connection is left exactly as PyMySQL leaves it after an
+unbuffered result.
 """
 
 from __future__ import annotations
@@ -87,15 +90,18 @@ def scan_py(buf: bytes, pos: int) -> tuple[list[bytes | None], list[int], int, b
 
 
 try:
-    from ._rowscan import scan  # the C build of scan_py (setup.py; optional: no compiler, no extension)
+    # The C build (setup.py; optional: no compiler, no extension): scan is scan_py; render writes each row's SQL
+    # tuple from its plain values, as the server does for scan (schema.Table.client_select against select_sql).
+    from ._rowscan import render, scan
     ACCELERATED = True
 except ImportError:  # pragma: no cover - a machine that could not build it
     scan = scan_py
+    render = None
     ACCELERATED = False
 
 
-def checked_rows(conn: pymysql.connections.Connection, sql: str, *,
-                 scanner=None) -> Iterator[tuple[list[bytes | None], list[int], int, bool]]:
+def checked_rows(conn: pymysql.connections.Connection, sql: str, *, scanner=None,
+                 kinds: bytes | None = None) -> Iterator[tuple[list[bytes | None], list[int], int, bool]]:
     """Run ``sql`` (two columns: a text, and an integer as exactly 10 digits, :data:`SUM_DIGITS`) on ``conn``;
     yield, batch by batch in result order, ``(rows, ends, total, special)`` as :func:`scan_py` gives them: the first
     column's values (NULL is ``None``), their cumulative sizes, the sum of the second column's over the same rows,
@@ -103,12 +109,17 @@ def checked_rows(conn: pymysql.connections.Connection, sql: str, *,
 
     Raises the server's error as PyMySQL would; a row over 16 MiB (split packets) raises ``err.DataError``.
     ``scanner``: :func:`scan_py` or the C ``scan`` (default: :data:`scan`, the C one where it was built).
+    ``kinds``: the query has one column per value and the checksum last (schema.Table.client_select), and the C
+    :data:`render` writes each row's tuple by these kinds, one per value column.
     """
+    if kinds is not None:
+        scanner = lambda buf, pos: render(buf, pos, kinds)
     scanner = scanner or scan
     conn.query(sql, unbuffered=True)
     result = conn._result
-    if result.field_count != 2:
-        raise err.ProgrammingError(f"checked_rows expects two columns, the query returned {result.field_count}")
+    if result.field_count != (2 if kinds is None else len(kinds) + 1):
+        raise err.ProgrammingError(f"checked_rows expects {2 if kinds is None else len(kinds) + 1} columns, the "
+                                   f"query returned {result.field_count}")
     rfile = conn._rfile
     buf = b""
     pos = 0

@@ -4,7 +4,8 @@ Objects: tables (base, system-versioned: current rows only, said in the manifest
 key), sequences with their next value, views (in dependency order), triggers, routines, events. Any other object
 refuses the backup by name (:class:`SchemaRefused`): nothing is left out silently.
 
-Values (:meth:`Column.sql_text`): the server formats each as an SQL literal. FLOAT/DOUBLE through ``CAST(.. AS
+Values (:meth:`Column.sql_text`): each is written as an SQL literal -- by the backup's C reader from the plain value
+where it can (:meth:`Column.client_kind`, rawrows.render), else by the server, the same bytes either way. FLOAT/DOUBLE through ``CAST(.. AS
 DOUBLE)`` (a FLOAT column prints 6 digits) with the sign of zero kept; binary as ``X'..'``; text in utf8 by
 ``QUOTE``, in any other character set as ``_<charset> X'..'`` (its own bytes); a value the server cannot format
 (over ``max_allowed_packet``) makes the whole row NULL, which the dump refuses, never a NULL value.
@@ -32,6 +33,10 @@ LARGE = {"blob", "mediumblob", "longblob", "text", "mediumtext", "longtext", "js
 _QUOTE_CHARSETS = {"utf8mb4", "utf8mb3", "utf8", "ascii"}  # QUOTE() in utf8mb4 is exact; others go as hex
 LONG_TEXT = {"text", "mediumtext", "longtext"}  # a value over LONG_BYTES is quoted by REPLACE (Column._escaped)
 LONG_BYTES = 256
+# Types whose text-protocol value is the very text QUOTE() is given (the backup's C reader then quotes it itself,
+# rawrows.render); a type not here keeps the server's own literal (Column.sql_text).
+CLIENT_QUOTED = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum", "set", "date", "datetime",
+                 "timestamp", "time"}
 _GENERATED = re.compile(r"\b(?:VIRTUAL|STORED|PERSISTENT)\s+GENERATED\b", re.IGNORECASE)  # not DEFAULT_GENERATED
 _DEFINER = re.compile(r"\s*DEFINER\s*=\s*(?:`(?:[^`]|``)*`|'[^']*'|\S+?)@(?:`(?:[^`]|``)*`|'[^']*'|[^\s*]+)", re.IGNORECASE)
 
@@ -89,6 +94,16 @@ class Column:
             return f"IF(LENGTH({q})>{LONG_BYTES},{self._escaped()},QUOTE({q}))"
         return f"QUOTE({q})"
 
+    def client_kind(self) -> str:
+        """How rawrows.render writes this column's value from the plain one the server sends: ``q`` quoted as
+        QUOTE() does, ``x`` as ``X'..'``, or ``r``: the server writes the literal (:meth:`sql_text`) and it is
+        copied. Byte for byte the text :meth:`sql_text` gives (test_rowscan.py compares the two)."""
+        if self.data_type in BINARY:
+            return "x"
+        if self.data_type in CLIENT_QUOTED and (self.charset is None or self.charset in _QUOTE_CHARSETS):
+            return "q"
+        return "r"
+
     def _escaped(self) -> str:
         """``QUOTE(column)`` of a non-NULL value, byte for byte, by four REPLACEs (backslash first, then quote, NUL,
         Ctrl-Z): MariaDB's QUOTE copies character by character, REPLACE searches; on the benchmark's 2 KB JSON
@@ -128,6 +143,26 @@ class Table:
     def insert_head(self) -> bytes:
         cols = ",".join(quote_ident(c.name) for c in self.columns)
         return f"INSERT INTO {quote_ident(self.name)} ({cols}) VALUES ".encode()
+
+    def client_select(self, large_bytes: int | None = None, where: str | None = None,
+                      also: str | None = None) -> tuple[str, bytes]:
+        """(the query, its kinds) for rawrows.render: one column per value, as :meth:`Column.client_kind` says, and
+        the rows of :meth:`select_sql` once rendered -- the same text, the same ``!`` rows (their large values not
+        sent), the same order. ``also`` comes last."""
+        kinds = "".join(c.client_kind() for c in self.columns)
+        values = [quote_ident(c.name) if k != "r" else c.sql_text() for c, k in zip(self.columns, kinds)]
+        large = self.large_columns
+        if large and large_bytes:
+            big = "+".join(f"IFNULL(LENGTH({quote_ident(c.name)}),0)" for c in large) + f">{int(large_bytes)}"
+            marker = f"CONCAT('!',{self.key_condition()})" if self.key else "'!'"
+            values = [f"IF({big},NULL,{v})" if c.large else v for c, v in zip(self.columns, values)]
+            values.insert(0, f"IF({big},{marker},NULL)")
+            kinds = "m" + kinds
+        order = ",".join(quote_ident(c) for c in self.order_by)
+        where_sql = f" WHERE {where}" if where else ""
+        also_sql = f",{also}" if also else ""
+        return (f"SELECT {','.join(values) or 'NULL'}{also_sql} FROM {quote_ident(self.name)}{where_sql} "
+                f"ORDER BY {order}", kinds.encode())
 
     def select_sql(self, large_bytes: int | None = None, where: str | None = None, also: str | None = None) -> str:
         """One text column per row: the row as an SQL tuple ``(...)``; a row whose large values add up to more

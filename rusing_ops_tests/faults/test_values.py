@@ -229,8 +229,8 @@ def test_a_killed_dump_connection_is_named_as_the_cause(fresh_db, db_conn, local
         killed.set()
         admin = pymysql.connect(**server_url.pymysql_kwargs(database=""), autocommit=True)
         with admin.cursor() as cur:
-            cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s AND INFO LIKE 'SELECT CONCAT%%'",
-                        (fresh_db.database,))
+            cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s AND INFO LIKE "
+                        "'SELECT %%FROM `big`%%'", (fresh_db.database,))  # the dump's query on the table
             for (conn_id,) in cur.fetchall():
                 cur.execute(f"KILL CONNECTION {int(conn_id)}")
         admin.close()
