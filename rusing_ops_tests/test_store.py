@@ -129,6 +129,46 @@ def test_an_exclusive_write_never_replaces_an_object_written_meanwhile(any_store
     assert any_store.get_bytes("backup-x.sql.zst") == b"c"
 
 
+@pytest.mark.parametrize("size", [10, PART_SIZE + 10])  # one PUT, and a multipart upload
+def test_an_exclusive_s3_write_is_refused_by_the_server_when_the_name_is_taken_after_the_check(s3_store, size,
+                                                                                             monkeypatch):
+    """The name taken between the existence check and the write itself (another backup committing in that round
+    trip): the write carries If-None-Match, SeaweedFS refuses it, and the first object's bytes stay."""
+    from rusing_ops.core.store import ObjectExists
+
+    late = s3_store.open_write("backup-z.sql.zst", exclusive=True)
+    late.write(b"b" * size)
+    with s3_store.open_write("backup-z.sql.zst", exclusive=True) as first:
+        first.write(b"a" * size)
+    monkeypatch.setattr(s3_store, "exists_full", lambda full_key: False)  # the check ran before the first committed
+    with pytest.raises(ObjectExists) as taken:
+        late.commit()
+    assert "this write was discarded" in taken.value.message
+    assert s3_store.get_bytes("backup-z.sql.zst") == b"a" * size
+    assert s3_store.list_partial() == []
+
+
+def test_an_exclusive_s3_write_to_a_server_without_conditional_writes_still_stores(s3_store, monkeypatch):
+    """A server answering If-None-Match with NotImplemented: the object is written without the condition (the
+    existence check alone guards it), not refused."""
+    calls = []
+    real = s3_store.client.put_object
+
+    def no_conditions(**kwargs):
+        calls.append("IfNoneMatch" in kwargs)
+        if "IfNoneMatch" in kwargs:
+            from botocore.exceptions import ClientError
+
+            raise ClientError({"Error": {"Code": "NotImplemented", "Message": "A header you provided implies "
+                                         "functionality that is not implemented"}}, "PutObject")
+        return real(**kwargs)
+
+    monkeypatch.setattr(s3_store.client, "put_object", no_conditions)
+    with s3_store.open_write("backup-w.sql.zst", exclusive=True) as writer:
+        writer.write(b"w")
+    assert calls == [True, False] and s3_store.get_bytes("backup-w.sql.zst") == b"w"
+
+
 def test_an_exclusive_local_write_on_a_file_system_without_hard_links(local_store, monkeypatch):
     """Where os.link is not supported (EPERM: some network and FUSE file systems), the exclusive commit checks the
     name and renames: a taken name is still refused, a free one still stored, and no temp file is left either way."""

@@ -48,25 +48,43 @@ class _S3Writer(ObjectWriter):
             raise self.store._error("upload a part of", f"s3://{bucket}/{self.key}", exc) from None
 
     def commit(self) -> None:
-        s3, bucket = self.store.client, self.store.bucket
+        """Store the object. Exclusive: refused (:func:`object_taken`) when the name exists -- checked first, then
+        made a condition of the write itself (``If-None-Match: *``, which AWS S3, SeaweedFS and MinIO honour), so a
+        name taken between the check and the write is refused too; a server that answers the condition with
+        NotImplemented is written to without it (the check alone, one round trip of window)."""
+        bucket = self.store.bucket
         try:
             if self.exclusive and self.store.exists_full(self.key):  # the name taken since the backup began
                 self.abort()
                 raise object_taken(self.store.url, f"s3://{bucket}/{self.key}")
-            if self.upload_id is None:  # small object: one PUT
-                s3.put_object(Bucket=bucket, Key=self.key, Body=self.buffer.getvalue(), **self.store.write_args(self.key))
-                return
-            if self.buffer.tell():
+            if self.buffer.tell() and self.upload_id is not None:
                 self._flush_part()
-            s3.complete_multipart_upload(
-                Bucket=bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": self.parts}
-            )
+            condition = {"IfNoneMatch": "*"} if self.exclusive else {}
+            try:
+                self._store(condition)
+            except Exception as exc:
+                code = _code(exc)
+                if condition and code in ("PreconditionFailed", "412"):
+                    self.abort()
+                    raise object_taken(self.store.url, f"s3://{bucket}/{self.key}") from None
+                if not condition or code not in ("NotImplemented", "501"):
+                    raise
+                self._store({})
         except StoreError:
             self.abort()
             raise
         except Exception as exc:
             self.abort()
             raise self.store._error("complete the upload of", f"s3://{bucket}/{self.key}", exc) from None
+
+    def _store(self, condition: dict) -> None:
+        s3, bucket = self.store.client, self.store.bucket
+        if self.upload_id is None:  # small object: one PUT
+            s3.put_object(Bucket=bucket, Key=self.key, Body=self.buffer.getvalue(), **self.store.write_args(self.key),
+                          **condition)
+        else:
+            s3.complete_multipart_upload(Bucket=bucket, Key=self.key, UploadId=self.upload_id,
+                                         MultipartUpload={"Parts": self.parts}, **condition)
 
     def abort(self) -> None:
         if self.upload_id is not None:
@@ -166,7 +184,7 @@ class S3Store(BackupStore):
             self.client.head_object(Bucket=self.bucket, Key=full_key)
             return True
         except Exception as exc:
-            if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return False
             raise self._error("check", f"s3://{self.bucket}/{full_key}", exc) from None
 
@@ -189,9 +207,14 @@ class S3Store(BackupStore):
         try:
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=self._key(partial.key), UploadId=partial.handle)
         except Exception as exc:
-            if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("NoSuchUpload", "404"):
+            if _code(exc) in ("NoSuchUpload", "404"):
                 return
             raise self._error("abort the unfinished upload of", self.uri(partial.key), exc) from None
+
+
+def _code(exc: Exception) -> str | None:
+    """The S3 error code of a botocore ClientError (``NoSuchKey``, ``PreconditionFailed``, ``404``), else None."""
+    return getattr(exc, "response", {}).get("Error", {}).get("Code")
 
 
 def s3_cause(exc: Exception) -> str:
