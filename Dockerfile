@@ -3,7 +3,9 @@
 # own images and reach this one by its port (deploy/workspace-grpc.yaml, or the Helm chart's user deployment);
 # on Kubernetes each run is a pod of this same image (K8sRunLauncher). Build: `docker build -t rusing-ops:TAG .`
 # Validated without Docker by rusing_ops_tests/topology/test_deploy.py (see deploy/README.md for what was not run).
-FROM python:3.11-slim-bookworm
+# Stages: `base` (the environment), `build` on it with a C compiler (setup.py compiles the backups' hot loops,
+# rusing_ops/backups/_speedups.c), and the image itself on `base` again: the built virtualenv and tree, no compiler.
+FROM python:3.11-slim-bookworm AS base
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -13,17 +15,31 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     DAGSTER_HOME=/opt/dagster/dagster_home
 
 WORKDIR /opt/rusing_ops
+
+FROM base AS build
+
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
+
 COPY pyproject.toml setup.py README.md dagster.yaml workspace.yaml ./
 COPY rusing_ops ./rusing_ops
 COPY deploy ./deploy
 COPY examples ./examples
 
-# setup.py builds the backup's C packet scan (rusing_ops/backups/_rowscan.c) where a C compiler is present; this slim
-# image has none, so the install goes on without it and the backup runs the pure-Python scan (same bytes, slower).
 # Editable install: relative defaults (DRIZZLE_DIR, ./backups, dagster.yaml) resolve inside /opt/rusing_ops, as in a
-# checkout. The Dagster packages are pinned as one matched set in pyproject.toml.
+# checkout. The Dagster packages are pinned as one matched set in pyproject.toml. The C extension is optional to
+# setup.py (a machine without a compiler runs the pure-Python code); here it must have been built: the import fails
+# the build otherwise.
 RUN python -m venv "$VIRTUAL_ENV" \
- && "$VIRTUAL_ENV/bin/pip" install --no-cache-dir -e .
+ && "$VIRTUAL_ENV/bin/pip" install --no-cache-dir -e . \
+ && "$VIRTUAL_ENV/bin/python" -c "import rusing_ops.backups._speedups"
+
+FROM base
+
+# The same paths as in the build stage: the editable install's path entries and the venv's python stay valid.
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/rusing_ops /opt/rusing_ops
 
 RUN useradd --system --uid 10001 --create-home --home-dir /home/rusing rusing \
  && mkdir -p "$DAGSTER_HOME" \

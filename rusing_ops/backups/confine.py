@@ -73,6 +73,20 @@ _VERSION = re.compile(rb"/\*(M?|T)!(\d*)")
 # A value too large for one statement is built in a user variable by SETs of literals, then inserted (pieces.py).
 _PIECE_VAR = re.compile(rb"@rusing_ops_b[0-9]+_[0-9]+(?![0-9A-Za-z_$])")
 
+
+def outside_py(values: bytes) -> tuple[bytes, bool]:
+    """The text of ``values`` outside its string literals, and whether its quotes pair up (see above);
+    ``_speedups.outside`` is this function in one C pass, result for result."""
+    parts = (_VALUE_ESCAPE.sub(b"\\\\", values) if b"\\" in values else values).split(b"'")
+    return b"".join(parts[::2]), len(parts) % 2 == 1
+
+
+try:
+    from ._speedups import outside as _outside
+except ImportError:  # pragma: no cover - no C compiler at install (rawrows.ACCELERATED is False too)
+    _outside = outside_py
+
+
 OBJECTS = frozenset({"TABLE", "TABLES", "INDEX", "SEQUENCE", "VIEW", "TRIGGER", "FUNCTION", "PROCEDURE", "EVENT",
                      "DATABASE", "SCHEMA", "USER", "ROLE", "SERVER", "TABLESPACE", "PACKAGE", "LOGFILE"})
 SCHEMA_RUN = {("CREATE", "TABLE"), ("ALTER", "TABLE"), ("DROP", "TABLE"), ("RENAME", "TABLE"), ("TRUNCATE", "TABLE"),
@@ -188,12 +202,10 @@ class Confiner:
             if qual != self.own:
                 raise _Refuse(f"an INSERT into another database ({self._named(qual)})")
             sql = stmt[:m.start("q")] + stmt[m.end("q"):]
-        values = stmt[m.end():]
-        parts = (_VALUE_ESCAPE.sub(b"\\\\", values) if b"\\" in values else values).split(b"'")
-        rest = b"".join(parts[::2])  # outside the string literals
+        rest, closed = _outside(stmt[m.end():])  # the text outside the string literals; quotes paired
         if b"@" in rest:
             rest = _PIECE_VAR.sub(b"NULL", rest)
-        if not len(parts) % 2 or rest.translate(None, _VALUE_BYTES) or b"--" in rest:
+        if not closed or rest.translate(None, _VALUE_BYTES) or b"--" in rest:
             raise _Refuse("an INSERT whose values are not plain literals")
         words = {run.upper() for run in set(rest.translate(_VALUE_RUNS).split()) if run[:1] != b"0"}
         if not words <= _LITERAL_RUNS or any(b"0" in w for w in words) and (

@@ -5,7 +5,7 @@ share one snapshot (snapshot.py) -> schema (tables) -> rows in primary-key order
 ``statement_bytes``, tables in parallel -> routines, views (dependency order), triggers -> zstd/gzip + sha256 on a
 worker thread -> ``store.open_write`` (never the whole dump in memory or on local disk) -> manifest, last.
 
-Speed: rows are read from the protocol packets directly, in C (rawrows.py, _rowscan.c): the server sends each
+Speed: rows are read from the protocol packets directly, in C (rawrows.py, _speedups.c): the server sends each
 value plain and the reader writes the row's SQL tuple itself, byte for byte the text the server's own literals
 (``QUOTE``/``HEX``/``CONCAT``, schema.Column.sql_text) would give -- which is what runs where the C reader could not
 be built (formatting in Python was 5.6x slower than the server, research/bench.md §4). Each INSERT is announced by

@@ -3,8 +3,8 @@
 PyMySQL turns every row into several Python objects (packet, row tuple, converters); with one text column per row
 that was 11 of 12 profiled seconds of a backup (and half the trial dumper's time in research/bench.md §4c). Here a
 row is one packet holding two length-encoded strings: the row's SQL text, then the row's CRC32 (checksum.py) as a
-decimal number; a few slices per row (:func:`scan_py`, and the same in C: ``_rowscan.scan``). Where the C build is
-there, the server sends the values plain instead and ``_rowscan.render`` writes the row's SQL text from them (the
+decimal number; a few slices per row (:func:`scan_py`, and the same in C: ``_speedups.scan``). Where the C build is
+there, the server sends the values plain instead and ``_speedups.render`` writes the row's SQL text from them (the
 server's formatting was half of its work on a backup). PyMySQL still sends the query and reads the column
 definitions; only the rows are read here, and the connection is left exactly as PyMySQL leaves it after an
 unbuffered result.
@@ -43,7 +43,7 @@ def scan_py(buf: bytes, pos: int) -> tuple[list[bytes | None], list[int], int, b
     10-digit numbers, whether a row is NULL or starts with ``!`` (rows dump.dump_rows must look at one by one),
     where the scan stopped (the packet not taken, or just past the EOF packet) and why (:data:`MORE` data needed,
     :data:`END` of the result, an :data:`ERROR` packet at ``pos``, a :data:`SPLIT` row over 16 MiB, a packet that
-    is not a row of this layout: :data:`BAD`). ``_rowscan.scan`` (C) is this function, result for result.
+    is not a row of this layout: :data:`BAD`). ``_speedups.scan`` (C) is this function, result for result.
     """
     rows: list[bytes | None] = []
     digits = bytearray()
@@ -92,7 +92,7 @@ def scan_py(buf: bytes, pos: int) -> tuple[list[bytes | None], list[int], int, b
 try:
     # The C build (setup.py; optional: no compiler, no extension): scan is scan_py; render writes each row's SQL
     # tuple from its plain values, as the server does for scan (schema.Table.client_select against select_sql).
-    from ._rowscan import render, scan
+    from ._speedups import render, scan
     ACCELERATED = True
 except ImportError:  # pragma: no cover - a machine that could not build it
     scan = scan_py

@@ -97,7 +97,7 @@ class Column:
     def client_kind(self) -> str:
         """How rawrows.render writes this column's value from the plain one the server sends: ``q`` quoted as
         QUOTE() does, ``x`` as ``X'..'``, or ``r``: the server writes the literal (:meth:`sql_text`) and it is
-        copied. Byte for byte the text :meth:`sql_text` gives (test_rowscan.py compares the two)."""
+        copied. Byte for byte the text :meth:`sql_text` gives (test_speedups.py compares the two)."""
         if self.data_type in BINARY:
             return "x"
         if self.data_type in CLIENT_QUOTED and (self.charset is None or self.charset in _QUOTE_CHARSETS):

@@ -22,7 +22,7 @@ LENGTHS = [0, 1, 250, 251, 65535, 65536, (1 << 24) - 1 - 16, 3 << 20]  # every l
 @pytest.mark.parametrize("scanner", ["c", "python"])
 def test_checked_rows_reads_every_length_prefix_and_sums_the_second_column(server_url, scanner):
     if scanner == "c":
-        pytest.importorskip("rusing_ops.backups._rowscan")
+        pytest.importorskip("rusing_ops.backups._speedups")
     scan = rawrows.scan if scanner == "c" else rawrows.scan_py
     conn = open_connection(server_url, "")
     try:

@@ -137,9 +137,17 @@ def test_dockerfile_shape(deployment):
     assert cmd[cmd.index("-m"):cmd.index("--location-name")] == \
         deployment["codeServerArgs"][:deployment["codeServerArgs"].index("--location-name")]
     for kind, args in steps:
-        if kind == "COPY":
+        if kind == "COPY" and not args.startswith("--from="):
             for source in args.split()[:-1]:
                 assert (PROJECT_ROOT / source).exists(), source
+    # Stages: base (ENV, WORKDIR), build on it with the compiler, the image on base with the built venv and tree.
+    stages = [i for i, (kind, _) in enumerate(steps) if kind == "FROM"]
+    assert [steps[i][1] for i in stages] == ["python:3.11-slim-bookworm AS base", "base AS build", "base"]
+    build, image = steps[stages[1]:stages[2]], steps[stages[2]:]
+    assert any("apt-get install" in args and " gcc" in args for kind, args in build if kind == "RUN")
+    assert not any("apt-get" in args or "gcc" in args for kind, args in image)
+    assert [args for kind, args in image if kind == "COPY"] == ["--from=build /opt/venv /opt/venv",
+                                                                "--from=build /opt/rusing_ops /opt/rusing_ops"]
     ignored = (PROJECT_ROOT / ".dockerignore").read_text().split()
     assert ".venv" in ignored and ".git" in ignored and ".dagster_home" in ignored
 
@@ -181,6 +189,8 @@ def test_dockerfile_build_steps_and_cmd_run(tmp_path):
     app.mkdir()
     ran = []
     for kind, args in steps:
+        if kind == "COPY" and args.startswith("--from=build"):
+            continue  # the build stage's paths are the image's here: one directory tree serves both stages
         if kind == "COPY":
             *sources, dest = args.split()
             for source in sources:
@@ -191,6 +201,9 @@ def test_dockerfile_build_steps_and_cmd_run(tmp_path):
                 else:
                     shutil.copy2(src, target if target.name else app / dest)
         elif kind == "RUN":
+            if args.startswith("apt-get update"):  # changes this machine's packages; its compiler is here already
+                assert "--no-install-recommends gcc libc6-dev" in args and shutil.which("gcc")
+                continue
             if "useradd" in args:  # needs root and changes this machine's users; its effect is checked below
                 assert "--uid 10001" in args and 'chown rusing "$DAGSTER_HOME"' in args
                 Path(env["DAGSTER_HOME"]).mkdir(parents=True)

@@ -1,7 +1,9 @@
-/* The backup's row reader in C (rawrows.py): two functions over the MySQL protocol packets of a text result whose
- * last column is each row's checksum as exactly 10 decimal digits. Built by setup.py as an optional extension:
- * where no C compiler is at hand the pure-Python scan runs with the server writing the literals, and
- * `rawrows.ACCELERATED` says which runs. The tests hold both to the pure-Python and server references.
+/* The backups' hot loops in C, built by setup.py as an optional extension: where no C compiler is at hand the
+ * pure-Python code runs instead (the server writing the literals), and `rawrows.ACCELERATED` says which runs. The
+ * tests hold each function to its pure-Python or server reference (rusing_ops_tests/backups/test_speedups.py).
+ *
+ * The backup's row reader (rawrows.py): two functions over the MySQL protocol packets of a text result whose last
+ * column is each row's checksum as exactly 10 decimal digits.
  *
  * scan(buf: bytes, pos: int) -> (rows, ends, total, special, pos, status)
  *   rawrows.scan_py, result for result: a two-column result (a row's SQL text, then its checksum).
@@ -31,6 +33,8 @@
 #define SUM_DIGITS 10
 
 enum { MORE = 0, END = 1, ERROR = 2, SPLIT = 3, BAD = 4 };
+
+/* outside(values: bytes) -> (rest, closed): the restore's check of an INSERT's values (confine.py), below. */
 
 /* What one function does with a row packet (payload buf[start:end], its checksum the last 11 bytes). */
 typedef struct {
@@ -368,18 +372,76 @@ render(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
+/* outside(values: bytes) -> (rest: bytes, closed: bool), for confine.py's check of an INSERT's values: the text
+ * that lies outside the string literals, as `re.sub(rb"\\.", b"\\", values).split(b"'")[::2]` joined gives it
+ * (each escape, a backslash and the byte after it, first becomes a lone backslash, wherever it is: an escaped quote
+ * never opens or closes a literal, and a backslash outside a literal stays in rest, where the check refuses it),
+ * and whether the quotes pair up (an even number of them). */
+static PyObject *
+outside(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 1 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "outside(values: bytes)");
+        return NULL;
+    }
+    const unsigned char *buf = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    const Py_ssize_t n = PyBytes_GET_SIZE(args[0]);
+    PyObject *rest = PyBytes_FromStringAndSize(NULL, n);
+    if (rest == NULL)
+        return NULL;
+    char *w = PyBytes_AS_STRING(rest);
+    int in_literal = 0;
+    Py_ssize_t quotes = 0, k = 0;
+    while (k < n) {
+        if (in_literal) { /* to the next quote or backslash at once */
+            const unsigned char *q = memchr(buf + k, '\'', (size_t)(n - k));
+            const unsigned char *b = memchr(buf + k, '\\', (size_t)((q ? q - buf : n) - k));
+            if (b != NULL) {
+                k = b - buf + 2; /* the escape and the byte it escapes */
+                continue;
+            }
+            if (q == NULL)
+                break;
+            k = q - buf + 1;
+            quotes++;
+            in_literal = 0;
+            continue;
+        }
+        const unsigned char c = buf[k];
+        if (c == '\'') {
+            quotes++;
+            in_literal = 1;
+            k++;
+        }
+        else if (c == '\\') {
+            *w++ = '\\';
+            k += 2;
+        }
+        else {
+            *w++ = (char)c;
+            k++;
+        }
+    }
+    if (_PyBytes_Resize(&rest, w - PyBytes_AS_STRING(rest)) < 0)
+        return NULL;
+    return Py_BuildValue("(NN)", rest, PyBool_FromLong(quotes % 2 == 0));
+}
+
 static PyMethodDef methods[] = {
     {"scan", (PyCFunction)(void (*)(void))scan, METH_FASTCALL,
      "scan(buf, pos) -> (rows, ends, total, special, pos, status): see rusing_ops/backups/rawrows.py"},
     {"render", (PyCFunction)(void (*)(void))render, METH_FASTCALL,
      "render(buf, pos, kinds) -> (rows, ends, total, special, pos, status): see rusing_ops/backups/rawrows.py"},
+    {"outside", (PyCFunction)(void (*)(void))outside, METH_FASTCALL,
+     "outside(values) -> (rest, closed): see rusing_ops/backups/confine.py"},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_rowscan", NULL, -1, methods, NULL, NULL, NULL, NULL};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_speedups", NULL, -1, methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC
-PyInit__rowscan(void)
+PyInit__speedups(void)
 {
     static const char digits[] = "0123456789ABCDEF";
     for (int b = 0; b < 256; b++) {

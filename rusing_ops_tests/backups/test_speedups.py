@@ -1,4 +1,4 @@
-"""The packet scan of the backup's row reader: the C build (_rowscan.c) against the pure-Python one (rawrows.scan_py),
+"""The packet scan of the backup's row reader: the C build (_speedups.c) against the pure-Python one (rawrows.scan_py),
 result for result, on every packet layout the reader takes or refuses, cut at every byte, and on random bytes.
 
 The Python scan is the reference (the reader used it alone before the C one; test_rawrows.py runs the reader against
@@ -15,6 +15,7 @@ import sysconfig
 import pytest
 
 from rusing_ops.backups import rawrows
+from rusing_ops.backups.confine import outside_py
 
 
 def packet(payload: bytes) -> bytes:
@@ -55,10 +56,10 @@ STREAMS = {
 
 
 def both(buf: bytes, pos: int = 0):
-    from rusing_ops.backups import _rowscan
+    from rusing_ops.backups import _speedups
 
     expected = rawrows.scan_py(buf, pos)
-    assert _rowscan.scan(buf, pos) == expected
+    assert _speedups.scan(buf, pos) == expected
     return expected
 
 
@@ -72,7 +73,7 @@ def test_the_c_scan_was_built_here():
 
 @pytest.mark.parametrize("name", sorted(STREAMS))
 def test_c_and_python_scans_agree_on_every_layout_cut_at_every_byte(name):
-    pytest.importorskip("rusing_ops.backups._rowscan")
+    pytest.importorskip("rusing_ops.backups._speedups")
     stream = b"".join(STREAMS[name]) + EOF_PACKET
     whole = both(stream)
     cuts = range(len(stream) + 1) if len(stream) < 5000 else sorted(
@@ -111,7 +112,7 @@ def test_what_the_scan_returns_for_each_layout():
 
 
 def test_c_and_python_scans_agree_on_random_bytes():
-    pytest.importorskip("rusing_ops.backups._rowscan")
+    pytest.importorskip("rusing_ops.backups._speedups")
     rng = random.Random(15)
     for _ in range(3000):
         parts = []
@@ -132,13 +133,13 @@ def test_c_and_python_scans_agree_on_random_bytes():
 
 
 def test_the_c_scan_refuses_what_is_not_a_buffer_and_a_position_in_it():
-    _rowscan = pytest.importorskip("rusing_ops.backups._rowscan")
+    _speedups = pytest.importorskip("rusing_ops.backups._speedups")
     with pytest.raises(TypeError):
-        _rowscan.scan(bytearray(b"abc"), 0)
+        _speedups.scan(bytearray(b"abc"), 0)
     with pytest.raises(ValueError):
-        _rowscan.scan(b"abc", 4)
+        _speedups.scan(b"abc", 4)
     with pytest.raises(ValueError):
-        _rowscan.scan(b"abc", -1)
+        _speedups.scan(b"abc", -1)
 
 
 SPECIALS = [
@@ -204,7 +205,7 @@ def test_the_c_render_writes_each_row_as_the_server_does(request, database, larg
     """rawrows.render on schema.Table.client_select (plain values) gives the very rows -- text, ``!`` markers of
     large rows, order -- and checksums that the server's own literals give (select_sql, read by scan): the dump is
     the same bytes whichever writes them."""
-    _rowscan = pytest.importorskip("rusing_ops.backups._rowscan")
+    _speedups = pytest.importorskip("rusing_ops.backups._speedups")
     from rusing_ops.backups.checksum import row_checksum
     from rusing_ops.backups.connection import open_connection
     from rusing_ops.backups.schema import read_tables
@@ -236,23 +237,23 @@ def test_the_c_render_writes_each_row_as_the_server_does(request, database, larg
 
 
 def test_the_c_render_refuses_a_row_that_is_not_of_its_kinds():
-    _rowscan = pytest.importorskip("rusing_ops.backups._rowscan")
+    _speedups = pytest.importorskip("rusing_ops.backups._speedups")
     good = packet(lenenc(b"a'b") + b"\xfb" + lenenc(b"\x00\xff") + lenenc(b"%010d" % 5))
-    assert _rowscan.render(good, 0, b"qqx")[:2] == ([b"('a\\'b',NULL,X'00FF')"], [22])
-    assert _rowscan.render(good, 0, b"qq")[5] == rawrows.BAD  # a value more than the kinds say
-    assert _rowscan.render(good, 0, b"qqxq")[5] == rawrows.BAD  # one fewer
-    assert _rowscan.render(good, 0, b"qrx")[:4] == ([None], [1], 5, True)  # NULL where the server writes: None
+    assert _speedups.render(good, 0, b"qqx")[:2] == ([b"('a\\'b',NULL,X'00FF')"], [22])
+    assert _speedups.render(good, 0, b"qq")[5] == rawrows.BAD  # a value more than the kinds say
+    assert _speedups.render(good, 0, b"qqxq")[5] == rawrows.BAD  # one fewer
+    assert _speedups.render(good, 0, b"qrx")[:4] == ([None], [1], 5, True)  # NULL where the server writes: None
     marker = packet(lenenc(b"!`id`<=>1") + b"\xfb" + lenenc(b"%010d" % 2))
-    assert _rowscan.render(marker, 0, b"mq")[:4] == ([b"!`id`<=>1"], [10], 2, True)
+    assert _speedups.render(marker, 0, b"mq")[:4] == ([b"!`id`<=>1"], [10], 2, True)
     for bad_kinds in (b"qm", b"z", b""):
         with pytest.raises(ValueError):
-            _rowscan.render(good, 0, bad_kinds)
+            _speedups.render(good, 0, bad_kinds)
     truncated = packet(b"\xfc\xff\x00ab" + lenenc(b"%010d" % 5))  # a value running past its packet
-    assert _rowscan.render(truncated, 0, b"q")[5] == rawrows.BAD
+    assert _speedups.render(truncated, 0, b"q")[5] == rawrows.BAD
 
 
 def render_reference(buf: bytes, pos: int, kinds: bytes):
-    """rawrows.render as the docstring of _rowscan.c says, written plainly in Python: the fuzz test's reference."""
+    """rawrows.render as the docstring of _speedups.c says, written plainly in Python: the fuzz test's reference."""
     rows, ends, total, special, status = [], [], 0, False, rawrows.MORE
     while True:
         if pos + 4 > len(buf):
@@ -322,7 +323,7 @@ def render_reference(buf: bytes, pos: int, kinds: bytes):
 
 
 def test_the_c_render_agrees_with_a_plain_reference_on_random_rows():
-    _rowscan = pytest.importorskip("rusing_ops.backups._rowscan")
+    _speedups = pytest.importorskip("rusing_ops.backups._speedups")
     rng = random.Random(21)
     for _ in range(3000):
         kinds = bytes(rng.choice(b"qxr") for _ in range(rng.randrange(1, 5)))
@@ -342,4 +343,21 @@ def test_the_c_render_agrees_with_a_plain_reference_on_random_rows():
             parts.append(bytes(body))
         buf = b"".join(parts) + (EOF_PACKET if rng.random() < 0.5 else b"")
         start = 0 if rng.random() < 0.8 else rng.randrange(len(buf) + 1)
-        assert _rowscan.render(buf, start, kinds) == render_reference(buf, start, kinds), (buf, start, kinds)
+        assert _speedups.render(buf, start, kinds) == render_reference(buf, start, kinds), (buf, start, kinds)
+
+
+@pytest.mark.parametrize("values", [b"", b"(1,'a')", b"(1,'it''s')", b"('\\'',2)", b"('a\\\\',3)", b"('unclosed",
+                                    b"('\\", b"\\", b"(1)\\'", b"('a'\\''b')", b"('x\\\ny')", b"''''''", b"'\\''"])
+def test_outside_the_literals_as_the_plain_split_gives_it(values):
+    """confine.py's check of an INSERT's values takes the text outside its literals from the C ``outside``; the
+    escapes-then-split it computed before (``outside_py``, still its fallback) is the reference."""
+    _speedups = pytest.importorskip("rusing_ops.backups._speedups")
+    assert _speedups.outside(values) == outside_py(values)
+
+
+def test_outside_the_literals_on_random_values():
+    _speedups = pytest.importorskip("rusing_ops.backups._speedups")
+    rng = random.Random(3)
+    for _ in range(20000):
+        values = bytes(rng.choice(b"'\\\\(),1aX\n\x00") for _ in range(rng.randrange(0, 40)))
+        assert _speedups.outside(values) == outside_py(values), values
