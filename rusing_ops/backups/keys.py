@@ -9,6 +9,7 @@ read the same way; the manifest, not the name, says which database a backup hold
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -47,8 +48,17 @@ def clean_reason(reason: str | None) -> str:
 
 
 def database_tag(database: str | None) -> str:
-    """``database`` as it appears in a key: letters, digits and ``_`` kept, any other run of characters one ``-``."""
-    return re.sub(r"[^A-Za-z0-9_]+", "-", database or "").strip("-")[:64]
+    """``database`` as it appears in a key: letters, digits and ``_`` kept, any other run of characters one ``-``. A name
+    that rule leaves as it is (at most 64 characters) is its own tag; any other also gets 8 hex digits of its sha256,
+    so that names the rule would write alike (``app prod``, ``app.prod``, ``app--prod``; ``школа`` and ``学校``, which
+    keep nothing) still get keys of their own."""
+    if not database:
+        return ""
+    tag = re.sub(r"[^A-Za-z0-9_]+", "-", database).strip("-")
+    if tag == database and len(tag) <= 64:
+        return tag
+    digest = hashlib.sha256(database.encode()).hexdigest()[:8]
+    return f"{tag[:55].strip('-')}-{digest}" if tag else digest
 
 
 def make_key(taken_at: dt.datetime, reason: str | None = None, compression: str = "zstd",

@@ -73,3 +73,46 @@ def test_keys_without_a_database_are_still_read():
         key = keys.make_key(dt.datetime(2026, 1, 2, 3, tzinfo=dt.UTC), "pre-migration", "gzip", database=database)
         parsed = keys.parse_key(key)
         assert (parsed.reason, parsed.compression, parsed.taken_at.day) == ("pre-migration", "gzip", 2), key
+
+
+def test_names_a_key_would_write_alike_get_keys_of_their_own():
+    """Only letters, digits and ``_`` go into a key as they are: names that differ only in the other characters
+    (dashes, spaces, dots, accents), or that keep none of them, carry a digest of the exact name too, so two such
+    databases backed up in the same second with the same reason are not refused as one name (ObjectExists)."""
+    when = dt.datetime(2026, 12, 1, 18, 30, tzinfo=dt.UTC)
+    names = ["app-prod", "app prod", "app.prod", "app--prod", "школа", "学校", "école", "ecole", "e cole", "x" * 64,
+             "x" * 64 + "y", "-lead"]
+    made = {name: keys.make_key(when, "nightly", database=name) for name in names}
+    assert len(set(made.values())) == len(names), made
+    assert keys.make_key(when, "nightly", database="app_prod1") == "backup-app_prod1-2026-12-01T183000Z-nightly.sql.zst"
+    assert keys.database_tag("ecole") == "ecole" and keys.database_tag("x" * 64) == "x" * 64  # plain names unchanged
+    assert keys.database_tag("школа") == hashlib.sha256("школа".encode()).hexdigest()[:8]
+    assert keys.database_tag("app prod") == "app-prod-" + hashlib.sha256(b"app prod").hexdigest()[:8]
+    for name, key in made.items():  # every one reads back: time, reason, compression
+        parsed = keys.parse_key(key)
+        assert (parsed.taken_at, parsed.reason, parsed.compression) == (when, "nightly", "zstd"), (name, key)
+        assert len(keys.database_tag(name)) <= 64
+
+
+def test_two_databases_whose_names_differ_only_in_punctuation_are_backed_up_in_the_same_second(server_url,
+                                                                                                local_store):
+    base = f"rot_{uuid.uuid4().hex[:8]}"
+    names = [f"{base} app-prod", f"{base} app.prod"]  # one key tag without the digest: "rot_..-app-prod"
+    conn = admin_connection(server_url)
+    with conn.cursor() as cur:
+        for i, name in enumerate(names):
+            cur.execute(f"CREATE DATABASE `{name}`")
+            cur.execute(f"CREATE TABLE `{name}`.t (id INT PRIMARY KEY)")
+            cur.execute(f"INSERT INTO `{name}`.t VALUES ({i + 1})")
+    conn.close()
+    try:
+        when = dt.datetime(2026, 12, 1, 18, 31, tzinfo=dt.UTC)
+        made = {name: backup_database(server_url.with_database(name), local_store, reason="nightly", now=when).manifest
+                for name in names}
+        assert made[names[0]].key != made[names[1]].key
+        for name, manifest in made.items():
+            assert catalog.resolve(local_store, "latest", name).key == manifest.key
+            assert manifest.database == name and manifest.tables["t"].rows == 1
+    finally:
+        for name in names:
+            drop_databases_like(server_url, name)
