@@ -45,6 +45,31 @@ class DrillResult:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Target:
+    """A drill measured against one target: whether it was met, and the sentence that says so."""
+
+    passed: bool
+    description: str
+
+
+def judge(result: DrillResult, rto_target_s: float, rpo_target_h: float) -> tuple[Target, Target]:
+    """(RTO, RPO) of ``result`` against the targets. RTO is met when the backup restored, matched its manifest and
+    took at most ``rto_target_s`` seconds; RPO when the newest verified backup is at most ``rpo_target_h`` hours old
+    (no verified backup: missed)."""
+    if result.ok:
+        rto = Target(result.restore_s <= rto_target_s, f"{result.backup} restored and matched its manifest in "
+                     f"{result.restore_s:.1f}s (target {rto_target_s:g}s)")
+    else:
+        rto = Target(False, f"{result.backup} did NOT match its manifest: {'; '.join(result.problems)}")
+    if result.rpo_hours is None:
+        rpo = Target(False, "no backup is verified")
+    else:
+        rpo = Target(result.rpo_hours <= rpo_target_h, f"newest verified backup {result.newest_verified} is "
+                     f"{result.rpo_hours:.1f} h old (target {rpo_target_h:g} h)")
+    return rto, rpo
+
+
 def parse_pick(pick: str | None) -> int | None:
     """``latest`` -> None; ``random:N`` -> N days."""
     text = (pick or "latest").strip().lower()

@@ -18,13 +18,12 @@ import dagster as dg
 from pydantic import Field
 
 from ..core.errors import OpsError
-from ..core.store import S3Store
 from ..dagster_support import failure, max_runtime
 from ..resources import BackupStoreResource, DatabaseResource
 from ..settings import env
 from . import immutability
 from .defs import ASSET
-from .drill import run_drill
+from .drill import judge, run_drill
 
 RTO_CHECK, RPO_CHECK = "restore_drill_rto", "restore_drill_rpo"
 DRILL_KEY = dg.AssetKey("restore_drill")
@@ -57,13 +56,7 @@ def restore_drill(context: dg.AssetExecutionContext, config: RestoreDrillConfig,
         result = run_drill(database.parsed, backup_store.get_store(), pick=config.pick, log=context.log.info)
     except OpsError as exc:
         raise failure(exc) from None
-    rto_ok = result.ok and result.restore_s <= config.rto_target_s
-    rpo_ok = result.rpo_hours is not None and result.rpo_hours <= config.rpo_target_h
-    rto_text = (f"{result.backup} restored and matched its manifest in {result.restore_s:.1f}s (target "
-                f"{config.rto_target_s:g}s)" if result.ok else
-                f"{result.backup} did NOT match its manifest: {'; '.join(result.problems)}")
-    rpo_text = (f"newest verified backup {result.newest_verified} is {result.rpo_hours:.1f} h old (target "
-                f"{config.rpo_target_h:g} h)" if result.rpo_hours is not None else "no backup is verified")
+    rto, rpo = judge(result, config.rto_target_s, config.rpo_target_h)
     metadata = {"backup": result.backup, "picked_by": result.picked_by, "ok": result.ok,
                 "restore_s": float(result.restore_s), "mb_per_s": float(result.mb_per_s),
                 **({"rpo_hours": float(result.rpo_hours)} if result.rpo_hours is not None else {}),
@@ -72,9 +65,9 @@ def restore_drill(context: dg.AssetExecutionContext, config: RestoreDrillConfig,
                 "notes": "; ".join(result.notes) or "(none)"}
     severity = dg.AssetCheckSeverity.ERROR
     return dg.MaterializeResult(metadata=metadata, check_results=[
-        dg.AssetCheckResult(check_name=RTO_CHECK, passed=rto_ok, severity=severity, description=rto_text,
+        dg.AssetCheckResult(check_name=RTO_CHECK, passed=rto.passed, severity=severity, description=rto.description,
                             metadata={"restore_s": float(result.restore_s), "target_s": config.rto_target_s}),
-        dg.AssetCheckResult(check_name=RPO_CHECK, passed=rpo_ok, severity=severity, description=rpo_text,
+        dg.AssetCheckResult(check_name=RPO_CHECK, passed=rpo.passed, severity=severity, description=rpo.description,
                             metadata={"target_h": config.rpo_target_h,
                                       **({"rpo_hours": float(result.rpo_hours)} if result.rpo_hours is not None
                                          else {})}),
@@ -100,8 +93,7 @@ restore_drill_schedule = dg.ScheduleDefinition(
 def backup_store_immutable(backup_store: BackupStoreResource) -> dg.AssetCheckResult:
     store = backup_store.get_store()
     result = immutability.canary(store)
-    locking = isinstance(store, S3Store) and immutability.policy_of(store) is not None  # immutability was asked for
-    severity = dg.AssetCheckSeverity.ERROR if locking and not result.immutable else dg.AssetCheckSeverity.WARN
+    severity = dg.AssetCheckSeverity.ERROR if result.required and not result.immutable else dg.AssetCheckSeverity.WARN
     return dg.AssetCheckResult(passed=result.immutable, severity=severity, description=result.description,
                                metadata={"store": store.url, "immutable": result.immutable})
 

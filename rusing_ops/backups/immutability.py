@@ -111,6 +111,7 @@ class CanaryResult:
     immutable: bool
     description: str
     configured: bool = True
+    required: bool = False  # immutability was asked for where it can be had (an S3 store with a lock policy)
 
 
 def canary(store: BackupStore, now: dt.datetime | None = None) -> CanaryResult:
@@ -126,23 +127,24 @@ def canary(store: BackupStore, now: dt.datetime | None = None) -> CanaryResult:
     problem = bucket_problem(store)
     if problem:
         return CanaryResult(False, f"not immutable: {problem}. Create the bucket with Object Lock enabled "
-                            "(aws s3api create-bucket ... --object-lock-enabled-for-bucket).")
+                            "(aws s3api create-bucket ... --object-lock-enabled-for-bucket).", required=True)
     s3, key = store.client, store._key(f"{CANARY_PREFIX}canary-{uuid.uuid4().hex}")
     try:
         put = s3.put_object(Bucket=store.bucket, Key=key, Body=b"rusing_ops immutability canary\n",
                             **policy.args(now, CANARY_RETENTION))
     except Exception as exc:  # the refusal is the proof
-        return CanaryResult(False, f"not immutable: a locked object could not be written ({s3_cause(exc)}).")
+        return CanaryResult(False, f"not immutable: a locked object could not be written ({s3_cause(exc)}).",
+                            required=True)
     version = put.get("VersionId")
     try:
         s3.delete_object(Bucket=store.bucket, Key=key, VersionId=version)
     except Exception as exc:
         _sweep(store)
         return CanaryResult(True, f"immutable: the server refused to delete a {policy.mode}-locked version "
-                            f"({s3_cause(exc)}); backups are locked for {policy.days} day(s).")
+                            f"({s3_cause(exc)}); backups are locked for {policy.days} day(s).", required=True)
     return CanaryResult(False, f"NOT immutable: {store.url} accepted the Object Lock headers and then deleted the "
                         f"locked version of {key}. Backups there are not protected; use a server that enforces "
-                        "Object Lock.")
+                        "Object Lock.", required=True)
 
 
 def _sweep(store: S3Store) -> None:

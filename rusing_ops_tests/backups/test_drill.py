@@ -11,7 +11,7 @@ import pytest
 
 from rusing_ops.backups import catalog
 from rusing_ops.backups.defs import defs as backups_defs
-from rusing_ops.backups.drill import pick_backup, run_drill
+from rusing_ops.backups.drill import DrillResult, judge, pick_backup, run_drill
 from rusing_ops.backups.drill_defs import (
     RPO_CHECK,
     RTO_CHECK,
@@ -109,3 +109,25 @@ def test_retention_runs_daily_as_a_dry_run_unless_enabled(monkeypatch):
     [request] = list(retention_schedule.evaluate_tick(context).run_requests)
     assert request.run_config["ops"]["prune_backups_op"]["config"]["dry_run"] is False
     assert retention_schedule.cron_schedule == "30 4 * * *" and retention_schedule.job_name == "prune_backups"
+
+
+def test_a_drill_is_judged_against_its_targets():
+    """drill.judge: RTO met only by a backup that matched its manifest within the target; RPO only by a verified
+    backup young enough; each with the sentence the UI shows."""
+    def result(**changes) -> DrillResult:
+        base = {"backup": "backup-app-2026-12-01T050000Z-nightly", "key": "k", "picked_by": "latest",
+                "taken_at": "t", "ok": True, "restore_s": 12.34, "mb_per_s": 10.0, "rows": 5, "bytes": 100,
+                "scratch_db": "s", "rpo_hours": 3.25, "newest_verified": "backup-app-2026-12-01T020000Z-nightly"}
+        return DrillResult(**{**base, **changes})
+
+    rto, rpo = judge(result(), rto_target_s=60, rpo_target_h=26)
+    assert (rto.passed, rpo.passed) == (True, True)
+    assert rto.description == "backup-app-2026-12-01T050000Z-nightly restored and matched its manifest in 12.3s " \
+                              "(target 60s)"
+    assert rpo.description == "newest verified backup backup-app-2026-12-01T020000Z-nightly is 3.2 h old (target 26 h)"
+    assert [t.passed for t in judge(result(), rto_target_s=12.3, rpo_target_h=3.2)] == [False, False]
+    assert [t.passed for t in judge(result(), rto_target_s=12.34, rpo_target_h=3.25)] == [True, True]  # at the target
+    bad, none = judge(result(ok=False, problems=["users: 2 rows, manifest 3"], rpo_hours=None, newest_verified=None),
+                      rto_target_s=1e9, rpo_target_h=1e9)
+    assert not bad.passed and bad.description.endswith("did NOT match its manifest: users: 2 rows, manifest 3")
+    assert (none.passed, none.description) == (False, "no backup is verified")

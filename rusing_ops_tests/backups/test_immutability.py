@@ -59,6 +59,8 @@ def test_canary_proves_immutability_only_where_the_server_refuses(s3_server, loc
     local = immutability.canary(protect(LocalStore(tmp_path / "b"), Protection(lock_days=7)))
     assert not local.immutable and local.description.startswith("not immutable: ")
     assert "local folder" in local.description
+    # Whether immutability was asked for where it can be had (the check's ERROR rather than WARN when it fails):
+    assert (good.required, unlocked_bucket.required, unset.required, local.required) == (True, True, False, False)
 
 
 def test_prune_never_deletes_a_locked_backup_and_says_when_it_can(every_type_db, s3_server, locked_bucket):
