@@ -13,13 +13,14 @@ import contextlib
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
-
-import stripe
 
 from .dburl import scrub_secret
 from .errors import ConfigError, NotFound, OpsError
+
+if TYPE_CHECKING:  # the SDK itself is imported where a client is made (0.3 s that every CLI command paid)
+    import stripe
 
 DEFAULT_API_BASE = "https://api.stripe.com"
 CONNECT_TIMEOUT_S = 5.0
@@ -61,12 +62,16 @@ class StripeAPI:
     @contextlib.contextmanager
     def translate(self, what: str) -> Iterator[None]:
         """Translate Stripe errors raised inside the block (also while iterating a paginated listing)."""
+        import stripe  # loaded by connect_stripe already
+
         try:
             yield
         except stripe.StripeError as exc:
             raise self.explain(exc, what) from None
 
     def explain(self, exc: stripe.StripeError, what: str) -> OpsError:
+        import stripe  # loaded by connect_stripe already
+
         message = scrub_secret(getattr(exc, "user_message", None) or str(exc) or type(exc).__name__, self.api_key)
         status = getattr(exc, "http_status", None)
         if isinstance(exc, stripe.APIConnectionError):
@@ -109,6 +114,8 @@ def connect_stripe(api_key: str | None, api_base: str | None = None, *, connect_
     parts = urlsplit(base)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"STRIPE_API_BASE {api_base!r} is not an http(s) URL.")
+    import stripe
+
     client = stripe.StripeClient(
         api_key,
         base_addresses={"api": base} if api_base else None,

@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-
-import sqlglot
-from sqlglot import exp
+from typing import TYPE_CHECKING
 
 from . import sqlfile
 from .folder import Migration, MigrationFolder
+
+if TYPE_CHECKING:
+    from sqlglot import exp
 
 _INT_RANK = {"tinyint": 1, "smallint": 2, "mediumint": 3, "int": 4, "integer": 4, "bigint": 5, "serial": 5}
 _TEXT_RANK = {"tinytext": 255, "text": 65535, "mediumtext": 16777215, "longtext": 4294967295}
@@ -57,6 +58,9 @@ def lint_statement(statement: str, before: dict) -> list[tuple[str, str, str]]:
     body = sqlfile.strip_comments(statement).strip()
     if not body:
         return []
+    import sqlglot  # here, not at import: 0.2 s that every CLI command and the code location paid
+    from sqlglot import exp
+
     quiet = logging.getLogger("sqlglot")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # its "falling back to Command" warning is handled below
@@ -84,6 +88,8 @@ def _names(drop: exp.Drop) -> list[str]:
 
 
 def _from_tree(tree: exp.Expression, before: dict) -> list[tuple[str, str, str]]:
+    from sqlglot import exp  # imported by lint_statement already
+
     if isinstance(tree, exp.Drop):
         kind = str(tree.args.get("kind") or "").upper()
         if kind in ("TABLE", "DATABASE", "SCHEMA"):
@@ -107,6 +113,8 @@ def _from_tree(tree: exp.Expression, before: dict) -> list[tuple[str, str, str]]
 
 
 def _alter_action(table: str, action: exp.Expression, before: dict) -> list[tuple[str, str, str]]:
+    from sqlglot import exp  # imported by lint_statement already
+
     if isinstance(action, exp.Drop):
         kind = str(action.args.get("kind") or "COLUMN").upper()
         target = f"{table}.{_names(action)[0]}"

@@ -9,8 +9,6 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
-import stripe
-
 from ..core.stripe_api import StripeAPI
 
 BAD_BANK_STATUSES = {"errored", "verification_failed"}
@@ -101,6 +99,8 @@ def check_coach_accounts(api: StripeAPI, *, payouts_since_days: int = 30, max_ac
     ``payouts_since_days`` and its bank accounts whose status is errored or verification_failed. Read-only."""
     since = int(time.time()) - payouts_since_days * 86400
     accounts: list[CoachAccount] = []
+    import stripe  # loaded by connect_stripe already
+
     try:
         _read_accounts(api.client, since, max_accounts, accounts)
     except stripe.StripeError as exc:

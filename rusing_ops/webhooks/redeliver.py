@@ -15,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import requests
-import stripe
 from sqlalchemy.engine import Engine
 
 from ..core.database import connect
@@ -198,6 +197,8 @@ class Redriver:
                 return False
             out.actions.append(f"asked Stripe to retry to {self.webhook_endpoint}")
             return True
+        import stripe  # the SDK's signing (loaded with the client, or here for a configured-but-unused one)
+
         headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT,
                    "Stripe-Signature": stripe.WebhookSignature.generate_signature_header(event.body, self.webhook_secret)}
         try:

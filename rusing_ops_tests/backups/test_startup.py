@@ -62,3 +62,12 @@ def test_connections_with_the_same_tls_settings_share_one_context(server_url):
     finally:
         first.close()
         second.close()
+
+
+def test_the_code_location_loads_neither_the_stripe_sdk_nor_sqlglot_until_used():
+    """Every `rusing-ops` command and code-server start imports the code location: the Stripe SDK (with aiohttp) and
+    sqlglot cost 0.5-0.7 s of it and are imported where a Stripe client is made or a migration is linted."""
+    script = ("import json, sys, rusing_ops.definitions; "
+              "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'stripe', 'sqlglot', 'aiohttp'})))")
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", script], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.splitlines()[-1]) == []
