@@ -28,9 +28,37 @@ PREFIX = "crc32ws"  # names the method inside the value, so that a later method 
 CHECKSUM_SESSION = "SET SESSION time_zone = '+00:00', SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO'"
 
 
-def _value(column: Column) -> str:
-    """The column's stored value in a form that differs whenever the stored bits differ."""
+def _joined_as_is(column: Column) -> bool:
+    """Whether :func:`_value` gives the column itself: a text of its own character set, for CONCAT_WS to join."""
+    return column.text_charset is not None and not column.large and column.data_type not in FLOATING and \
+        column.data_type not in ("bit", "json")
+
+
+def settle(cur, database: str, tables: list[Table]) -> None:
+    """Set ``checksum_in_unicode`` on each table whose row checksum the server refuses as written (error 1271,
+    "Illegal mix of collations": texts of two character sets it cannot join, cp1251 with latin2, utf16 with
+    utf8mb4). Asked of the server itself, with the very expression (``LIMIT 0``: nothing is read), for the tables
+    whose texts have two character sets or more; the schema decides it, so the backup and the restored copy agree.
+    A table the server takes as it is keeps the hashes earlier backups recorded."""
+    for table in tables:
+        if len({c.text_charset for c in table.columns if _joined_as_is(c)} - {"ascii"}) < 2:
+            continue
+        try:
+            cur.execute(f"SELECT {row_checksum(table)} FROM {quote_ident(database)}.{quote_ident(table.name)} "
+                        "LIMIT 0")
+            cur.fetchall()
+        except Exception as exc:  # pymysql's OperationalError 1271 (or 1267/1270: the other collation mixes)
+            if not (exc.args and exc.args[0] in (1267, 1270, 1271)):
+                raise
+            table.checksum_in_unicode = True
+
+
+def _value(column: Column, in_unicode: bool = False) -> str:
+    """The column's stored value in a form that differs whenever the stored bits differ (``in_unicode``: a text
+    converted to utf8mb4, where the server cannot join the table's character sets as they are)."""
     q = quote_ident(column.name)
+    if in_unicode and _joined_as_is(column) and column.text_charset != "utf8mb4":
+        return f"CONVERT({q} USING utf8mb4)"
     if column.large:
         return f"CONCAT(LENGTH({q}),':',CRC32({q}))"  # bounded, whatever the value's size
     if column.data_type in FLOATING:
@@ -49,7 +77,8 @@ def row_checksum(table: Table) -> str:
     dump.py); restore and verify sum it over the loaded copy (:func:`checksum_sql`): one definition for both."""
     if not table.columns:
         return "0"
-    return "CRC32(CONCAT_WS(0x1f," + ",".join(_value(c) for c in table.columns) + f",{null_flags(table)}))"
+    values = ",".join(_value(c, table.checksum_in_unicode) for c in table.columns)
+    return f"CRC32(CONCAT_WS(0x1f,{values},{null_flags(table)}))"
 
 
 def null_flags(table: Table) -> str:

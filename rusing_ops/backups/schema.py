@@ -123,6 +123,9 @@ class Table:
     estimated_rows: int = 0
     key: list[str] | None = None  # primary key, or a unique key of NOT NULL columns: addresses one row
     kind: str = "BASE TABLE"
+    # The row checksum takes the table's texts in utf8mb4 (checksum.settle): set where the server cannot join the
+    # texts of its columns' character sets as they are (cp1251 with latin2, utf16 with utf8mb4).
+    checksum_in_unicode: bool = False
 
     @property
     def large_columns(self) -> list[Column]:
@@ -261,6 +264,9 @@ def read_tables(cur, database: str, *, with_ddl: bool = True) -> list[Table]:
         # Rows always come out in one stable order: by that key, else the first unique key, else every column.
         order = key or next(iter(uniques.values()), None) or [c.name for c in cols]
         tables.append(Table(name, create, cols, order, int(estimate), key, kind))
+    from .checksum import settle  # checksum.py reads this module's types
+
+    settle(cur, database, tables)
     return tables
 
 

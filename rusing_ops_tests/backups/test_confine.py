@@ -18,6 +18,8 @@ def check(values: bytes):
     rb"(1,'it\'s','a\\b','tab\there','\\')",  # backslash escapes, an escaped backslash before the closing quote
     b"(1,'it''s','','''')",  # doubled quotes, empty strings
     b"(-1,+2.5,1e5,1.5E-3,0x1F,X'0a',x'ff',B'101',_binary'\\0',_utf8mb4'x',N'y')",
+    b"(1,_cp1251 X'EFF0',_latin2 X'A3',_koi8r'x',_ucs2 X'00E9',_utf16le X'E900',_gb18030'y',_utf8mb3'z')",  # any
+    # character set's introducer: how a backup writes a column of another character set
     b"(1,@rusing_ops_b3_0)",  # a value built by pieces (pieces.py)
     b"(1,'a -- b # c /* d */ SLEEP(5)')",  # comment markers and a call inside a string are text
     b"(1,'line\\\nbreak')",  # backslash-newline in a string: the server reads a newline
@@ -39,6 +41,8 @@ def test_literal_values_pass(values):
     b"(1,'x' 'y' CURRENT_USER)",
     b"(1,1.e5)",  # a word after a dot (".e5"), as before
     b"(1,'a'/*x*/)",
+    b"(1,_cp9999'x')",  # an introducer-shaped word that names no character set
+    b"(1,_utf8mb4x'ab')",
 ])
 def test_anything_else_is_refused_naming_the_line(values):
     with pytest.raises(DumpRefused) as err:

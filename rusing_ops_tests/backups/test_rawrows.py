@@ -129,3 +129,49 @@ def test_rows_are_packed_into_statements_up_to_the_cap_and_no_further(fresh_db, 
         assert len(group) == 1 or sum(group) - 1 <= cap, (i, sum(group), cap)  # within the cap, or one row alone
         if i + 1 < len(sizes):
             assert sum(group) + sizes[i + 1][0] - 1 > cap  # the next row would not have fitted
+
+
+def test_tables_of_many_character_sets_back_up_and_restore_byte_for_byte(fresh_db, local_store):
+    """Columns in character sets the server cannot join as they are (cp1251 with latin2, utf16 with utf8mb4) used
+    to fail the backup ("Illegal mix of collations" in the row checksum), and a backup's `_cp1251 X'..'` literals
+    were refused by the restore's statement check. Now the checksum takes such a table's texts in utf8mb4, and every
+    character set introducer is a literal: the copy holds the very bytes. A table the server joins as it is (latin1
+    with utf8mb4) keeps the checksum earlier backups recorded."""
+    from rusing_ops.backups.checksum import row_checksum
+    from rusing_ops.backups.restore import restore_backup
+
+    charsets = ["cp1251", "latin2", "koi8r", "utf16", "sjis", "big5", "greek", "ucs2"]
+    words = {"cp1251": "привет", "latin2": "Łódź", "koi8r": "ёжик", "utf16": "é🎓", "sjis": "日本", "big5": "中文",
+             "greek": "αβγ", "ucs2": "ö€"}
+    conn = open_connection(fresh_db)
+    try:
+        with conn.cursor() as cur:
+            cols = ", ".join(f"c_{c} VARCHAR(20) CHARACTER SET {c} NULL" for c in charsets)
+            cur.execute(f"CREATE TABLE many (id INT PRIMARY KEY, u VARCHAR(20) CHARACTER SET utf8mb4, {cols}, "
+                        "e ENUM('à','b') CHARACTER SET latin1, t TEXT CHARACTER SET cp1250) DEFAULT CHARSET=utf8mb4")
+            cur.execute("CREATE TABLE joined (id INT PRIMARY KEY, u VARCHAR(20), l VARCHAR(20) CHARACTER SET latin1) "
+                        "DEFAULT CHARSET=utf8mb4")
+            values = ", ".join(f"_utf8mb4'{words[c]}'" for c in charsets)
+            cur.execute(f"INSERT INTO many VALUES (1, 'ü', {values}, 'à', _utf8mb4'Žluťoučký'), "
+                        f"(2, NULL, {', '.join(['NULL'] * len(charsets))}, NULL, NULL)")
+            cur.execute("INSERT INTO joined VALUES (1, 'é🎓', _utf8mb4'café'), (2, NULL, '')")
+            tables = {t.name: t for t in read_tables(cur, fresh_db.database, with_ddl=False)}
+            assert tables["many"].checksum_in_unicode and not tables["joined"].checksum_in_unicode
+            old = row_checksum(tables["joined"])  # as written before: no CONVERT anywhere
+            assert "CONVERT" not in old
+            hexed = ", ".join(f"HEX(c_{c})" for c in charsets)
+            cur.execute(f"SELECT {hexed}, HEX(e), HEX(t) FROM many ORDER BY id")
+            source = cur.fetchall()
+        backup = backup_database(fresh_db, local_store).manifest
+        copy = fresh_db.database + "__copy"
+        restore_backup(fresh_db, local_store, "latest", database=copy, pre_restore_backup=False,
+                       from_database=fresh_db.database)  # compares the copy's checksums with the manifest's
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT {hexed}, HEX(e), HEX(t) FROM `{copy}`.many ORDER BY id")
+            assert cur.fetchall() == source and source[0][0] == "привет".encode("cp1251").hex().upper().encode()
+            cur.execute(f"SELECT COUNT(*), SUM({old}) FROM joined")
+            count, total = cur.fetchone()
+    finally:
+        conn.close()
+    assert backup.tables["joined"].server_checksum == f"crc32ws:{int(count)}:{int(total)}"
+    assert backup.tables["many"].rows == 2
