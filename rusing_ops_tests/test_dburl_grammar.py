@@ -44,3 +44,11 @@ def test_what_sqlalchemy_cannot_use_is_refused_without_the_password(raw):
     except (ArgumentError, ValueError):
         return  # refused by both
     assert not (theirs.host and theirs.database and "@" not in theirs.host and 0 < (theirs.port or 3306) < 65536)
+
+
+def test_a_database_name_with_other_characters_is_refused_saying_which_are_taken():
+    for name in ("odd%20db", "caf%C3%A9", "a.b", "x" * 65):
+        with pytest.raises(ConfigError) as err:
+            parse_database_url(f"mysql://root:s3cr3t@127.0.0.1:3306/{name}")
+        assert "(letters, digits, _, $ and -, at most 64)" in err.value.message and "s3cr3t" not in str(err.value)
+    assert parse_database_url("mysql://root@127.0.0.1:3306/odd-db$1_x").database == "odd-db$1_x"

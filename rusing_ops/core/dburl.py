@@ -296,7 +296,8 @@ def parse_database_url(url: str | None) -> DatabaseURL:
     if not database or "/" in database:
         raise ConfigError(f"DATABASE_URL {shown!r} names no database; expected {_EXAMPLE}.")
     if not re.fullmatch(r"[A-Za-z0-9_$-]{1,64}", database):
-        raise ConfigError(f"DATABASE_URL {shown!r}: database name {database!r} has characters this tool does not accept.")
+        raise ConfigError(f"DATABASE_URL {shown!r}: database name {database!r} has characters this tool does not accept "
+                          "(letters, digits, _, $ and -, at most 64).")
     query = url.split("?", 1)[1] if "?" in url else ""
     result = DatabaseURL(
         user=unquote(parsed["username"] or "") or "root",
