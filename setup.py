@@ -1,6 +1,7 @@
-"""The one compiled piece: rawrows.py's packet scan in C (rusing_ops/backups/_speedups.c). Everything else is in
-pyproject.toml. ``optional``: where no C compiler is at hand (the slim Docker image) the install goes on and the
-pure-Python scan runs instead (rusing_ops.backups.rawrows.ACCELERATED says which)."""
+"""The one compiled piece: the backups' hot loops in C (rusing_ops/backups/_speedups.c: the backup's row reader and
+the restore's INSERT literal check). Everything else is in pyproject.toml. ``optional``: where no C compiler is at
+hand the install goes on and the pure-Python code runs instead (rusing_ops.backups.rawrows.ACCELERATED says which);
+the Docker image builds it in a build stage that has one."""
 
 from setuptools import Extension, setup
 

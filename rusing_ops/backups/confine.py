@@ -68,7 +68,11 @@ _VALUE_BYTES = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_
 _VALUE_RUNS = bytes.maketrans(b"(),.+-\t\r\n0123456789", b"         0000000000")
 # A string literal's character set introducer (``_cp1251 X'..'``: how a backup writes a column of another character
 # set, dump.py) is a label, not code: every character set MariaDB and MySQL 8 know.
-CHARSETS = ["armscii8", "ascii", "big5", "binary", "cp1250", "cp1251", "cp1256", "cp1257", "cp850", "cp852", "cp866", "cp932", "dec8", "eucjpms", "euckr", "gb18030", "gb2312", "gbk", "geostd8", "greek", "hebrew", "hp8", "keybcs2", "koi8r", "koi8u", "latin1", "latin2", "latin5", "latin7", "macce", "macroman", "sjis", "swe7", "tis620", "ucs2", "ujis", "utf16", "utf16le", "utf32", "utf8", "utf8mb3", "utf8mb4"]
+CHARSETS = frozenset({
+    "armscii8", "ascii", "big5", "binary", "cp1250", "cp1251", "cp1256", "cp1257", "cp850", "cp852", "cp866", "cp932",
+    "dec8", "eucjpms", "euckr", "gb18030", "gb2312", "gbk", "geostd8", "greek", "hebrew", "hp8", "keybcs2", "koi8r",
+    "koi8u", "latin1", "latin2", "latin5", "latin7", "macce", "macroman", "sjis", "swe7", "tis620", "ucs2", "ujis",
+    "utf16", "utf16le", "utf32", "utf8", "utf8mb3", "utf8mb4"})
 _LITERAL_WORDS = frozenset({b"NULL", b"X", b"B", b"N"} | {b"_" + c.upper().encode() for c in CHARSETS})
 _LITERAL_RUNS = frozenset(w.translate(_VALUE_RUNS) for w in _LITERAL_WORDS)
 _VALUE_WORD = re.compile(rb"(?<![0-9A-Za-z_])[A-Za-z_][0-9A-Za-z_]*")

@@ -102,8 +102,8 @@ except ImportError:  # pragma: no cover - a machine that could not build it
 
 def checked_rows(conn: pymysql.connections.Connection, sql: str, *, scanner=None,
                  kinds: bytes | None = None) -> Iterator[tuple[list[bytes | None], list[int], int, bool]]:
-    """Run ``sql`` (two columns: a text, and an integer as exactly 10 digits, :data:`SUM_DIGITS`) on ``conn``;
-    yield, batch by batch in result order, ``(rows, ends, total, special)`` as :func:`scan_py` gives them: the first
+    """Run ``sql`` (two columns: a text, and an integer as exactly 10 digits, :data:`SUM_DIGITS`; with ``kinds``,
+    one column per value, then that integer) on ``conn``; yield, batch by batch in result order, ``(rows, ends, total, special)`` as :func:`scan_py` gives them: the first
     column's values (NULL is ``None``), their cumulative sizes, the sum of the second column's over the same rows,
     and whether a row is NULL or starts with ``!``. The fixed width puts the number at a known place.
 
@@ -143,7 +143,8 @@ def checked_rows(conn: pymysql.connections.Connection, sql: str, *, scanner=None
             if status == SPLIT:
                 raise err.DataError(2020, "a row is larger than 16 MiB; this reader does not join split packets")
             if status == BAD:
-                raise err.DataError(2020, f"a row's checksum column is not {SUM_DIGITS} digits")
+                raise err.DataError(2020, "a row is not of the layout this reader takes apart (its values, then its "
+                                          f"checksum column as {SUM_DIGITS} digits)")
             if rows:
                 yield rows, ends, total, special
     finally:

@@ -4,9 +4,9 @@ Objects: tables (base, system-versioned: current rows only, said in the manifest
 key), sequences with their next value, views (in dependency order), triggers, routines, events. Any other object
 refuses the backup by name (:class:`SchemaRefused`): nothing is left out silently.
 
-Values (:meth:`Column.sql_text`): each is written as an SQL literal -- by the backup's C reader from the plain value
-where it can (:meth:`Column.client_kind`, rawrows.render), else by the server, the same bytes either way. FLOAT/DOUBLE through ``CAST(.. AS
-DOUBLE)`` (a FLOAT column prints 6 digits) with the sign of zero kept; binary as ``X'..'``; text in utf8 by
+Values (:meth:`Column.sql_text`): each is written as an SQL literal -- by the backup's C reader from the plain
+value where it can (:meth:`Column.client_kind`, rawrows.render), else by the server, the same bytes either way.
+FLOAT/DOUBLE through ``CAST(.. AS DOUBLE)`` (a FLOAT column prints 6 digits) with the sign of zero kept; binary as ``X'..'``; text in utf8 by
 ``QUOTE``, in any other character set as ``_<charset> X'..'`` (its own bytes); a value the server cannot format
 (over ``max_allowed_packet``) makes the whole row NULL, which the dump refuses, never a NULL value.
 
@@ -154,34 +154,38 @@ class Table:
         sent), the same order. ``also`` comes last."""
         kinds = "".join(c.client_kind() for c in self.columns)
         values = [quote_ident(c.name) if k != "r" else c.sql_text() for c, k in zip(self.columns, kinds)]
-        large = self.large_columns
-        if large and large_bytes:
-            big = "+".join(f"IFNULL(LENGTH({quote_ident(c.name)}),0)" for c in large) + f">{int(large_bytes)}"
-            marker = f"CONCAT('!',{self.key_condition()})" if self.key else "'!'"
-            values = [f"IF({big},NULL,{v})" if c.large else v for c, v in zip(self.columns, values)]
-            values.insert(0, f"IF({big},{marker},NULL)")
+        big = self._big_row(large_bytes)
+        if big:
+            condition, marker = big
+            values = [f"IF({condition},NULL,{v})" if c.large else v for c, v in zip(self.columns, values)]
+            values.insert(0, f"IF({condition},{marker},NULL)")
             kinds = "m" + kinds
-        order = ",".join(quote_ident(c) for c in self.order_by)
-        where_sql = f" WHERE {where}" if where else ""
-        also_sql = f",{also}" if also else ""
-        return (f"SELECT {','.join(values) or 'NULL'}{also_sql} FROM {quote_ident(self.name)}{where_sql} "
-                f"ORDER BY {order}", kinds.encode())
+        return self._select(",".join(values), where, also), kinds.encode()
 
     def select_sql(self, large_bytes: int | None = None, where: str | None = None, also: str | None = None) -> str:
         """One text column per row: the row as an SQL tuple ``(...)``; a row whose large values add up to more
         than ``large_bytes`` comes as ``!`` and its key condition instead (then dumped in pieces, pieces.py).
         ``where``: only the rows of one key range (chunks.py). ``also``: a second column (the row's checksum)."""
-        order = ",".join(quote_ident(c) for c in self.order_by)
         expr = self.row_expression()
+        big = self._big_row(large_bytes)
+        if big:
+            expr = f"IF({big[0]},{big[1]},{expr})"
+        return self._select(expr, where, also)
+
+    def _big_row(self, large_bytes: int | None) -> tuple[str, str] | None:
+        """(the condition that a row's large values add up to more than ``large_bytes``, the ``!`` marker that
+        stands for such a row), or None when the table has no large column or no limit is set."""
         large = self.large_columns
-        if large and large_bytes:
-            size = "+".join(f"IFNULL(LENGTH({quote_ident(c.name)}),0)" for c in large)
-            marker = f"CONCAT('!',{self.key_condition()})" if self.key else "'!'"
-            expr = f"IF({size}>{int(large_bytes)},{marker},{expr})"
+        if not (large and large_bytes):
+            return None
+        size = "+".join(f"IFNULL(LENGTH({quote_ident(c.name)}),0)" for c in large)
+        return f"{size}>{int(large_bytes)}", f"CONCAT('!',{self.key_condition()})" if self.key else "'!'"
+
+    def _select(self, columns: str, where: str | None, also: str | None) -> str:
         where_sql = f" WHERE {where}" if where else ""
         also_sql = f",{also}" if also else ""
-        return f"SELECT {expr}{also_sql} FROM {quote_ident(self.name)}{where_sql} ORDER BY {order}"
-
+        order = ",".join(quote_ident(c) for c in self.order_by)
+        return f"SELECT {columns}{also_sql} FROM {quote_ident(self.name)}{where_sql} ORDER BY {order}"
 
 @dataclass
 class Sequence:

@@ -83,7 +83,7 @@ def test_c_and_python_scans_agree_on_every_layout_cut_at_every_byte(name):
         assert rows == whole[0][:len(rows)] and pos <= whole[4]
         if status == rawrows.MORE:  # stopped at the incomplete packet: nothing more to take from there
             assert pos <= cut and both(stream[:cut], pos)[0] == []
-    assert both(stream, 3)[5] in (rawrows.BAD, rawrows.MORE, rawrows.SPLIT, rawrows.ERROR, rawrows.END)
+    both(stream, 3)  # a start inside the first packet: whatever it reads there, the two read it alike
 
 
 def test_what_the_scan_returns_for_each_layout():
